@@ -1,0 +1,44 @@
+"""ConST-CL video representations in PyTorch: ``from constcl_zoo import load``.
+
+>>> model = load("constcl_r3d50", pretrained=False)           # or a folder, or "hf-hub:org/repo"
+>>> clip = model.preprocess(frames)                           # uint8 [T, H, W, 3] -> [3, T, 224, 224]
+>>> embedding = model(clip[None])                             # [1, 2048]
+"""
+
+from . import archs as _archs  # noqa: F401  (registers the architectures)
+from .config import (
+    BackboneConfig,
+    GlobalHeadConfig,
+    ModelConfig,
+    PreprocessConfig,
+    RegionHeadConfig,
+)
+from .factory import WeightsNotAvailableError, load
+from .model import GlobalEncoder, PretrainModel, RegionEncoder, build_model, init_weights
+from .preprocess import ClipPreprocess
+from .registry import PretrainedWeights, list_models, list_pretrained, register_weights
+from .weights import CheckpointMismatchError, ChecksumError
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BackboneConfig",
+    "CheckpointMismatchError",
+    "ChecksumError",
+    "ClipPreprocess",
+    "GlobalEncoder",
+    "GlobalHeadConfig",
+    "ModelConfig",
+    "PreprocessConfig",
+    "PretrainModel",
+    "PretrainedWeights",
+    "RegionEncoder",
+    "RegionHeadConfig",
+    "WeightsNotAvailableError",
+    "build_model",
+    "init_weights",
+    "list_models",
+    "list_pretrained",
+    "load",
+    "register_weights",
+]
