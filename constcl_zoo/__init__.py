@@ -6,6 +6,7 @@
 """
 
 from . import archs as _archs  # noqa: F401  (registers the architectures)
+from . import pretrained as _pretrained  # noqa: F401  (registers the published weights)
 from .config import (
     BackboneConfig,
     GlobalHeadConfig,
@@ -13,10 +14,12 @@ from .config import (
     PreprocessConfig,
     RegionHeadConfig,
 )
+from .embed import VideoEmbeddings, WindowSpec
 from .factory import WeightsNotAvailableError, load
 from .model import GlobalEncoder, PretrainModel, RegionEncoder, build_model, init_weights
 from .preprocess import ClipPreprocess
 from .registry import PretrainedWeights, list_models, list_pretrained, register_weights
+from .video import EmptyVideoError, VideoDecodeError, VideoError, VideoTooShortError
 from .weights import CheckpointMismatchError, ChecksumError
 
 __version__ = "0.1.0"
@@ -26,6 +29,7 @@ __all__ = [
     "CheckpointMismatchError",
     "ChecksumError",
     "ClipPreprocess",
+    "EmptyVideoError",
     "GlobalEncoder",
     "GlobalHeadConfig",
     "ModelConfig",
@@ -34,7 +38,12 @@ __all__ = [
     "PretrainedWeights",
     "RegionEncoder",
     "RegionHeadConfig",
+    "VideoDecodeError",
+    "VideoEmbeddings",
+    "VideoError",
+    "VideoTooShortError",
     "WeightsNotAvailableError",
+    "WindowSpec",
     "build_model",
     "init_weights",
     "list_models",

@@ -56,3 +56,23 @@ def _first(mask: torch.Tensor) -> tuple[int, int]:
 
 def _fmt(box: torch.Tensor) -> str:
     return "(" + ", ".join(f"{v:.4g}" for v in box.tolist()) + ")"
+
+
+def crop_boxes(boxes: torch.Tensor, window: tuple[float, float, float, float]) -> torch.Tensor:
+    """Express boxes ``[..., 4]`` in the coordinates of a crop ``window = (x1, y1, x2, y2)`` of the same frame.
+
+    Both are normalised ``(x1, y1, x2, y2)``; the result is clipped to the crop, so a box outside it collapses to
+    zero width or height (callers decide what to do with those).
+    """
+    x1, y1, x2, y2 = window
+    if not (x2 > x1 and y2 > y1):
+        raise ValueError(f"crop window {window} is empty; expected (x1, y1, x2, y2) with x2 > x1, y2 > y1")
+    origin = boxes.new_tensor([x1, y1, x1, y1])
+    scale = boxes.new_tensor([x2 - x1, y2 - y1, x2 - x1, y2 - y1])
+    return ((boxes - origin) / scale).clamp(0.0, 1.0)
+
+
+def hflip_boxes(boxes: torch.Tensor) -> torch.Tensor:
+    """Mirror normalised ``(x1, y1, x2, y2)`` boxes ``[..., 4]`` left-right (a horizontally flipped frame)."""
+    x1, y1, x2, y2 = boxes.unbind(-1)
+    return torch.stack([1.0 - x2, y1, 1.0 - x1, y2], dim=-1)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +23,8 @@ from .registry import (
     unknown_name_message,
     weights_entry,
 )
-from .weights import CONFIG_NAME, WEIGHTS_NAME, load_weights, read_weights_record, verify_sha256
+from .tf_checkpoint import is_tf_checkpoint
+from .weights import CONFIG_NAME, WEIGHTS_NAME, load_weights, read_weights_record, sha256_of, verify_sha256
 
 LOCAL_PREFIX = "local-dir:"
 
@@ -90,6 +93,10 @@ def _resolve(name: str, pretrained: bool, revision: str | None,
         return _from_folder(folder, pretrained, extra_digests=[])
 
     local = Path(name[len(LOCAL_PREFIX):]).expanduser() if name.startswith(LOCAL_PREFIX) else Path(name)
+    if is_tf_checkpoint(local):
+        if revision is not None:
+            raise ValueError("revision= applies to Hub checkpoints, not to a TF checkpoint")
+        return _from_folder(_converted(local, cache_dir), pretrained, extra_digests=[])
     if name.startswith(LOCAL_PREFIX) or local.is_dir() or os.sep in name or name.startswith("."):
         if revision is not None:
             raise ValueError("revision= applies to Hub checkpoints, not to a local folder")
@@ -120,6 +127,9 @@ def _resolve(name: str, pretrained: bool, revision: str | None,
 def _from_registry(entry: PretrainedWeights, revision: str | None,
                    cache_dir: str | os.PathLike | None) -> tuple[ModelConfig, Path, list[tuple[str, str]]]:
     if entry.hf_hub_id is None:
+        converted = converted_dir(cache_dir) / entry.name
+        if (converted / CONFIG_NAME).is_file():
+            return _from_folder(converted, True, extra_digests=[])
         raise WeightsNotAvailableError(
             f"{entry.name!r} is not on the Hugging Face Hub. {entry.how_to_get or ''}".strip())
     if revision is not None and entry.revision is not None and revision != entry.revision:
@@ -128,6 +138,41 @@ def _from_registry(entry: PretrainedWeights, revision: str | None,
     folder = download_checkpoint(entry.hf_hub_id, entry.revision or revision, cache_dir)
     digests = [(f"the registry entry {entry.name!r}", entry.sha256)] if entry.sha256 else []
     return _from_folder(folder, True, extra_digests=digests)
+
+
+def converted_dir(cache_dir: str | os.PathLike | None = None) -> Path:
+    """Where TF checkpoints converted by ``load()`` are kept: ``cache_dir``, else ``$CONSTCL_ZOO_CACHE``, else
+    ``~/.cache/constcl_zoo``; then ``converted/``."""
+    root = cache_dir or os.environ.get("CONSTCL_ZOO_CACHE") or Path.home() / ".cache" / "constcl_zoo"
+    return Path(root).expanduser() / "converted"
+
+
+def _converted(source: Path, cache_dir: str | os.PathLike | None) -> Path:
+    """Convert a TF checkpoint once into the cache: named after its registry entry when it is a published file,
+    else after the sha256 of the file (tarball) or of the ``.index`` (which holds every tensor's CRC32C)."""
+    from .convert import convert_tf_checkpoint
+    from .pretrained import entry_for_source_file
+    from .tf_checkpoint import find_checkpoint_prefix
+
+    entry = entry_for_source_file(source.name)
+    if entry is not None:
+        key = entry.name
+    else:
+        digest = sha256_of(source if source.is_file() and not source.name.endswith(".index")
+                           else f"{find_checkpoint_prefix(source)}.index")
+        key = f"{source.name.split('.')[0]}-{digest[:16]}"
+    target = converted_dir(cache_dir) / key
+    if (target / CONFIG_NAME).is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".converting-", dir=target.parent))
+    try:
+        convert_tf_checkpoint(source, tmp, source_url=entry.source_url if entry else None,
+                              name=entry.name if entry else None)
+        os.replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
 
 
 def _from_folder(folder: Path, pretrained: bool,

@@ -24,7 +24,9 @@ from torch import nn
 from .backbone import ResNet3D
 from .boxes import check_boxes
 from .config import ModelConfig
+from .embed import VideoEmbeddings, VideoInput, embed_frames
 from .heads import InstanceReconstructor, ProjectionMLP
+from .layers import roi_align_mean
 from .preprocess import ClipPreprocess
 
 Branch = Literal["global", "region", "full"]
@@ -114,7 +116,42 @@ class ConstCLBase(nn.Module):
         return f"arch={self.config.arch!r}, branch={self.branch!r}"
 
 
-class GlobalEncoder(ConstCLBase):
+class _Embedder(ConstCLBase):
+    """``embed(video)``: features of every sliding window of a whole video (see :mod:`constcl_zoo.embed`)."""
+
+    def embed(self, video: VideoInput, *, clip_frames: int | None = None, stride: int | None = None,
+              batch_size: int = 8, precision: str = "auto", fps: float | None = None) -> VideoEmbeddings:
+        """Embed every window of ``video`` (a file path, or uint8 ``[T, H, W, 3]`` frames with ``fps``).
+
+        Windows are ``clip_frames`` frames every ``frame_stride`` decoded frames, starting every ``stride``
+        decoded frames; both default to the weights' preprocessing (``clip_frames = num_frames``, windows
+        tiling the video). ``precision``: ``"auto"`` (bf16 autocast where the hardware runs bf16 natively,
+        else fp32; channels_last_3d on CPUs and bf16 GPUs), ``"fp32"`` (the reference: fp32, default layout) or
+        ``"bf16"`` — see :mod:`constcl_zoo.precision`. The model's weights are put in that layout in place.
+        Returns :class:`~constcl_zoo.embed.VideoEmbeddings` with ``embeddings``
+        ``[N, D]`` (global) or ``[N, C, T', H', W']`` (region) and each window's ``start_s`` / ``end_s``.
+        Peak memory does not grow with the video's length (streaming decode).
+        """
+        from .precision import plan_context, prepare_model, resolve_precision, to_input
+
+        device = next(self.parameters()).device
+        plan = resolve_precision(precision, device)
+        prepare_model(self, plan)
+        was_training = self.training
+        self.eval()
+
+        def run(clips: torch.Tensor) -> torch.Tensor:
+            with plan_context(plan, device):
+                return self(to_input(clips, self, plan)).float()
+
+        try:
+            return embed_frames(run, video, self.preprocess, clip_frames=clip_frames, stride=stride,
+                                batch_size=batch_size, fps=fps)
+        finally:
+            self.train(was_training)
+
+
+class GlobalEncoder(_Embedder):
     """Clip embeddings from the global branch: ``[B, 3, T, H, W] -> [B, C]`` (mean over T', H', W' of res5)."""
 
     branch = "global"
@@ -128,7 +165,7 @@ class GlobalEncoder(ConstCLBase):
         return self.forward_features(clip, ("res5",))["res5"].mean(dim=(2, 3, 4))
 
 
-class RegionEncoder(ConstCLBase):
+class RegionEncoder(_Embedder):
     """Dense features from the region branch (``res5_region``; ``res5`` for single-res5 networks such as CVRL)."""
 
     branch = "region"
@@ -152,8 +189,6 @@ class RegionEncoder(ConstCLBase):
         over time first). ``normalize`` L2-normalises the feature map first, as in training; it defaults to the
         weights' ``region_head.normalize_inputs`` (True for ConST-CL).
         """
-        from .layers import roi_align_mean
-
         features = self(clip)
         check_boxes(boxes, batch=features.shape[0])
         t = features.shape[2]

@@ -63,17 +63,21 @@ def verify_sha256(path: str | Path, expected: str, source: str) -> None:
 
 
 def save_checkpoint(model: ConstCLBase, directory: str | Path) -> Path:
-    """Write ``model`` as a checkpoint folder; files are written to temporaries and renamed into place."""
+    """Write ``model`` as a checkpoint folder (its own branch's weights)."""
+    return write_checkpoint(model.config, state_dict_for_save(model), directory, branch=model.branch)
+
+
+def write_checkpoint(config: ModelConfig, tensors: dict[str, torch.Tensor], directory: str | Path,
+                     branch: str) -> Path:
+    """Write ``config.json`` + ``model.safetensors`` (float32); temporaries are renamed into place."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    tensors = state_dict_for_save(model)
     weights_tmp = _temp_path(directory, WEIGHTS_NAME)
-    save_file({k: v.float() if v.is_floating_point() else v for k, v in tensors.items()}, weights_tmp,
-              metadata={"format": "pt", "arch": model.config.arch, "branch": model.branch})
-    record = {"file": WEIGHTS_NAME, "sha256": sha256_of(weights_tmp), "branch": model.branch,
-              "dtype": "float32"}
+    save_file({k: v.float().contiguous() if v.is_floating_point() else v.contiguous() for k, v in tensors.items()},
+              weights_tmp, metadata={"format": "pt", "arch": config.arch, "branch": branch})
+    record = {"file": WEIGHTS_NAME, "sha256": sha256_of(weights_tmp), "branch": branch, "dtype": "float32"}
     config_tmp = _temp_path(directory, CONFIG_NAME)
-    model.config.to_json(config_tmp, extra={"weights": record})
+    config.to_json(config_tmp, extra={"weights": record})
     os.replace(weights_tmp, directory / WEIGHTS_NAME)
     os.replace(config_tmp, directory / CONFIG_NAME)
     return directory

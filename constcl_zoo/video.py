@@ -1,0 +1,175 @@
+"""Frame-exact, streaming video decoding with PyAV (the ``video`` extra).
+
+Frames are counted as they decode: a container header's frame count is never trusted (``tree.avi`` claims 444
+frames and decodes 68). Each :class:`Frame` carries its decoded index, its presentation time and duration in
+seconds, and the RGB pixels ``[H, W, 3]`` uint8. Decoding never holds more than one frame: peak memory does
+not depend on the video's length.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import torch
+
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".ts")
+INSTALL_HINT = "pip install 'constcl-zoo[video]'"
+
+
+class VideoError(ValueError):
+    """A video that cannot be used: unreadable, corrupt, empty or too short. The message names the file."""
+
+
+class VideoDecodeError(VideoError):
+    """The container or a frame failed to decode (the message names the file and the frame index)."""
+
+
+class EmptyVideoError(VideoError):
+    """The file has no video stream, or its video stream decodes to no frame."""
+
+
+class VideoTooShortError(VideoError):
+    """Fewer decoded frames than one clip spans."""
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One decoded frame: ``rgb`` is ``[H, W, 3]`` uint8; times in seconds."""
+
+    index: int
+    time_s: float
+    duration_s: float
+    rgb: np.ndarray
+
+
+def require_av() -> ModuleType:
+    """Import PyAV or raise an ImportError saying which extra installs it."""
+    try:
+        import av
+    except ImportError as exc:  # pragma: no cover - exercised by monkeypatching sys.modules in tests
+        raise ImportError(f"decoding video files needs PyAV, which is not installed: {INSTALL_HINT}") from exc
+    return av
+
+
+def iter_av_frames(path: str | os.PathLike, threads: int = 0) -> Iterator[tuple[int, float | None, object]]:
+    """Decode ``path`` in order, yielding ``(decoded index, nominal frame period in s or None, av.VideoFrame)``;
+    nothing is converted to RGB here, so callers convert only the frames they keep. ``threads=0``: FFmpeg chooses.
+
+    Raises :class:`VideoDecodeError` (file and frame index in the message) for a corrupt container or frame,
+    :class:`EmptyVideoError` when no frame decodes, ``FileNotFoundError`` for a missing file.
+    """
+    av = require_av()
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no video file at {path}")
+    try:
+        container = av.open(str(path))
+    except av.FFmpegError as exc:
+        raise VideoDecodeError(f"{path}: cannot open the container ({exc})") from exc
+    with container:
+        if not container.streams.video:
+            raise EmptyVideoError(f"{path}: the file has no video stream")
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        if threads:
+            stream.codec_context.thread_count = threads
+        rate = stream.average_rate or stream.guessed_rate
+        period = 1.0 / float(rate) if rate else None
+        index = 0
+        decoder = container.decode(stream)
+        while True:
+            try:
+                frame = next(decoder)
+            except StopIteration:
+                break
+            except av.FFmpegError as exc:
+                raise VideoDecodeError(f"{path}: decoding failed at frame {index} "
+                                       f"(after {index} good frames): {exc}") from exc
+            yield index, period, frame
+            index += 1
+        if index == 0:
+            raise EmptyVideoError(f"{path}: the video stream decodes to no frame")
+
+
+def iter_video_file(path: str | os.PathLike, threads: int = 0) -> Iterator[Frame]:
+    """Decode ``path`` into RGB :class:`Frame` s with their times (errors as :func:`iter_av_frames`)."""
+    av = require_av()
+    for index, period, frame in iter_av_frames(path, threads):
+        try:
+            rgb = frame.to_ndarray(format="rgb24")
+        except (av.FFmpegError, ValueError) as exc:
+            raise VideoDecodeError(f"{path}: frame {index} cannot be converted to RGB: {exc}") from exc
+        time_s = float(frame.time) if frame.time is not None else (index * period if period else float(index))
+        duration = frame.duration * float(frame.time_base) if frame.duration and frame.time_base else period
+        yield Frame(index, time_s, float(duration or 0.0), rgb)
+
+
+def iter_array_frames(frames: np.ndarray | torch.Tensor, fps: float, source: str = "<array>") -> Iterator[Frame]:
+    """Frames of an in-memory video ``[T, H, W, 3]`` uint8 at ``fps`` frames per second."""
+    if isinstance(frames, torch.Tensor):
+        frames = frames.cpu().numpy()
+    if not isinstance(frames, np.ndarray):
+        raise TypeError(f"{source}: frames must be a numpy array or torch tensor, got {type(frames).__name__}")
+    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
+        raise ValueError(f"{source}: frames must be uint8 [T, H, W, 3] RGB, got {frames.dtype} "
+                         f"{tuple(frames.shape)}")
+    if not fps or fps <= 0:
+        raise ValueError(f"{source}: an in-memory video needs fps > 0 to give window times in seconds, got {fps!r}")
+    if frames.shape[0] == 0:
+        raise EmptyVideoError(f"{source}: the array holds no frame")
+    for i in range(frames.shape[0]):
+        yield Frame(i, i / fps, 1.0 / fps, frames[i])
+
+
+def find_videos(folder: str | os.PathLike, extensions: Sequence[str] = VIDEO_EXTENSIONS) -> list[Path]:
+    """Video files (by extension, case-insensitive) under ``folder``, recursively, sorted."""
+    exts = {e.lower() for e in extensions}
+    return sorted(p for p in Path(folder).rglob("*") if p.is_file() and p.suffix.lower() in exts)
+
+
+@dataclass(frozen=True)
+class ManifestEntry:
+    """One manifest line: the path as written, resolved against the manifest's folder, and its line number."""
+
+    written: Path
+    path: Path
+    line: int
+
+
+def read_manifest(manifest: str | os.PathLike) -> list[ManifestEntry]:
+    """Entries of a manifest: a ``.csv`` with a ``path`` column, or text (``.txt``, ``.lst``, ...) with one path a
+    line, blank lines and ``#`` comments skipped. Relative paths are relative to the manifest's folder."""
+    manifest = Path(manifest)
+    rows: list[tuple[int, str]]
+    if manifest.suffix.lower() == ".csv":
+        with open(manifest, newline="") as f:
+            reader = csv.DictReader(f)
+            if reader.fieldnames is None or "path" not in reader.fieldnames:
+                raise ValueError(f"{manifest}: a CSV manifest needs a 'path' column, got {reader.fieldnames}")
+            rows = [(n, (row["path"] or "").strip()) for n, row in enumerate(reader, start=2)]
+    else:
+        rows = [(n, ln.strip()) for n, ln in enumerate(manifest.read_text().splitlines(), start=1)]
+    entries = [ManifestEntry(Path(p), Path(p) if Path(p).is_absolute() else manifest.parent / p, n)
+               for n, p in rows if p and not p.startswith("#")]
+    if not entries:
+        raise ValueError(f"{manifest}: the manifest lists no videos")
+    return entries
+
+
+def list_videos(source: str | os.PathLike, extensions: Sequence[str] = VIDEO_EXTENSIONS) -> list[Path]:
+    """Video paths from a folder (recursive, sorted, by extension) or a manifest (see :func:`read_manifest`)."""
+    source = Path(source)
+    if not str(source) or not source.exists():
+        raise FileNotFoundError(f"videos: {source} does not exist (give a folder or a .csv/.txt manifest)")
+    if source.is_dir():
+        found = find_videos(source, extensions)
+        if not found:
+            raise FileNotFoundError(f"videos: no files with extensions {sorted(extensions)} under {source}")
+        return found
+    return [entry.path for entry in read_manifest(source)]

@@ -1,0 +1,184 @@
+"""ONNX export of a loaded ConST-CL network, with its config and preprocessing in the ONNX metadata.
+
+Graphs (input ``clip`` is float32 ``[batch, 3, T, crop, crop]``, the weights' preprocessing; I/O stay float32
+with ``--fp16``, which stores fp16 weights and computes in fp16):
+
+* ``global``: ``clip -> embeddings [batch, D]``
+* ``region``: ``clip -> features [batch, C, T', H', W']``
+* ``region --with-rois``: ``clip, boxes [batch, num_boxes, 4] -> roi_features [batch, num_boxes, C]`` (normalised
+  ``(x1, y1, x2, y2)`` boxes on the centre feature frame, the training ROIAlign)
+
+``batch`` (and ``num_boxes``) are dynamic axes. The export checks itself: ONNX Runtime runs random inputs of a
+batch size (and box count) different from the traced ones and must match PyTorch within
+``max |ORT - torch| <= tol * max |torch|`` (``tol`` 1e-4 for fp32; 1e-2 for fp16, compared with fp32 PyTorch).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from constcl_zoo import ModelConfig, __version__, load
+from constcl_zoo.model import ConstCLBase
+
+MIN_OPSET = 17
+META_PREFIX = "constcl_zoo."
+TOLERANCE = {"fp32": 1e-4, "fp16": 1e-2}
+
+
+class ExportCheckError(RuntimeError):
+    """ONNX Runtime's outputs differ from PyTorch's beyond the tolerance."""
+
+
+class _Graph(nn.Module):
+    """What goes into the ONNX file: the network's inference call, with float32 I/O."""
+
+    def __init__(self, model: ConstCLBase, with_rois: bool, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.model, self.with_rois, self.dtype = model, with_rois, dtype
+
+    def forward(self, clip: torch.Tensor, boxes: torch.Tensor | None = None) -> torch.Tensor:
+        clip = clip.to(self.dtype)
+        if self.with_rois:
+            return self.model.roi_features(clip, boxes.to(self.dtype)).float()
+        return self.model(clip).float()
+
+
+@dataclass(frozen=True)
+class ExportReport:
+    path: Path
+    inputs: dict[str, list[int | str]]
+    outputs: dict[str, list[int | str]]
+    max_abs_diff: float
+    relative_diff: float
+
+
+def input_shape(config: ModelConfig) -> tuple[int, int, int, int]:
+    """``(3, T, crop, crop)``: one preprocessed clip."""
+    p = config.preprocess
+    return 3, p.num_frames, p.crop_size, p.crop_size
+
+
+def export_onnx(model: ConstCLBase, out: str | os.PathLike, *, with_rois: bool = False, fp16: bool = False,
+                external_data: bool = False, opset: int = MIN_OPSET, source: str = "",
+                check: bool = True) -> ExportReport:
+    """Export ``model`` (a ``global`` or ``region`` network) to ``out``; self-check with ONNX Runtime."""
+    import onnx
+
+    if model.branch not in ("global", "region"):
+        raise ValueError(f"export takes a 'global' or 'region' network, got branch {model.branch!r}")
+    if with_rois and model.branch != "region":
+        raise ValueError("--with-rois needs --branch region")
+    if opset < MIN_OPSET:
+        raise ValueError(f"opset must be >= {MIN_OPSET}, got {opset}")
+    out = Path(out)
+    precision = "fp16" if fp16 else "fp32"
+    model = model.float().eval()
+    reference = model
+    if fp16:  # a separate fp16 copy; the fp32 model is the self-check's reference
+        reference = load_like(model)
+        model = model.half()
+    graph = _Graph(model, with_rois, torch.float16 if fp16 else torch.float32).eval()
+    args, names, dynamic = _example(model.config, with_rois, batch=2, boxes=3)
+    output_name = "roi_features" if with_rois else ("embeddings" if model.branch == "global" else "features")
+    dynamic[output_name] = {0: "batch", 1: "num_boxes"} if with_rois else {0: "batch"}
+    buffer = io.BytesIO()
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)  # shape checks traced as constants: expected
+        traced_shape = graph(*args).shape
+        torch.onnx.export(graph, args, buffer, dynamo=False, opset_version=opset, input_names=names,
+                          output_names=[output_name], dynamic_axes=dynamic, do_constant_folding=True)
+    proto = onnx.load_from_string(buffer.getvalue())
+    _set_output_dims(proto.graph.output[0], traced_shape, dynamic[output_name])
+    config = model.config.to_dict()
+    metadata = {"config": json.dumps(config), "preprocess": json.dumps(config["preprocess"]), "branch": model.branch,
+                "with_rois": json.dumps(with_rois), "precision": precision, "source": source,
+                "output": output_name, "version": __version__}
+    for key, value in metadata.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = META_PREFIX + key, value
+    proto.doc_string = f"ConST-CL {model.config.arch} ({model.branch} branch) exported by constcl_zoo {__version__}"
+    onnx.checker.check_model(proto)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if external_data:
+        onnx.save_model(proto, str(out), save_as_external_data=True, all_tensors_to_one_file=True,
+                        location=out.name + ".data", size_threshold=1024)
+    else:
+        onnx.save_model(proto, str(out))
+    shapes = {i.name: _dims(i) for i in proto.graph.input}
+    out_shapes = {o.name: _dims(o) for o in proto.graph.output}
+    if not check:
+        return ExportReport(out, shapes, out_shapes, float("nan"), float("nan"))
+    abs_diff, rel = self_check(out, reference, with_rois, TOLERANCE[precision])
+    return ExportReport(out, shapes, out_shapes, abs_diff, rel)
+
+
+def load_like(model: ConstCLBase) -> ConstCLBase:
+    """A float32 copy of ``model`` (same class, config and weights)."""
+    from constcl_zoo.model import build_model
+
+    copy = build_model(model.config, model.branch)
+    copy.load_state_dict(model.state_dict())
+    return copy.float().eval()
+
+
+def _example(config: ModelConfig, with_rois: bool, batch: int, boxes: int, seed: int = 0):
+    gen = torch.Generator().manual_seed(seed)
+    clip = torch.randn(batch, *input_shape(config), generator=gen)
+    if not with_rois:
+        return (clip,), ["clip"], {"clip": {0: "batch"}}
+    xy = torch.rand(batch, boxes, 2, generator=gen) * 0.6
+    box = torch.cat([xy, xy + 0.1 + torch.rand(batch, boxes, 2, generator=gen) * 0.3], dim=-1)
+    return (clip, box), ["clip", "boxes"], {"clip": {0: "batch"}, "boxes": {0: "batch", 1: "num_boxes"}}
+
+
+def _set_output_dims(value_info, shape: torch.Size, dynamic: dict[int, str]) -> None:
+    """Name the dynamic output axes and fix the others (ONNX shape inference leaves them as made-up names)."""
+    dims = value_info.type.tensor_type.shape.dim
+    del dims[:]
+    for axis, size in enumerate(shape):
+        dim = dims.add()
+        if axis in dynamic:
+            dim.dim_param = dynamic[axis]
+        else:
+            dim.dim_value = int(size)
+
+
+def _dims(value_info) -> list[int | str]:
+    return [d.dim_param or d.dim_value for d in value_info.type.tensor_type.shape.dim]
+
+
+def self_check(path: Path, reference: ConstCLBase, with_rois: bool, tolerance: float) -> tuple[float, float]:
+    """Run ONNX Runtime (CPU) on a batch size and box count unlike the traced ones; compare with PyTorch."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    args, names, _ = _example(reference.config, with_rois, batch=3, boxes=5, seed=1)
+    (got,) = session.run(None, {n: a.numpy() for n, a in zip(names, args, strict=True)})
+    with torch.no_grad():
+        want = (reference.roi_features(*args) if with_rois else reference(*args)).numpy()
+    if got.shape != want.shape:
+        raise ExportCheckError(f"{path}: ONNX Runtime output shape {got.shape} != PyTorch {want.shape}")
+    abs_diff = float(np.abs(got - want).max())
+    rel = abs_diff / max(float(np.abs(want).max()), 1e-12)
+    if not rel <= tolerance:
+        raise ExportCheckError(f"{path}: max |ORT - torch| = {abs_diff:.3g} = {rel:.3g} of max |torch|, above the "
+                               f"tolerance {tolerance:g}; the export is wrong")
+    return abs_diff, rel
+
+
+def export_from_name(name: str, out: str | os.PathLike, *, branch: str = "global", with_rois: bool = False,
+                     fp16: bool = False, external_data: bool = False, opset: int = MIN_OPSET,
+                     random_init: bool = False, seed: int = 0) -> ExportReport:
+    """:func:`export_onnx` of ``load(name, branch=branch)`` (``random_init``: ``pretrained=False``)."""
+    model = load(name, branch=branch, pretrained=not random_init, seed=seed)
+    return export_onnx(model, out, with_rois=with_rois, fp16=fp16, external_data=external_data, opset=opset,
+                       source=name + (f" (random init, seed {seed})" if random_init else ""))

@@ -1,0 +1,139 @@
+"""ONNX Runtime embedder for files written by ``python -m export onnx``.
+
+The model's config (and with it the preprocessing) is read from the ONNX metadata, and frames go through
+``constcl_zoo``'s own :class:`~constcl_zoo.ClipPreprocess` and sliding windows (:func:`constcl_zoo.embed.embed_frames`):
+there is one preprocessing implementation, not two.
+
+Providers: TensorRT, then CUDA, then CPU — each accepted only if an inference session actually starts on it
+(``onnxruntime.get_device()`` says "GPU" for the ``onnxruntime-gpu`` wheel even on machines without a GPU, and
+ORT silently falls back to the CPU when a CUDA session cannot start).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from constcl_zoo import ClipPreprocess, ModelConfig
+from constcl_zoo.embed import VideoEmbeddings, VideoInput, embed_frames
+
+from .onnx_export import META_PREFIX, input_shape
+
+log = logging.getLogger(__name__)
+GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
+
+
+class OnnxMetadataError(ValueError):
+    """The ONNX file lacks the metadata ``python -m export onnx`` writes (names the missing key)."""
+
+
+def read_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """The ``constcl_zoo.*`` metadata of an exported model (keys without the prefix)."""
+    import onnx
+
+    proto = onnx.load(str(path), load_external_data=False)
+    return {p.key[len(META_PREFIX):]: p.value for p in proto.metadata_props if p.key.startswith(META_PREFIX)}
+
+
+def session_options(threads: int | None = None):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads:
+        options.intra_op_num_threads = threads
+    return options
+
+
+def create_session(path: str | os.PathLike, providers: list[str] | None = None, threads: int | None = None):
+    """An inference session on the first provider that works (default: TensorRT, CUDA, then CPU).
+
+    Each candidate is tried by creating a session with it; one whose session reports another provider first
+    (ORT's silent fallback) is rejected. Returns ``(session, provider)``.
+    """
+    import onnxruntime as ort
+
+    available = set(ort.get_available_providers())
+    candidates = providers or [p for p in GPU_PROVIDERS if p in available] + ["CPUExecutionProvider"]
+    errors = []
+    for provider in candidates:
+        if provider not in available:
+            errors.append(f"{provider}: not in this onnxruntime build ({sorted(available)})")
+            continue
+        chain = [provider] if provider == "CPUExecutionProvider" else [provider, "CPUExecutionProvider"]
+        try:
+            session = ort.InferenceSession(str(path), sess_options=session_options(threads), providers=chain)
+        except Exception as exc:  # ORT raises plain RuntimeError/Fail subclasses for provider problems
+            errors.append(f"{provider}: {exc}")
+            continue
+        if session.get_providers()[0] == provider:
+            return session, provider
+        errors.append(f"{provider}: the session fell back to {session.get_providers()[0]}")
+    raise RuntimeError(f"{path}: no execution provider could run the model: " + "; ".join(errors))
+
+
+class OnnxEmbedder:
+    """Embeddings from an exported ConST-CL ONNX file.
+
+    ``run(clips)``: preprocessed float32 clips ``[B, 3, T, crop, crop]`` -> outputs ``[B, ...]`` (numpy).
+    ``embed(video)``: sliding-window embeddings of a video file or frames, like ``model.embed``.
+    ``preprocess``: the weights' :class:`~constcl_zoo.ClipPreprocess` (uint8 ``[T, H, W, 3]`` -> clip).
+    """
+
+    def __init__(self, path: str | os.PathLike, providers: list[str] | None = None,
+                 threads: int | None = None) -> None:
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise FileNotFoundError(f"no ONNX model at {self.path}")
+        self.metadata = read_metadata(self.path)
+        if "config" not in self.metadata:
+            raise OnnxMetadataError(f"{self.path}: no '{META_PREFIX}config' metadata; export the model with "
+                                    f"`python -m export onnx`")
+        self.config = ModelConfig.from_dict(json.loads(self.metadata["config"]))
+        self.preprocess = ClipPreprocess(self.config.preprocess)
+        self.branch = self.metadata.get("branch", "global")
+        self.with_rois = json.loads(self.metadata.get("with_rois", "false"))
+        self.session, self.provider = create_session(self.path, providers, threads)
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.output_name = self.session.get_outputs()[0].name
+        self.clip_shape = input_shape(self.config)
+        log.info("%s on %s", self.path, self.provider)
+
+    def check_clips(self, clips: np.ndarray) -> np.ndarray:
+        """Float32 ``[B, 3, T, crop, crop]`` clips, or ``ValueError`` naming the expected shape."""
+        clips = np.asarray(clips)
+        if clips.ndim != 5 or tuple(clips.shape[1:]) != self.clip_shape:
+            raise ValueError(f"clips must have shape [B, {', '.join(map(str, self.clip_shape))}] "
+                             f"(preprocessed), got {tuple(clips.shape)}")
+        if not np.issubdtype(clips.dtype, np.floating):
+            raise ValueError(f"clips must be float (preprocessed to {self.config.preprocess.value_range}), "
+                             f"got {clips.dtype}")
+        return np.ascontiguousarray(clips, dtype=np.float32)
+
+    def run(self, clips: np.ndarray, boxes: np.ndarray | None = None) -> np.ndarray:
+        """Network outputs for a batch of preprocessed clips (``boxes [B, N, 4]`` for a ``--with-rois`` model)."""
+        feeds = {"clip": self.check_clips(clips)}
+        if self.with_rois:
+            if boxes is None:
+                raise ValueError(f"{self.path} takes boxes [B, N, 4] with the clips (exported --with-rois)")
+            feeds["boxes"] = np.asarray(boxes, dtype=np.float32)
+        return self.session.run([self.output_name], feeds)[0]
+
+    def embed(self, video: VideoInput, *, clip_frames: int | None = None, stride: int | None = None,
+              batch_size: int = 8, fps: float | None = None) -> VideoEmbeddings:
+        """Sliding-window features of a whole video (see :func:`constcl_zoo.embed.embed_frames`)."""
+        if self.with_rois:
+            raise ValueError(f"{self.path} needs boxes per clip; embed() works on the global/region graphs")
+        if clip_frames not in (None, self.config.preprocess.num_frames):
+            raise ValueError(f"this ONNX graph takes clips of exactly {self.config.preprocess.num_frames} frames")
+
+        def run(clips: torch.Tensor) -> torch.Tensor:
+            return torch.from_numpy(self.run(clips.numpy()))
+
+        return embed_frames(run, video, self.preprocess, clip_frames=clip_frames, stride=stride,
+                            batch_size=batch_size, fps=fps)

@@ -1,0 +1,176 @@
+"""ONNX export (dynamic axes, metadata, self-check), the ONNX Runtime embedder, and the Triton repository."""
+
+from __future__ import annotations
+
+import atexit
+import functools
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2
+
+from constcl_zoo import ClipPreprocess, ModelConfig, load
+from export.__main__ import main as export_main
+from export.onnx_export import ExportCheckError, export_onnx, self_check
+from export.runtime import OnnxEmbedder, OnnxMetadataError, create_session, read_metadata
+from export.triton import write_repository
+
+from .conftest import TINY, random_boxes, tiny_clip
+from .test_embed import random_frames
+
+SEED = 5
+_TMP = Path(tempfile.mkdtemp(prefix="constcl-export-"))
+atexit.register(shutil.rmtree, _TMP, ignore_errors=True)
+
+
+@functools.cache
+def exported(branch: str = "global", with_rois: bool = False, fp16: bool = False,
+             external_data: bool = False) -> Path:
+    """The tiny model (seed 5) exported once per variant for the whole test session."""
+    folder = _TMP / f"{branch}-{with_rois}-{fp16}-{external_data}"
+    out = folder / "model.onnx"
+    export_onnx(load(TINY, branch=branch, pretrained=False, seed=SEED), out, with_rois=with_rois, fp16=fp16,
+                external_data=external_data, source="tiny")
+    return out
+
+
+def _rel_err(got: np.ndarray, want: torch.Tensor) -> float:
+    want = want.numpy()
+    return float(np.abs(got - want).max() / np.abs(want).max())
+
+
+def test_global_export_dynamic_batch_metadata_and_opset():
+    path = exported()
+    proto = onnx.load(str(path))
+    assert max(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")) >= 17
+    dims = [d.dim_param or d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim]
+    assert dims == ["batch", 3, 8, 112, 112]
+    meta = read_metadata(path)
+    model = load(TINY, branch="global", pretrained=False, seed=SEED)
+    assert ModelConfig.from_dict(json.loads(meta["config"])) == model.config
+    assert meta["branch"] == "global" and meta["precision"] == "fp32" and meta["output"] == "embeddings"
+    assert json.loads(meta["preprocess"]) == {**model.config.to_dict()["preprocess"]}
+    assert json.loads(meta["preprocess"])["crop_size"] == 112
+    session, provider = create_session(path)
+    assert provider == "CPUExecutionProvider"
+    for batch in (1, 4):
+        clip = tiny_clip(batch=batch, size=112, seed=batch)
+        (got,) = session.run(None, {"clip": clip.numpy()})
+        with torch.no_grad():
+            assert _rel_err(got, model(clip)) <= 1e-4
+
+
+def test_region_with_rois_has_dynamic_box_count():
+    path = exported("region", with_rois=True)
+    session, _ = create_session(path)
+    names = [i.name for i in session.get_inputs()]
+    assert names == ["clip", "boxes"]
+    model = load(TINY, branch="region", pretrained=False, seed=SEED)
+    for batch, n in ((1, 1), (2, 7)):
+        clip, boxes = tiny_clip(batch=batch, size=112, seed=n), random_boxes(batch, n, seed=n)
+        (got,) = session.run(None, {"clip": clip.numpy(), "boxes": boxes.numpy()})
+        assert got.shape == (batch, n, 512)
+        with torch.no_grad():
+            assert _rel_err(got, model.roi_features(clip, boxes)) <= 1e-4
+
+
+def test_fp16_with_external_data():
+    path = exported(fp16=True, external_data=True)
+    data = path.with_name("model.onnx.data")
+    assert data.is_file() and path.stat().st_size < data.stat().st_size / 10
+    proto = onnx.load(str(path))
+    conv_weights = [t for t in proto.graph.initializer if t.data_type == onnx.TensorProto.FLOAT16]
+    assert len(conv_weights) > 10  # weights are stored in fp16 ...
+    assert proto.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT  # ... I/O stays float32
+    embedder = OnnxEmbedder(path)
+    clip = tiny_clip(batch=2, size=112, seed=9)
+    with torch.no_grad():
+        want = load(TINY, branch="global", pretrained=False, seed=SEED)(clip)
+    assert _rel_err(embedder.run(clip.numpy()), want) <= 1e-2
+
+
+def test_self_check_fails_on_a_wrong_export():
+    other = load(TINY, branch="global", pretrained=False, seed=SEED + 1)  # not the exported weights
+    with pytest.raises(ExportCheckError, match="above the tolerance"):
+        self_check(exported(), other, with_rois=False, tolerance=1e-4)
+
+
+def test_export_argument_errors(tmp_path):
+    model = load(TINY, branch="global", pretrained=False)
+    with pytest.raises(ValueError, match="opset must be >= 17"):
+        export_onnx(model, tmp_path / "m.onnx", opset=16)
+    with pytest.raises(ValueError, match="--with-rois needs --branch region"):
+        export_onnx(model, tmp_path / "m.onnx", with_rois=True)
+    with pytest.raises(ValueError, match="'global' or 'region'"):
+        export_onnx(load(TINY, branch="full", pretrained=False), tmp_path / "m.onnx")
+
+
+def test_export_cli(tmp_path, capsys):
+    out = tmp_path / "cli.onnx"
+    assert export_main(["onnx", TINY, "--random-init", "--branch", "region", "--out", str(out)]) == 0
+    assert "ONNX Runtime vs PyTorch max abs diff" in capsys.readouterr().out
+    assert read_metadata(out)["branch"] == "region"
+
+
+def test_runtime_embedder_matches_torch_embed():
+    embedder = OnnxEmbedder(exported())
+    assert isinstance(embedder.preprocess, ClipPreprocess)  # constcl_zoo's preprocessing, not a copy
+    model = load(TINY, branch="global", pretrained=False, seed=SEED)
+    assert embedder.preprocess.cfg == model.preprocess.cfg
+    frames = random_frames(40, seed=4)
+    got = embedder.embed(frames, fps=12.0, batch_size=3)
+    want = model.embed(frames, fps=12.0, precision="fp32")
+    np.testing.assert_array_equal(got.start_frame, want.start_frame)
+    np.testing.assert_allclose(got.end_s, want.end_s)
+    assert float((got.embeddings - want.embeddings).abs().max() / want.embeddings.abs().max()) <= 1e-4
+    with pytest.raises(ValueError, match=r"clips must have shape \[B, 3, 8, 112, 112\]"):
+        embedder.run(np.zeros((1, 3, 8, 64, 64), np.float32))
+
+
+def test_provider_selection_by_session(tmp_path):
+    with pytest.raises(RuntimeError, match="CUDAExecutionProvider: not in this onnxruntime build"):
+        create_session(exported(), providers=["CUDAExecutionProvider"])
+    _, provider = create_session(exported(), providers=["CUDAExecutionProvider", "CPUExecutionProvider"])
+    assert provider == "CPUExecutionProvider"
+    bare = tmp_path / "bare.onnx"
+    proto = onnx.load(str(exported()))
+    del proto.metadata_props[:]
+    onnx.save(proto, str(bare))
+    with pytest.raises(OnnxMetadataError, match="no 'constcl_zoo.config' metadata"):
+        OnnxEmbedder(bare)
+
+
+def _parse(folder: Path) -> model_config_pb2.ModelConfig:
+    return text_format.Parse((folder / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
+
+
+def test_triton_repository_parses_with_tritons_schema(tmp_path):
+    folder = write_repository(exported(), tmp_path / "repo", name="constcl_tiny", max_batch=16)
+    config = _parse(folder)
+    assert (config.name, config.platform, config.backend) == ("constcl_tiny", "onnxruntime_onnx", "onnxruntime")
+    assert config.max_batch_size == 16
+    assert [(i.name, list(i.dims), i.data_type) for i in config.input] == [
+        ("clip", [3, 8, 112, 112], model_config_pb2.TYPE_FP32)]
+    assert [(o.name, list(o.dims)) for o in config.output] == [("embeddings", [512])]
+    assert list(config.dynamic_batching.preferred_batch_size) == [8, 16]
+    assert config.dynamic_batching.max_queue_delay_microseconds == 2000
+    assert (folder / "1" / "model.onnx").read_bytes() == exported().read_bytes()
+    rois = _parse(write_repository(exported("region", with_rois=True), tmp_path / "repo", name="rois"))
+    assert [list(i.dims) for i in rois.input] == [[3, 8, 112, 112], [-1, 4]]
+    assert [list(o.dims) for o in rois.output] == [[-1, 512]]
+
+
+def test_triton_cli_exports_a_model_name(tmp_path):
+    repo = tmp_path / "model_repository"
+    assert export_main(["triton", TINY, "--random-init", "--branch", "region", "--out", str(repo),
+                        "--name", "region_tiny"]) == 0
+    config = _parse(repo / "region_tiny")
+    assert [list(o.dims) for o in config.output] == [[512, 4, 4, 4]]
+    assert (repo / "region_tiny" / "1" / "model.onnx").is_file()

@@ -1,0 +1,194 @@
+"""The embedding service: results, micro-batching, metrics, limits, and 4xx JSON for every bad request."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import pickle
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from export.runtime import OnnxEmbedder
+from export.serve import Metrics, MicroBatcher, ServeConfig, create_app
+
+from .test_embed import random_frames, write_video
+from .test_export import exported
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def npy_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def embedder() -> OnnxEmbedder:
+    return OnnxEmbedder(exported())
+
+
+@pytest.fixture(scope="module")
+def client(embedder):
+    app = create_app(embedder, ServeConfig(max_batch=4, max_wait_ms=2, max_clips=5, max_upload_bytes=8_000_000))
+    with TestClient(app, raise_server_exceptions=False) as test_client:
+        yield test_client
+
+
+def post(client: TestClient, name: str, data: bytes) -> httpx.Response:
+    return client.post("/v1/embeddings", files={"file": (name, data)})
+
+
+def test_health_ready_openapi(client):
+    assert client.get("/healthz").json() == {"status": "ok"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["provider"] == "CPUExecutionProvider"
+    schema = client.get("/openapi.json").json()
+    assert "/v1/embeddings" in schema["paths"] and "post" in schema["paths"]["/v1/embeddings"]
+
+
+def test_npy_clips_are_embedded(client, embedder):
+    clips = np.random.default_rng(0).standard_normal((3, 3, 8, 112, 112)).astype(np.float32)
+    response = post(client, "clips.npy", npy_bytes(clips))
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["shape"] == [3, 512] and body["windows"] is None and body["branch"] == "global"
+    np.testing.assert_allclose(np.array(body["embeddings"]), embedder.run(clips), rtol=1e-5, atol=1e-6)
+    single = post(client, "one.npy", npy_bytes(clips[0]))  # [3, T, H, W] is one clip
+    assert single.json()["shape"] == [1, 512]
+
+
+def test_video_upload_gives_windows(client, embedder, tmp_path):
+    path = write_video(tmp_path / "v.avi", random_frames(40, seed=3))
+    body = post(client, "v.avi", path.read_bytes()).json()
+    want = embedder.embed(path)
+    assert body["shape"] == [len(want), 512]
+    assert [w["start_frame"] for w in body["windows"]] == want.start_frame.tolist()
+    np.testing.assert_allclose([w["end_s"] for w in body["windows"]], want.end_s)
+    np.testing.assert_allclose(np.array(body["embeddings"]), want.embeddings.numpy(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(("name", "make", "status", "words"), [
+    ("x.npy", lambda: b"\x93NUMPY garbage", 400, "not a readable .npy"),
+    ("x.npy", lambda: npy_bytes(np.zeros((1, 3, 8, 64, 64), np.float32)), 422, "clips must have shape"),
+    ("x.npy", lambda: npy_bytes(np.zeros((1, 3, 8, 112, 112), np.uint8)), 422, "clips must be float"),
+    ("x.npy", lambda: npy_bytes(np.full((1, 3, 8, 112, 112), np.nan, np.float32)), 422, "NaN"),
+    ("x.npy", lambda: npy_bytes(np.zeros((6, 3, 8, 112, 112), np.float32)), 413, "the limit is 5"),
+    ("x.npy", lambda: npy_bytes(np.array([{"a": 1}], dtype=object)), 400, "not a readable .npy"),
+    ("x.npy", lambda: pickle.dumps([1, 2]), 400, "not a readable .npy"),
+    ("empty.mp4", lambda: b"", 400, "empty"),
+    ("junk.mp4", lambda: np.random.default_rng(7).integers(0, 256, 5000, dtype=np.uint8).tobytes(), 422, "junk.mp4"),
+    ("big.npy", lambda: b"\x00" * 8_100_000, 413, "over the limit of 8000000 bytes"),
+])
+def test_bad_requests_get_4xx_json(client, name, make, status, words):
+    response = post(client, name, make())
+    assert response.status_code == status, response.text
+    assert words in response.json()["detail"]
+
+
+def test_bad_videos_and_forms(client, tmp_path):
+    short = write_video(tmp_path / "short.avi", random_frames(6))
+    response = post(client, "short.avi", short.read_bytes())
+    assert response.status_code == 422 and "short.avi: 6 decoded frame(s)" in response.json()["detail"]
+    long = write_video(tmp_path / "long.avi", random_frames(16 * 6, h=40, w=40))  # 6 windows > 5
+    response = post(client, "long.avi", long.read_bytes())
+    assert response.status_code == 413 and "more than 5 windows" in response.json()["detail"]
+    assert client.post("/v1/embeddings", data={"other": "x"}).status_code == 422  # no file field
+    assert client.get("/v1/embeddings").status_code == 405
+    assert client.get("/healthz").status_code == 200  # the worker survived all of it
+
+
+def test_metrics_count_requests_and_batches(client):
+    text = client.get("/metrics").text
+    assert 'constcl_requests_total{status="200"}' in text
+    assert 'constcl_requests_total{status="422"}' in text
+    assert "constcl_request_latency_seconds_bucket" in text and "constcl_batch_size_count" in text
+
+
+def test_micro_batcher_groups_concurrent_clips():
+    sizes = []
+
+    def run(batch: np.ndarray) -> np.ndarray:
+        sizes.append(len(batch))
+        time.sleep(0.05)
+        return batch.sum(axis=1, keepdims=True)
+
+    async def scenario():
+        batcher = MicroBatcher(run, max_batch=4, max_wait_ms=20, metrics=Metrics())
+        batcher.start()
+        clips = [np.full((1, 2), float(i), np.float32) for i in range(6)]
+        results = await asyncio.gather(*(batcher.submit(c) for c in clips))
+        await batcher.stop()
+        return results
+
+    results = asyncio.run(scenario())
+    assert sizes == [4, 2]  # six concurrent one-clip requests -> two model runs
+    assert [float(r[0, 0]) for r in results] == [0.0, 2.0, 4.0, 6.0, 8.0, 10.0]  # each got its own row
+
+
+def test_request_time_limit_gives_408(embedder):
+    class Slow:
+        def __getattr__(self, name):
+            return getattr(embedder, name)
+
+        def run(self, clips, boxes=None):
+            time.sleep(0.4)
+            return embedder.run(clips)
+
+    app = create_app(Slow(), ServeConfig(request_timeout_s=0.1))
+    with TestClient(app) as client:
+        response = post(client, "c.npy", npy_bytes(np.zeros((1, 3, 8, 112, 112), np.float32)))
+        assert response.status_code == 408 and "limit of 0.1 s" in response.json()["detail"]
+        assert client.get("/healthz").status_code == 200
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_serve_command_on_loopback():
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "export", "serve", str(exported()), "--host", "127.0.0.1",
+                             "--port", str(port), "--max-batch", "2"], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert proc.poll() is None, proc.stderr.read().decode()
+            assert time.monotonic() < deadline, "server not ready within 60 s"
+            time.sleep(0.2)
+        clip = npy_bytes(np.zeros((2, 3, 8, 112, 112), np.float32))
+        response = httpx.post(f"http://127.0.0.1:{port}/v1/embeddings", files={"file": ("c.npy", clip)}, timeout=30)
+        assert response.status_code == 200 and response.json()["shape"] == [2, 512]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
+def test_chunked_upload_over_the_limit_is_cut_off(client):
+    """No Content-Length: the body is counted as it streams in."""
+
+    def body():
+        yield b"--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"x.npy\"\r\n\r\n"
+        for _ in range(10):
+            yield b"\x00" * 1_000_000
+        yield b"\r\n--b--\r\n"
+
+    response = client.post("/v1/embeddings", content=body(),
+                           headers={"content-type": "multipart/form-data; boundary=b"})
+    assert response.status_code == 413 and "over the limit of 8000000 bytes" in response.json()["detail"]

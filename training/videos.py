@@ -1,0 +1,216 @@
+"""Frame-exact sparse decoding for training (OpenCV or PyAV) and an index of decoded frame counts.
+
+Listing videos (folder or manifest) and the PyAV decode loop come from ``constcl_zoo.video``.
+
+Frame counts come from decoding, never from container headers: headers lie (``tree.avi`` claims 444 frames and
+decodes 68). Decoding is sequential from the first frame, which is exact for every codec and container: a frame's
+index is its position in the decoded stream. Only the requested frames are converted to RGB (OpenCV ``grab`` /
+``retrieve``; PyAV converts only kept frames), and decoding stops after the last requested frame.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import types
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from constcl_zoo.video import EmptyVideoError, VideoDecodeError, VideoError, iter_av_frames, list_videos
+
+__all__ = ["VideoDecodeError", "VideoEntry", "VideoIndex", "build_index", "count_frames", "list_videos",
+           "read_frames"]
+
+log = logging.getLogger(__name__)
+
+
+_CV2_SINGLE_THREADED: set[int] = set()
+
+
+def _cv2() -> types.ModuleType:
+    """``cv2`` with its internal thread pool off. Decoding is parallel across DataLoader workers instead, and a pool
+    started in the main process makes forked workers hang (cv2 destroys the inherited pool's locks)."""
+    import cv2
+
+    if os.getpid() not in _CV2_SINGLE_THREADED:
+        cv2.setNumThreads(1)
+        _CV2_SINGLE_THREADED.add(os.getpid())
+    return cv2
+
+
+def _resize_short_side(frame: np.ndarray, short_side: int) -> np.ndarray:
+    cv2 = _cv2()
+
+    h, w = frame.shape[:2]
+    if short_side <= 0 or min(h, w) == short_side:
+        return frame
+    scale = short_side / min(h, w)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return cv2.resize(frame, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+
+
+def read_frames(path: str | Path, indices: Sequence[int], decoder: str = "opencv",
+                short_side: int = 0) -> np.ndarray:
+    """Decoded frames ``indices`` (0-based, any order, repeats allowed) as uint8 RGB ``[len(indices), H, W, 3]``.
+
+    ``short_side > 0`` resizes each kept frame so its shorter side has that many pixels.
+    Raises :class:`VideoDecodeError` naming the file and the first missing frame if the stream ends early.
+    """
+    if len(indices) == 0:
+        raise ValueError("read_frames: no frame indices given")
+    wanted = sorted(set(int(i) for i in indices))
+    if wanted[0] < 0:
+        raise ValueError(f"{path}: negative frame index {wanted[0]}")
+    if decoder == "opencv":
+        got = _read_opencv(Path(path), wanted, short_side)
+    elif decoder == "pyav":
+        got = _read_pyav(Path(path), wanted, short_side)
+    else:
+        raise ValueError(f"decoder must be 'opencv' or 'pyav', got {decoder!r}")
+    missing = [i for i in wanted if i not in got]
+    if missing:
+        raise VideoDecodeError(f"{path}: frame {missing[0]} requested but the video decoded only "
+                               f"{max(got, default=-1) + 1 if got else 'no'} frames up to there")
+    return np.stack([got[int(i)] for i in indices])
+
+
+def _read_opencv(path: Path, wanted: list[int], short_side: int) -> dict[int, np.ndarray]:
+    cv2 = _cv2()
+
+    cap = cv2.VideoCapture(str(path))
+    if not cap.isOpened():
+        raise VideoDecodeError(f"{path}: OpenCV cannot open the file")
+    keep = set(wanted)
+    out: dict[int, np.ndarray] = {}
+    try:
+        for index in range(wanted[-1] + 1):
+            if not cap.grab():
+                break
+            if index in keep:
+                ok, frame = cap.retrieve()
+                if not ok or frame is None:
+                    raise VideoDecodeError(f"{path}: OpenCV could not decode frame {index}")
+                out[index] = _resize_short_side(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB), short_side)
+    finally:
+        cap.release()
+    return out
+
+
+def _read_pyav(path: Path, wanted: list[int], short_side: int) -> dict[int, np.ndarray]:
+    keep = set(wanted)
+    out: dict[int, np.ndarray] = {}
+    try:
+        for index, _, frame in iter_av_frames(path):
+            if index in keep:  # only kept frames are converted to RGB
+                out[index] = _resize_short_side(frame.to_ndarray(format="rgb24"), short_side)
+            if index >= wanted[-1]:
+                break
+    except (VideoError, OSError) as exc:
+        if not out:
+            raise VideoDecodeError(f"{path}: PyAV cannot decode the file ({exc})") from exc
+        log.warning("%s: decoding stopped with an error after %d kept frames (%s)", path, len(out), exc)
+    return out
+
+
+def count_frames(path: str | Path, decoder: str = "opencv") -> int:
+    """Number of frames the decoder actually yields (not the header's claim)."""
+    path = Path(path)
+    if decoder == "opencv":
+        cv2 = _cv2()
+        cap = cv2.VideoCapture(str(path))
+        if not cap.isOpened():
+            raise VideoDecodeError(f"{path}: OpenCV cannot open the file")
+        n = 0
+        try:
+            while cap.grab():
+                n += 1
+        finally:
+            cap.release()
+        return n
+    try:
+        return sum(1 for _ in iter_av_frames(path))
+    except EmptyVideoError:
+        return 0
+    except (VideoError, OSError) as exc:
+        raise VideoDecodeError(f"{path}: PyAV cannot decode the file ({exc})") from exc
+
+
+@dataclass(frozen=True)
+class VideoEntry:
+    path: str
+    num_frames: int
+
+
+@dataclass
+class VideoIndex:
+    """Usable videos with their decoded frame counts, and the ones skipped (path -> reason)."""
+
+    entries: list[VideoEntry]
+    skipped: dict[str, str]
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+
+def build_index(paths: Sequence[Path], min_frames: int, decoder: str = "opencv", cache: str | Path | None = None,
+                threads: int = 2) -> VideoIndex:
+    """Count decoded frames of every video (threads; results cached in ``cache`` keyed by path, size, mtime).
+
+    Unreadable, empty and too-short (< ``min_frames``) videos are skipped with a logged warning and counted;
+    only when *no* video is usable does this raise.
+    """
+    cached: dict[str, dict] = {}
+    cache_path = Path(cache) if cache else None
+    if cache_path is not None and cache_path.is_file():
+        try:
+            cached = json.loads(cache_path.read_text())
+        except json.JSONDecodeError:
+            log.warning("%s: unreadable frame-count cache, recounting", cache_path)
+
+    def stamp(p: Path) -> str:
+        st = p.stat()
+        return f"{st.st_size}:{st.st_mtime_ns}:{decoder}"
+
+    def work(p: Path) -> tuple[str, int | None, str, str]:
+        key = str(p)
+        try:
+            st = stamp(p)
+        except OSError as exc:
+            return key, None, f"cannot stat ({exc.strerror})", ""
+        hit = cached.get(key)
+        if hit and hit.get("stamp") == st:
+            return key, hit.get("frames"), hit.get("error", ""), st
+        try:
+            return key, count_frames(p, decoder), "", st
+        except VideoDecodeError as exc:
+            return key, None, str(exc), st
+
+    with ThreadPoolExecutor(max(1, threads)) as pool:
+        results = list(pool.map(work, paths))
+    entries, skipped, new_cache = [], {}, {}
+    for key, frames, error, st in results:
+        if st:
+            new_cache[key] = {"stamp": st, "frames": frames, "error": error}
+        if frames is None:
+            skipped[key] = error or "unreadable"
+        elif frames == 0:
+            skipped[key] = "decodes no frames"
+        elif frames < min_frames:
+            skipped[key] = f"too short: {frames} decoded frames < {min_frames}"
+        else:
+            entries.append(VideoEntry(key, frames))
+    for key, reason in skipped.items():
+        log.warning("skipping video %s: %s", key, reason)
+    if cache_path is not None:
+        cache_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache_path.with_name(f".{cache_path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(new_cache, indent=1))
+        os.replace(tmp, cache_path)
+    if not entries:
+        raise RuntimeError(f"no usable videos among {len(paths)} (skipped: {skipped})")
+    return VideoIndex(entries, skipped)
