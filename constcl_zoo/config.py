@@ -141,7 +141,7 @@ class ModelConfig:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"format_version": CONFIG_FORMAT_VERSION, **_to_jsonable(dataclasses.asdict(self))}
+        return {"format_version": CONFIG_FORMAT_VERSION, **to_jsonable(dataclasses.asdict(self))}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
@@ -152,7 +152,7 @@ class ModelConfig:
                 f"config format_version {version!r} is not supported (this release reads {CONFIG_FORMAT_VERSION})"
             )
         data.pop("weights", None)  # integrity record written by save_pretrained, not a model field
-        return _from_dict(cls, data, path="config")
+        return dataclass_from_dict(cls, data, path="config")
 
     def to_json(self, path: str | Path, extra: dict[str, Any] | None = None) -> None:
         payload = self.to_dict()
@@ -173,15 +173,19 @@ class ModelConfig:
             raise ValueError(f"{path}: {exc}") from exc
 
 
-def _to_jsonable(value: Any) -> Any:
+def to_jsonable(value: Any) -> Any:
+    """``dataclasses.asdict`` output -> JSON types (tuples become lists)."""
     if isinstance(value, dict):
-        return {k: _to_jsonable(v) for k, v in value.items()}
+        return {k: to_jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_to_jsonable(v) for v in value]
+        return [to_jsonable(v) for v in value]
     return value
 
 
-def _from_dict(cls: type, data: Any, path: str) -> Any:
+def dataclass_from_dict(cls: type, data: Any, path: str = "config", numbers_as_str: bool = False) -> Any:
+    """Build dataclass ``cls`` from JSON data, strictly: unknown or missing fields and wrong types raise, naming
+    the dotted ``path`` of the bad value. ``numbers_as_str`` accepts numbers for ``str`` fields (command-line
+    overrides parse ``-o run.name=1`` as a number)."""
     if not isinstance(data, dict):
         raise TypeError(f"{path}: expected an object, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
@@ -195,34 +199,37 @@ def _from_dict(cls: type, data: Any, path: str) -> Any:
             if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
                 raise ValueError(f"{path}: missing field '{name}'")
             continue
-        kwargs[name] = _coerce(hints[name], data[name], f"{path}.{name}")
+        kwargs[name] = _coerce(hints[name], data[name], f"{path}.{name}", numbers_as_str)
     return cls(**kwargs)
 
 
-def _coerce(hint: Any, value: Any, path: str) -> Any:
+def _coerce(hint: Any, value: Any, path: str, numbers_as_str: bool) -> Any:
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
     if dataclasses.is_dataclass(hint):
-        return _from_dict(hint, value, path)
+        return dataclass_from_dict(hint, value, path, numbers_as_str)
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
         inner = [a for a in args if a is not type(None)]
-        return _coerce(inner[0], value, path)
+        return _coerce(inner[0], value, path, numbers_as_str)
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
             raise TypeError(f"{path}: expected a list, got {type(value).__name__}")
         if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_coerce(args[0], v, f"{path}[{i}]") for i, v in enumerate(value))
+            return tuple(_coerce(args[0], v, f"{path}[{i}]", numbers_as_str) for i, v in enumerate(value))
         if len(args) != len(value):
             raise ValueError(f"{path}: expected {len(args)} values, got {len(value)}")
-        return tuple(_coerce(a, v, f"{path}[{i}]") for i, (a, v) in enumerate(zip(args, value, strict=True)))
+        return tuple(_coerce(a, v, f"{path}[{i}]", numbers_as_str)
+                     for i, (a, v) in enumerate(zip(args, value, strict=True)))
     if origin is Literal:
         if value not in args:
             raise ValueError(f"{path}: {value!r} is not one of {list(args)}")
         return value
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if numbers_as_str and hint is str and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
     if hint in (int, float, bool, str) and (not isinstance(value, hint) or (hint is int and isinstance(value, bool))):
         raise TypeError(f"{path}: expected {hint.__name__}, got {type(value).__name__}")
     return value

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import types
-import typing
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+
+from constcl_zoo.config import dataclass_from_dict, to_jsonable
 
 BoxMethod = Literal["random", "random_official", "slic", "felzenszwalb", "detector", "hog"]
 KeyFramePairing = Literal["center", "nearest", "random"]
@@ -135,14 +135,14 @@ class PretrainConfig:
     run: RunConfig = field(default_factory=RunConfig)
 
     def to_dict(self) -> dict[str, Any]:
-        return _jsonable(dataclasses.asdict(self))
+        return to_jsonable(dataclasses.asdict(self))
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PretrainConfig:
-        return _build(cls, data, "config")
+        return dataclass_from_dict(cls, data, "config", numbers_as_str=True)
 
     @classmethod
     def load(cls, path: str | Path) -> PretrainConfig:
@@ -184,52 +184,6 @@ def _parse_value(raw: str) -> Any:
         return json.loads(raw)
     except json.JSONDecodeError:
         return raw
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    return value
-
-
-def _build(cls: type, data: Any, path: str) -> Any:
-    if not isinstance(data, dict):
-        raise TypeError(f"{path}: expected an object, got {type(data).__name__}")
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise ValueError(f"{path}: unknown field(s) {unknown}")
-    return cls(**{k: _coerce(hints[k], v, f"{path}.{k}") for k, v in data.items()})
-
-
-def _coerce(hint: Any, value: Any, path: str) -> Any:
-    if dataclasses.is_dataclass(hint):
-        return _build(hint, value, path)
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        return _coerce(next(a for a in args if a is not type(None)), value, path) if value is not None else None
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise TypeError(f"{path}: expected a list, got {value!r}")
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_coerce(args[0], v, path) for v in value)
-        if len(args) != len(value):
-            raise ValueError(f"{path}: expected {len(args)} values, got {value!r}")
-        return tuple(_coerce(a, v, path) for a, v in zip(args, value, strict=True))
-    if origin is Literal:
-        if value not in args:
-            raise ValueError(f"{path}: {value!r} is not one of {list(args)}")
-        return value
-    if hint is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if hint is str and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return str(value)
-    if hint in (int, float, bool, str) and (not isinstance(value, hint) or (hint is int and isinstance(value, bool))):
-        raise TypeError(f"{path}: expected {hint.__name__}, got {value!r}")
-    return value
 
 
 def paper_k400() -> PretrainConfig:
