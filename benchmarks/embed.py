@@ -121,7 +121,7 @@ def bench_modes(arch: str, batch: int, iters: int, skip: set[str], device: str =
         skipped.append({"mode": "bf16 autocast + channels_last_3d", "batch": batch, "dtype": "bf16",
                         "ms_per_clip": None, "ms_per_clip_median": None, "clips_per_s": None, "gflops": None,
                         "cosine_vs_fp32": None,
-                        "note": "not run: no native bf16 on this device (emulated; --skip force-bf16 runs it)"})
+                        "note": "not run: no native bf16 on this device (emulated; --force-bf16 runs it)"})
     if "compile" not in skip:
         compiled = torch.compile(load(arch, branch="global", pretrained=False, device=dev))
         modes["torch.compile fp32"] = ("fp32", lambda: compiled(clip), "")
@@ -279,8 +279,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, nargs="+", default=[1], help="batch sizes (a sweep)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:i] (GPU: RSS skipped, ORT with CUDA)")
     parser.add_argument("--iters", type=int, default=3, help="round-robin rounds")
-    parser.add_argument("--skip", nargs="*", default=[], choices=["compile", "ort", "decode", "rss", "force-bf16"],
-                        help="parts to skip ('force-bf16' instead runs bf16 even where it is emulated)")
+    parser.add_argument("--skip", nargs="*", default=[], choices=["compile", "ort", "decode", "rss"],
+                        help="parts to skip")
+    parser.add_argument("--force-bf16", action="store_true", help="run bf16 even where it is emulated (slow)")
     parser.add_argument("--rss-repeats", type=int, nargs="+", default=[1, 2, 4, 8])
     parser.add_argument("--rss-video", type=Path, default=VIDEOS / "bikes.mp4")
     parser.add_argument("--rss-arch", default=None, help="network of the RSS runs (default: --arch)")
@@ -293,6 +294,8 @@ def main() -> None:
     if args.gemm_child:
         return gemm_child(args.device)
     skip = set(args.skip) | ({"rss"} if args.device != "cpu" else set())
+    if args.force_bf16:
+        skip.add("force-bf16")  # bench_modes reads it as "run bf16 even if emulated"
     gemm = measure_gemm(args.device)
     print("GEMM GFLOP/s", gemm, flush=True)
     modes = []
