@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,18 @@ from constcl_zoo import load
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 TINY = "constcl_r3d14_w16"
+
+
+def reference_key_list(name: str) -> dict[str, tuple[int, ...]]:
+    """A key list of an official TF checkpoint from ../shared/reference (``key<TAB>[shape]`` lines)."""
+    listing = SHARED / "reference" / name
+    if not listing.exists():
+        pytest.skip(f"{listing} not found: ../shared/reference is not beside this checkout")
+    shapes = {}
+    for line in listing.read_text().splitlines():
+        key, shape = line.split("\t")
+        shapes[key] = tuple(json.loads(shape))
+    return shapes
 
 
 def tiny_clip(batch: int = 2, frames: int = 8, size: int = 64, seed: int = 0) -> torch.Tensor:

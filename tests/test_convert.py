@@ -15,6 +15,7 @@ from constcl_zoo import WeightsNotAvailableError, load
 from constcl_zoo.convert import ConversionError, convert_variables, model_variables
 from constcl_zoo.tf_checkpoint import TFCheckpoint, TFCheckpointError, open_tf_checkpoint
 
+from .conftest import reference_key_list
 from .parity.formula import formula_value
 
 GOLDEN = Path(__file__).parent / "fixtures" / "constcl_golden.npz"
@@ -71,13 +72,7 @@ def test_optimizer_slots_and_counters_are_skipped(constcl_variables):
 
 
 def test_cvrl_layout_from_reference_key_list():
-    listing = Path(__file__).resolve().parents[2] / "shared/reference/cvrl_fullmodel_ckpt_vars_TF2.20_random.txt"
-    if not listing.exists():
-        pytest.skip("../shared/reference is not beside this checkout")
-    shapes = {}
-    for line in listing.read_text().splitlines():
-        key, shape = line.split("\t")
-        shapes[key] = tuple(json.loads(shape))
+    shapes = reference_key_list("cvrl_fullmodel_ckpt_vars_TF2.20_random.txt")
     variables = model_variables(shapes)
     config, tensors, layout = _convert(variables)
     assert layout == "cvrl" and config.arch == "cvrl_r3d50" and config.global_head.hidden_bias

@@ -18,10 +18,11 @@ import torch
 
 from constcl_zoo import load
 from constcl_zoo.boxes import xyxy_to_yxyx
-from constcl_zoo.convert import convert_variables
+from constcl_zoo.convert import convert_variables, model_variables
 from constcl_zoo.weights import write_checkpoint
 from training.losses import global_contrastive_loss, local_contrastive_loss
 
+from .conftest import reference_key_list
 from .parity.formula import formula_input, formula_value
 
 GOLDEN = Path(__file__).parent / "fixtures" / "constcl_golden.npz"
@@ -59,16 +60,8 @@ def _close(ours: np.ndarray, official: np.ndarray, scale: float | None = None, l
 def test_formula_variables_cover_the_official_checkpoint_layout(golden):
     """The fixture's variables are exactly the official trainer checkpoint's (reference key list)."""
     _, meta = golden
-    listing = Path(__file__).resolve().parents[2] / "shared/reference/constcl_ckpt_vars_TF2.20_random.txt"
-    if not listing.exists():
-        pytest.skip("../shared/reference is not beside this checkout")
-    official = {}
-    for line in listing.read_text().splitlines():
-        key, shape = line.split("\t")
-        name = key.removesuffix("/.ATTRIBUTES/VARIABLE_VALUE")
-        if name not in ("_CHECKPOINTABLE_OBJECT_GRAPH", "global_step"):
-            official[name] = json.loads(shape)
-    assert meta["variables"] == official
+    official = model_variables(reference_key_list("constcl_ckpt_vars_TF2.20_random.txt"))
+    assert {k: tuple(v) for k, v in meta["variables"].items()} == official
 
 
 @pytest.mark.parametrize("case", ["16x224", "odd"])

@@ -35,7 +35,7 @@ from constcl_zoo.boxes import check_boxes, crop_boxes, hflip_boxes
 
 from .augment import ViewGeometry
 from .config import BoxConfig
-from .videos import _cv2
+from .videos import _cv2, resize_short_side
 
 
 def random_boxes(n: int, rng: np.random.Generator) -> np.ndarray:
@@ -59,22 +59,12 @@ def _finish(x1: np.ndarray, y1: np.ndarray, w: np.ndarray, h: np.ndarray) -> np.
     return np.stack([x1, y1, np.minimum(x1 + w, 0.999), np.minimum(y1 + h, 0.999)], -1).astype(np.float32)
 
 
-def _resize_short(frame: np.ndarray, short_side: int) -> np.ndarray:
-    cv2 = _cv2()
-
-    h, w = frame.shape[:2]
-    scale = short_side / min(h, w)
-    if abs(scale - 1.0) < 1e-6:
-        return frame
-    return cv2.resize(frame, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
-
-
 def segment_boxes(frame: np.ndarray, method: str, n: int, short_side: int) -> np.ndarray:
     """Bounding boxes ``[k <= n, 4]`` (normalised to ``frame``) of the ``n`` largest segments, largest first."""
     from skimage.measure import regionprops
     from skimage.segmentation import felzenszwalb, slic
 
-    img = _resize_short(frame, short_side)
+    img = resize_short_side(frame, short_side)
     h, w = img.shape[:2]
     if method == "slic":
         # n_segments is a target for the initial grid; 2n gives at least n segments on real frames
@@ -111,7 +101,7 @@ def hog_person_boxes(frame: np.ndarray, n: int, short_side: int) -> np.ndarray:
     The detector's window is 64x128 px, so people shorter than 128 px at ``short_side`` are missed; the default
     (``BoxConfig.hog_short_side`` 600) finds the pedestrians of a 576-line street scene.
     """
-    img = _resize_short(frame, short_side)
+    img = resize_short_side(frame, short_side)
     h, w = img.shape[:2]
     rects, weights = _hog().detectMultiScale(img, winStride=(8, 8), padding=(8, 8), scale=1.05)
     if len(rects) == 0:

@@ -43,7 +43,8 @@ def _cv2() -> types.ModuleType:
     return cv2
 
 
-def _resize_short_side(frame: np.ndarray, short_side: int) -> np.ndarray:
+def resize_short_side(frame: np.ndarray, short_side: int) -> np.ndarray:
+    """Resize ``[H, W, 3]`` so its shorter side is ``short_side`` (area filter down, bilinear up; 0: unchanged)."""
     cv2 = _cv2()
 
     h, w = frame.shape[:2]
@@ -95,7 +96,7 @@ def _read_opencv(path: Path, wanted: list[int], short_side: int) -> dict[int, np
                 ok, frame = cap.retrieve()
                 if not ok or frame is None:
                     raise VideoDecodeError(f"{path}: OpenCV could not decode frame {index}")
-                out[index] = _resize_short_side(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB), short_side)
+                out[index] = resize_short_side(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB), short_side)
     finally:
         cap.release()
     return out
@@ -107,7 +108,7 @@ def _read_pyav(path: Path, wanted: list[int], short_side: int) -> dict[int, np.n
     try:
         for index, _, frame in iter_av_frames(path):
             if index in keep:  # only kept frames are converted to RGB
-                out[index] = _resize_short_side(frame.to_ndarray(format="rgb24"), short_side)
+                out[index] = resize_short_side(frame.to_ndarray(format="rgb24"), short_side)
             if index >= wanted[-1]:
                 break
     except (VideoError, OSError) as exc:
