@@ -15,8 +15,9 @@ from .config import (
     RegionHeadConfig,
 )
 from .embed import VideoEmbeddings, WindowSpec
+from .errors import ConstclZooError
 from .factory import WeightsNotAvailableError, load
-from .model import GlobalEncoder, PretrainModel, RegionEncoder, build_model, init_weights
+from .model import ConstCLBase, GlobalEncoder, PretrainModel, RegionEncoder, build_model, init_weights
 from .preprocess import ClipPreprocess
 from .registry import PretrainedWeights, list_models, list_pretrained, register_weights
 from .video import EmptyVideoError, VideoDecodeError, VideoError, VideoTooShortError
@@ -29,6 +30,8 @@ __all__ = [
     "CheckpointMismatchError",
     "ChecksumError",
     "ClipPreprocess",
+    "ConstCLBase",
+    "ConstclZooError",
     "EmptyVideoError",
     "GlobalEncoder",
     "GlobalHeadConfig",

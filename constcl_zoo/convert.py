@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from .config import BackboneConfig, GlobalHeadConfig, ModelConfig, RegionHeadConfig
+from .errors import ConstclZooError
 from .model import build_model
 from .registry import arch_config
 from .tf_checkpoint import open_tf_checkpoint
@@ -41,7 +42,7 @@ _BLOCK_PARTS = {"_temporal_conv": "temporal_conv", "_spatial_conv": "spatial_con
 LICENSE = "Apache-2.0 (TensorFlow Model Garden)"
 
 
-class ConversionError(ValueError):
+class ConversionError(ConstclZooError, ValueError):
     """The checkpoint has variables the converter does not understand, or misses some it needs."""
 
 

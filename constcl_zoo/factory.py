@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from .config import ModelConfig
+from .errors import ConstclZooError
 from .hub import HUB_PREFIX, download_checkpoint, parse_hub_name
 from .model import BRANCHES, ConstCLBase, build_model, init_weights
 from .registry import (
@@ -29,7 +30,7 @@ from .weights import CONFIG_NAME, WEIGHTS_NAME, load_weights, read_weights_recor
 LOCAL_PREFIX = "local-dir:"
 
 
-class WeightsNotAvailableError(LookupError):
+class WeightsNotAvailableError(ConstclZooError, LookupError):
     """``pretrained=True`` for a name that has no published weights."""
 
 

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .errors import ConstclZooError
+
 HUB_PREFIX = "hf-hub:"
 
 
-class HubError(RuntimeError):
+class HubError(ConstclZooError, RuntimeError):
     """A checkpoint could not be fetched from the Hub (or its cache)."""
 
 

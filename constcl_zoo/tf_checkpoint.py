@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import ConstclZooError
+
 _TABLE_MAGIC = 0xDB4775248B80FB57
 _FOOTER_SIZE = 48
 _BLOCK_TRAILER = 5
@@ -34,7 +36,7 @@ _DT_BFLOAT16 = 14
 _DT_STRING = 7
 
 
-class TFCheckpointError(ValueError):
+class TFCheckpointError(ConstclZooError, ValueError):
     """The file is not a readable TF2 checkpoint (names the file and what is wrong)."""
 
 

@@ -18,11 +18,13 @@ from types import ModuleType
 import numpy as np
 import torch
 
+from .errors import ConstclZooError
+
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".ts")
 INSTALL_HINT = "pip install 'constcl-zoo[video]'"
 
 
-class VideoError(ValueError):
+class VideoError(ConstclZooError, ValueError):
     """A video that cannot be used: unreadable, corrupt, empty or too short. The message names the file."""
 
 

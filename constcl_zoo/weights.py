@@ -19,6 +19,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from .config import ModelConfig
+from .errors import ConstclZooError
 from .model import ConstCLBase, build_model
 
 CONFIG_NAME = "config.json"
@@ -26,11 +27,11 @@ WEIGHTS_NAME = "model.safetensors"
 _LIST_LIMIT = 20
 
 
-class CheckpointMismatchError(RuntimeError):
+class CheckpointMismatchError(ConstclZooError, RuntimeError):
     """The weights file does not fit the architecture (missing, unexpected or mis-shaped keys)."""
 
 
-class ChecksumError(RuntimeError):
+class ChecksumError(ConstclZooError, RuntimeError):
     """A weights file's sha256 differs from the digest the registry or its config records."""
 
 

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from constcl_zoo import ModelConfig, __version__, load
+from constcl_zoo.errors import ConstclZooError
 from constcl_zoo.model import ConstCLBase
 
 MIN_OPSET = 17
@@ -34,7 +35,7 @@ META_PREFIX = "constcl_zoo."
 TOLERANCE = {"fp32": 1e-4, "fp16": 1e-2}
 
 
-class ExportCheckError(RuntimeError):
+class ExportCheckError(ConstclZooError, RuntimeError):
     """ONNX Runtime's outputs differ from PyTorch's beyond the tolerance."""
 
 

@@ -21,6 +21,7 @@ import torch
 
 from constcl_zoo import ClipPreprocess, ModelConfig
 from constcl_zoo.embed import VideoEmbeddings, VideoInput, embed_frames
+from constcl_zoo.errors import ConstclZooError
 
 from .onnx_export import META_PREFIX, input_shape
 
@@ -28,7 +29,7 @@ log = logging.getLogger(__name__)
 GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
 
 
-class OnnxMetadataError(ValueError):
+class OnnxMetadataError(ConstclZooError, ValueError):
     """The ONNX file lacks the metadata ``python -m export onnx`` writes (names the missing key)."""
 
 
