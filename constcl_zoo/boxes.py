@@ -1,13 +1,19 @@
 """Box conventions and checks.
 
-Public API boxes are ``[..., 4]`` tensors, normalised to [0, 1] by the frame's width and height, in
+Model-facing boxes are ``[..., 4]`` tensors, normalised to [0, 1] by the frame's width and height, in
 ``(x1, y1, x2, y2)`` order (left, top, right, bottom). The official TF code stores ``(y1, x1, y2, x2)``; the
-conversion lives here and nowhere else.
+conversion lives here and nowhere else. Tracking speaks ``(x, y, w, h)`` in pixels (the OTB / GOT-10k convention);
+``xywh_to_xyxy`` / ``xyxy_to_xywh`` and ``box_iou`` are the project's only copies of that box math.
 """
 
 from __future__ import annotations
 
+from typing import TypeVar
+
+import numpy as np
 import torch
+
+Array = TypeVar("Array", np.ndarray, torch.Tensor)
 
 _TOLERANCE = 1e-6
 
@@ -76,3 +82,59 @@ def hflip_boxes(boxes: torch.Tensor) -> torch.Tensor:
     """Mirror normalised ``(x1, y1, x2, y2)`` boxes ``[..., 4]`` left-right (a horizontally flipped frame)."""
     x1, y1, x2, y2 = boxes.unbind(-1)
     return torch.stack([1.0 - x2, y1, 1.0 - x1, y2], dim=-1)
+
+
+# -- box formats and overlap: the one copy, for tracking (x, y, w, h pixels) and localization (x1, y1, x2, y2) ---
+# These accept numpy arrays or torch tensors ``[..., 4]`` and return the same kind.
+
+def xywh_to_xyxy(boxes: Array) -> Array:
+    """``(x, y, w, h)`` (top-left corner, width, height) -> ``(x1, y1, x2, y2)``; any units."""
+    xy, wh = boxes[..., :2], boxes[..., 2:]
+    return _cat([xy, xy + wh], boxes)
+
+
+def xyxy_to_xywh(boxes: Array) -> Array:
+    """``(x1, y1, x2, y2)`` -> ``(x, y, w, h)``; any units."""
+    xy1, xy2 = boxes[..., :2], boxes[..., 2:]
+    return _cat([xy1, xy2 - xy1], boxes)
+
+
+def box_area(boxes: Array) -> Array:
+    """Areas ``[...]`` of ``(x1, y1, x2, y2)`` boxes ``[..., 4]`` (0 for empty or flipped boxes)."""
+    return (boxes[..., 2] - boxes[..., 0]).clip(min=0) * (boxes[..., 3] - boxes[..., 1]).clip(min=0)
+
+
+def box_iou(a: Array, b: Array, *, pairwise: bool = True) -> Array:
+    """Intersection over union of ``(x1, y1, x2, y2)`` boxes.
+
+    ``pairwise=True``: ``a [N, 4]``, ``b [M, 4]`` -> ``[N, M]``; ``pairwise=False``: ``a``, ``b`` ``[..., 4]`` of
+    the same shape -> ``[...]`` (box i with box i). Continuous coordinates (no "+1" pixel convention); a pair
+    whose union is empty has IoU 0.
+    """
+    if pairwise:
+        a, b = a[:, None, :], b[None, :, :]
+    lt_x, lt_y = _maximum(a[..., 0], b[..., 0]), _maximum(a[..., 1], b[..., 1])
+    rb_x, rb_y = _minimum(a[..., 2], b[..., 2]), _minimum(a[..., 3], b[..., 3])
+    inter = (rb_x - lt_x).clip(min=0) * (rb_y - lt_y).clip(min=0)
+    union = box_area(a) + box_area(b) - inter
+    return _where(union > 0, inter / _where(union > 0, union, 1), 0 * inter)
+
+
+def _is_torch(x: object) -> bool:
+    return isinstance(x, torch.Tensor)
+
+
+def _cat(parts: list[Array], like: Array) -> Array:
+    return torch.cat(parts, dim=-1) if _is_torch(like) else np.concatenate(parts, axis=-1)
+
+
+def _maximum(a: Array, b: Array) -> Array:
+    return torch.maximum(a, b) if _is_torch(a) else np.maximum(a, b)
+
+
+def _minimum(a: Array, b: Array) -> Array:
+    return torch.minimum(a, b) if _is_torch(a) else np.minimum(a, b)
+
+
+def _where(cond: Array, a: Array, b: Array | float) -> Array:
+    return torch.where(cond, a, b) if _is_torch(cond) else np.where(cond, a, b)
