@@ -211,3 +211,36 @@ def embed_frames(run: Callable[[torch.Tensor], torch.Tensor], video: VideoInput,
     return VideoEmbeddings(torch.cat(outputs), np.asarray(starts, dtype=np.float64),
                            np.asarray(ends, dtype=np.float64), np.asarray(start_f, dtype=np.int64),
                            np.asarray(end_f, dtype=np.int64), counter[0], source, spec)
+
+
+def embed_video(model: torch.nn.Module, video: VideoInput, *,
+                forward: Callable[[torch.Tensor], torch.Tensor] | None = None, clip_frames: int | None = None,
+                stride: int | None = None, batch_size: int = 8, precision: str = "auto",
+                fps: float | None = None) -> VideoEmbeddings:
+    """Run ``forward`` (default: ``model`` itself) on every window of ``video``, in the chosen precision.
+
+    ``model`` must carry ``preprocess`` (the weights' :class:`ClipPreprocess`). ``precision``: ``"auto"`` (bf16
+    autocast where the hardware runs bf16 natively, else fp32; channels_last_3d on CPUs and bf16 GPUs),
+    ``"fp32"`` (the reference) or ``"bf16"`` — see :mod:`constcl_zoo.precision`; ``model``'s weights are put in
+    that layout in place, and it runs in eval mode (its mode is restored afterwards). Windows: see
+    :func:`embed_frames`. This is the one place where PyTorch inference over a whole video happens: encoders'
+    ``embed`` and the task models' video methods (e.g. ``classify``) call it.
+    """
+    from .precision import plan_context, prepare_model, resolve_precision, to_input
+
+    forward = model if forward is None else forward
+    device = next(model.parameters()).device
+    plan = resolve_precision(precision, device)
+    prepare_model(model, plan)
+    was_training = model.training
+    model.eval()
+
+    def run(clips: torch.Tensor) -> torch.Tensor:
+        with plan_context(plan, device):
+            return forward(to_input(clips, model, plan)).float()
+
+    try:
+        return embed_frames(run, video, model.preprocess, clip_frames=clip_frames, stride=stride,
+                            batch_size=batch_size, fps=fps)
+    finally:
+        model.train(was_training)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,8 @@ from .registry import (
     unknown_name_message,
     weights_entry,
 )
+from .tasks import task_class
+from .tasks.base import TaskConfig, TaskConfigError, TaskModel, is_task_config
 from .tf_checkpoint import is_tf_checkpoint
 from .weights import CONFIG_NAME, WEIGHTS_NAME, load_weights, read_weights_record, sha256_of, verify_sha256
 
@@ -34,17 +38,24 @@ class WeightsNotAvailableError(ConstclZooError, LookupError):
     """``pretrained=True`` for a name that has no published weights."""
 
 
-def load(name_or_path: str | os.PathLike, *, branch: str = "global", pretrained: bool = True,
+def load(name_or_path: str | os.PathLike, *, task: str | None = None, labels: Sequence[str] | None = None,
+         head: Any = None, branch: str | None = None, pretrained: bool = True,
          device: str | torch.device | None = None, dtype: torch.dtype | None = None,
          revision: str | None = None, cache_dir: str | os.PathLike | None = None, seed: int = 0,
-         **config_overrides: Any) -> ConstCLBase:
-    """Load a ConST-CL network, in eval mode.
+         **config_overrides: Any) -> ConstCLBase | TaskModel:
+    """Load a ConST-CL network or task model, in eval mode.
 
     Args:
         name_or_path: a registered architecture (``"constcl_r3d50"``) or weights name (``"arch.tag"``), a local
-            checkpoint folder (optionally ``"local-dir:/path"``), or ``"hf-hub:org/repo[@revision]"``.
+            checkpoint folder (optionally ``"local-dir:/path"``), or ``"hf-hub:org/repo[@revision]"``. A task
+            checkpoint (its config names a task) loads as that task's model (e.g. a
+            :class:`~constcl_zoo.tasks.recognition.VideoClassifier`).
+        task: put a fresh, seeded head for this task (``constcl_zoo.tasks.list_tasks()``) on the encoder, e.g.
+            ``task="recognition", labels=[...]``; ``head``: the head's config (dataclass or dict). For a task
+            checkpoint, ``task`` may only repeat the checkpoint's own task.
         branch: ``"global"`` (clip embeddings ``[B, C]``), ``"region"`` (dense ``[B, C, T', H', W']`` and ROI
-            features) or ``"full"`` (the pretraining network with both heads).
+            features) or ``"full"`` (the pretraining network with both heads). Default: ``"global"``, or the
+            task's encoder branch.
         pretrained: load weights; ``False`` gives a seeded random init (``seed``) of the same architecture.
         device, dtype: where and in which floating dtype the model lives (e.g. ``torch.bfloat16``).
         revision: Hub branch, tag or commit sha (same as an ``@revision`` suffix).
@@ -54,38 +65,70 @@ def load(name_or_path: str | os.PathLike, *, branch: str = "global", pretrained:
 
     The model carries ``.config`` and ``.preprocess`` (uint8 ``[T, H, W, 3]`` frames -> ``[3, T, H, W]`` clip).
     """
-    if branch not in BRANCHES:
+    if branch is not None and branch not in BRANCHES:
         raise ValueError(f"branch must be one of {list(BRANCHES)}, got {branch!r}")
     if dtype is not None and not dtype.is_floating_point:
         raise ValueError(f"dtype must be a floating dtype such as torch.float32 or torch.bfloat16, got {dtype}")
     if config_overrides and pretrained:
         raise ValueError(f"architecture overrides {sorted(config_overrides)} only apply with pretrained=False; "
                          f"pretrained weights fix the architecture")
+    task_cls = task_class(task) if task is not None else None
 
     config, folder, digests = _resolve(str(name_or_path), pretrained, revision, cache_dir)
+    if isinstance(config, TaskConfig):
+        if task is not None and task != config.task:
+            raise TaskConfigError(f"{name_or_path} is a {config.task!r} checkpoint, not {task!r}")
+        if branch is not None and branch != config.encoder_branch:
+            raise TaskConfigError(f"{name_or_path} is a {config.task!r} model on the {config.encoder_branch!r} "
+                                  f"branch; branch={branch!r} does not apply (load the encoder for other branches)")
+        if labels is not None or head is not None or config_overrides:
+            raise TaskConfigError(f"{name_or_path} is a trained {config.task!r} model: its labels, head and "
+                                  f"architecture are fixed (use model.reset_classifier(labels) for new classes)")
+        model = _materialise(lambda: task_class(config.task)(config), folder, digests, seed)
+        return model.to(device=device, dtype=dtype).eval()
+
+    if task_cls is None and (labels is not None or head is not None):
+        raise TaskConfigError("labels= and head= describe a task head; pass task= too (e.g. task='recognition')")
     if config_overrides:
         config = _override(config, config_overrides)
-    with torch.device("meta"):  # no wasted default init, and the global RNG is left alone
-        model = build_model(config, branch)
+    if branch is None:
+        branch = task_cls.default_branch if task_cls is not None else "global"
+    if task_cls is not None and branch == "full":
+        raise TaskConfigError("a task head sits on the 'global' or 'region' branch, not 'full'")
+    model = _materialise(lambda: build_model(config, branch), folder, digests, seed)
+    if task_cls is not None:
+        model = task_cls.from_encoder(model, labels=tuple(labels or ()), head=head, seed=seed)
+    return model.to(device=device, dtype=dtype).eval()
+
+
+def _materialise(build: Callable[[], torch.nn.Module], folder: Path | None, digests: list[tuple[str, str]],
+                 seed: int) -> torch.nn.Module:
+    """Build on the meta device (no wasted default init, the global RNG left alone), then load the checkpoint in
+    ``folder`` (sha256-verified, strict) or, without one, a seeded random init."""
+    with torch.device("meta"):
+        model = build()
     model = model.to_empty(device="cpu")
     for name, buf in model.named_buffers():
         if name.endswith("num_batches_tracked"):
             buf.zero_()
     if folder is None:
-        init_weights(model, seed)
-    else:
-        weights = folder / WEIGHTS_NAME
-        if not weights.is_file():
-            raise FileNotFoundError(f"{folder}: no {WEIGHTS_NAME} (a checkpoint folder holds {CONFIG_NAME} "
-                                    f"and {WEIGHTS_NAME})")
-        for source, digest in digests:
-            verify_sha256(weights, digest, source)
-        load_weights(model, weights)
-    return model.to(device=device, dtype=dtype).eval()
+        if isinstance(model, TaskModel):  # the encoder exactly as load(arch, pretrained=False), then the head
+            init_weights(model.encoder, seed)
+            model.init_head(torch.Generator().manual_seed(seed))
+        else:
+            init_weights(model, seed)
+        return model
+    weights = folder / WEIGHTS_NAME
+    if not weights.is_file():
+        raise FileNotFoundError(f"{folder}: no {WEIGHTS_NAME} (a checkpoint folder holds {CONFIG_NAME} "
+                                f"and {WEIGHTS_NAME})")
+    for source, digest in digests:
+        verify_sha256(weights, digest, source)
+    return load_weights(model, weights)
 
 
-def _resolve(name: str, pretrained: bool, revision: str | None,
-             cache_dir: str | os.PathLike | None) -> tuple[ModelConfig, Path | None, list[tuple[str, str]]]:
+def _resolve(name: str, pretrained: bool, revision: str | None, cache_dir: str | os.PathLike | None
+             ) -> tuple[ModelConfig | TaskConfig, Path | None, list[tuple[str, str]]]:
     """-> (config, checkpoint folder or None for random init, [(who recorded it, sha256), ...])."""
     if name.startswith(HUB_PREFIX):
         repo_id, rev = parse_hub_name(name, revision)
@@ -176,13 +219,13 @@ def _converted(source: Path, cache_dir: str | os.PathLike | None) -> Path:
     return target
 
 
-def _from_folder(folder: Path, pretrained: bool,
-                 extra_digests: list[tuple[str, str]]) -> tuple[ModelConfig, Path | None, list[tuple[str, str]]]:
+def _from_folder(folder: Path, pretrained: bool, extra_digests: list[tuple[str, str]]
+                 ) -> tuple[ModelConfig | TaskConfig, Path | None, list[tuple[str, str]]]:
     config_path = folder / CONFIG_NAME
     if not config_path.is_file():
         raise FileNotFoundError(f"{folder}: no {CONFIG_NAME}; a checkpoint folder holds {CONFIG_NAME} and "
                                 f"{WEIGHTS_NAME} (written by model.save_pretrained)")
-    config = ModelConfig.from_json(config_path)
+    config = read_config(config_path)
     if not pretrained:
         return config, None, []
     digests = list(extra_digests)
@@ -208,3 +251,15 @@ def _merge(base: Any, change: Any) -> Any:
     if isinstance(base, dict) and isinstance(change, dict):
         return {**base, **{k: _merge(base.get(k), v) for k, v in change.items()}}
     return change
+
+
+def read_config(config_path: str | os.PathLike) -> ModelConfig | TaskConfig:
+    """A checkpoint's ``config.json``: a :class:`TaskConfig` when it names a task, else a :class:`ModelConfig`."""
+    config_path = Path(config_path)
+    try:
+        data = json.loads(config_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{config_path}: not valid JSON ({exc})") from exc
+    if is_task_config(data):
+        return TaskConfig.from_json(config_path)
+    return ModelConfig.from_json(config_path)

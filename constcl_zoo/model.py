@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from torch import nn
@@ -24,10 +24,12 @@ from torch import nn
 from .backbone import ResNet3D
 from .boxes import check_boxes
 from .config import ModelConfig
-from .embed import VideoEmbeddings, VideoInput, embed_frames
 from .heads import InstanceReconstructor, ProjectionMLP
 from .layers import roi_align_mean
 from .preprocess import ClipPreprocess
+
+if TYPE_CHECKING:
+    from .embed import VideoEmbeddings, VideoInput
 
 Branch = Literal["global", "region", "full"]
 BRANCHES: tuple[str, ...] = ("global", "region", "full")
@@ -132,23 +134,10 @@ class _Embedder(ConstCLBase):
         ``[N, D]`` (global) or ``[N, C, T', H', W']`` (region) and each window's ``start_s`` / ``end_s``.
         Peak memory does not grow with the video's length (streaming decode).
         """
-        from .precision import plan_context, prepare_model, resolve_precision, to_input
+        from .embed import embed_video
 
-        device = next(self.parameters()).device
-        plan = resolve_precision(precision, device)
-        prepare_model(self, plan)
-        was_training = self.training
-        self.eval()
-
-        def run(clips: torch.Tensor) -> torch.Tensor:
-            with plan_context(plan, device):
-                return self(to_input(clips, self, plan)).float()
-
-        try:
-            return embed_frames(run, video, self.preprocess, clip_frames=clip_frames, stride=stride,
-                                batch_size=batch_size, fps=fps)
-        finally:
-            self.train(was_training)
+        return embed_video(self, video, clip_frames=clip_frames, stride=stride, batch_size=batch_size,
+                           precision=precision, fps=fps)
 
 
 class GlobalEncoder(_Embedder):

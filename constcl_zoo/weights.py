@@ -13,6 +13,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from safetensors import safe_open
@@ -21,6 +22,9 @@ from safetensors.torch import save_file
 from .config import ModelConfig
 from .errors import ConstclZooError
 from .model import ConstCLBase, build_model
+
+if TYPE_CHECKING:
+    from .tasks.base import TaskConfig
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -68,14 +72,16 @@ def save_checkpoint(model: ConstCLBase, directory: str | Path) -> Path:
     return write_checkpoint(model.config, state_dict_for_save(model), directory, branch=model.branch)
 
 
-def write_checkpoint(config: ModelConfig, tensors: dict[str, torch.Tensor], directory: str | Path,
+def write_checkpoint(config: ModelConfig | TaskConfig, tensors: dict[str, torch.Tensor], directory: str | Path,
                      branch: str) -> Path:
-    """Write ``config.json`` + ``model.safetensors`` (float32); temporaries are renamed into place."""
+    """Write ``config.json`` + ``model.safetensors`` (float32) for an encoder (:class:`ModelConfig`) or a task
+    model (:class:`~constcl_zoo.tasks.base.TaskConfig`); temporaries are renamed into place."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     weights_tmp = _temp_path(directory, WEIGHTS_NAME)
     save_file({k: v.float().contiguous() if v.is_floating_point() else v.contiguous() for k, v in tensors.items()},
-              weights_tmp, metadata={"format": "pt", "arch": config.arch, "branch": branch})
+              weights_tmp, metadata={"format": "pt", "arch": config.arch, "branch": branch,
+                        **({"task": config.task} if hasattr(config, "task") else {})})
     record = {"file": WEIGHTS_NAME, "sha256": sha256_of(weights_tmp), "branch": branch, "dtype": "float32"}
     config_tmp = _temp_path(directory, CONFIG_NAME)
     config.to_json(config_tmp, extra={"weights": record})
@@ -95,10 +101,14 @@ def read_weights_record(config_path: str | Path) -> dict:
     return json.loads(Path(config_path).read_text()).get("weights") or {}
 
 
-def _reference_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
-    """Every key of the architecture (all branches and heads), built on the meta device."""
+def _reference_shapes(model: torch.nn.Module) -> dict[str, tuple[int, ...]]:
+    """Every key a checkpoint for ``model`` may hold: for an encoder, the whole architecture (all branches and
+    heads, built on the meta device), so a branch loads from a full pretraining checkpoint; for a task model,
+    exactly its own keys (a task checkpoint stores the task model)."""
+    if not isinstance(model, ConstCLBase):
+        return {k: tuple(v.shape) for k, v in format_state(model).items()}
     with torch.device("meta"):
-        full = build_model(config, "full")
+        full = build_model(model.config, "full")
     return {k: tuple(v.shape) for k, v in format_state(full).items()}
 
 
@@ -108,10 +118,10 @@ def _listing(title: str, items: list[str]) -> str:
     return f"  {title} ({len(items)}):\n" + "\n".join(f"    {i}" for i in shown) + more
 
 
-def load_weights(model: ConstCLBase, weights_path: str | Path) -> ConstCLBase:
-    """Load a safetensors file into ``model``, strictly (see module docstring)."""
+def load_weights(model: torch.nn.Module, weights_path: str | Path) -> torch.nn.Module:
+    """Load a safetensors file into ``model`` (an encoder or a task model), strictly (see module docstring)."""
     weights_path = Path(weights_path)
-    reference = _reference_shapes(model.config)
+    reference = _reference_shapes(model)
     needed = format_state(model)
     try:
         handle = safe_open(str(weights_path), framework="pt")
