@@ -199,8 +199,17 @@ def test_wrong_registered_sha256_deletes_the_download(server, point_entry_at, tm
     assert not (tmp_path / "converted" / NAME).exists()
 
 
+def test_known_sha256_is_checked_for_a_tarball_loaded_by_path(point_entry_at, fixture_tarball, tmp_path):
+    point_entry_at(f"http://127.0.0.1:9/cvrl/{FILE}", "0" * 64)  # the entry published as this file name
+    with pytest.raises(ChecksumError, match=f"recorded by the registry entry '{NAME}'"):
+        load(fixture_tarball, cache_dir=tmp_path)
+    assert not (tmp_path / "converted" / NAME).exists()
+
+
 def test_offline_or_unreachable_says_what_to_download(server, point_entry_at, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ValueError, match="revision= applies to Hub checkpoints"):
+        load(NAME, cache_dir=tmp_path, revision="v1")
     with pytest.raises(DownloadError) as err:
         load(NAME, cache_dir=tmp_path)
     assert isinstance(err.value, WeightsNotAvailableError | ConstclZooError)
