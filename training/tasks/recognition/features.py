@@ -163,12 +163,17 @@ def _read_cache(path: Path, split: LabelledSplit, settings: ViewSettings, finger
         return None
     if meta.get("fingerprint") != fingerprint:
         return None
-    paths = tuple(json.loads(meta["paths"]))
-    skipped = tuple(tuple(s) for s in json.loads(meta["skipped"]))
-    label_of = {str(p): label for p, label in zip(split.paths, split.labels, strict=True)}
-    labels = torch.tensor([label_of[p] for p in paths], dtype=torch.int64)
-    return SplitFeatures(split.name, features, labels, paths, split.classes, split.skipped + skipped, settings,
-                         fingerprint, path)
+    kept = json.loads(meta["kept"])  # positions in split.paths: the fingerprint fixed that list and its order
+    skipped = tuple((str(split.paths[i]), reason) for i, reason in json.loads(meta["skipped"]))
+    return _split_features(split, features, kept, skipped, settings, fingerprint, path)
+
+
+def _split_features(split: LabelledSplit, features: torch.Tensor, kept: list[int],
+                    skipped: tuple[tuple[str, str], ...], settings: ViewSettings, fingerprint: str,
+                    path: Path) -> SplitFeatures:
+    labels = torch.tensor([split.labels[i] for i in kept], dtype=torch.int64)
+    return SplitFeatures(split.name, features, labels, tuple(str(split.paths[i]) for i in kept), split.classes,
+                         split.skipped + skipped, settings, fingerprint, path)
 
 
 # -- extraction ------------------------------------------------------------------------------------------------
@@ -229,20 +234,22 @@ def extract_features(model: torch.nn.Module, split: LabelledSplit, settings: Vie
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
-    rows, kept, failed = [], [], {}
+    rows: list[torch.Tensor] = []
+    kept: list[int] = []  # positions in split.paths
+    failed: dict[int, str] = {}
     bar = tqdm(total=len(split), unit="video", desc=f"features {split.name}", disable=not progress)
     try:
-        for path, views in _prefetched(list(split.paths), lambda p: video_views(p, model.preprocess, settings),
-                                       decode_workers):
+        for index, (path, views) in enumerate(_prefetched(
+                list(split.paths), lambda p: video_views(p, model.preprocess, settings), decode_workers)):
             bar.update(1)
             if isinstance(views, Exception):
                 log.warning("split %s: skipping %s: %s", split.name, path, " ".join(str(views).split()))
-                failed[path] = f"{type(views).__name__}: {views}"
+                failed[index] = f"{type(views).__name__}: {views}"
                 continue
             with torch.inference_mode():
                 out = [model(chunk.to(device)).float().cpu() for chunk in views.split(batch_size)]
             rows.append(torch.cat(out))
-            kept.append(path)
+            kept.append(index)
     finally:
         bar.close()
         model.train(was_training)
@@ -250,13 +257,10 @@ def extract_features(model: torch.nn.Module, split: LabelledSplit, settings: Vie
         raise FeatureError(f"split {split.name!r}: none of its {len(split)} videos decoded "
                            f"(first failure: {next(iter(failed.values()), 'none')})")
     features = torch.stack(rows).contiguous()
-    skipped = tuple((str(p), reason) for p, reason in failed.items())
     meta = {"format": str(FEATURES_FORMAT), "fingerprint": fingerprint, "split": split.name,
-            "paths": json.dumps([str(p) for p in kept]), "skipped": json.dumps(skipped),
+            "kept": json.dumps(kept), "skipped": json.dumps(list(failed.items())),
             "views": json.dumps(asdict(settings)), "weights_sha256": digest, "arch": model.config.arch}
     atomic_write(target, lambda tmp: save_file({"features": features}, str(tmp), metadata=meta))
     log.info("split %s: %d videos (%d skipped) -> %s", split.name, len(kept), len(failed), target)
-    label_of = dict(zip(split.paths, split.labels, strict=True))
-    labels = torch.tensor([label_of[p] for p in kept], dtype=torch.int64)
-    return SplitFeatures(split.name, features, labels, tuple(str(p) for p in kept), split.classes,
-                         split.skipped + skipped, settings, fingerprint, target)
+    skipped = tuple((str(split.paths[i]), reason) for i, reason in failed.items())
+    return _split_features(split, features, kept, skipped, settings, fingerprint, target)
