@@ -130,6 +130,9 @@ def test_features_are_the_encoder_of_each_view_and_are_cached(tmp_path, tiny_set
         expected = model(video_views(tiny_set.paths[0], model.preprocess, settings))
     torch.testing.assert_close(out.features[0], expected, atol=1e-5, rtol=1e-5)
     assert out.cache_file is not None and out.cache_file.parent == tmp_path
+    inline = extract_features(model, tiny_set, settings, cache_dir=tmp_path / "inline", decode_workers=0,
+                              progress=False)  # decoding in this thread instead of ahead in a thread
+    torch.testing.assert_close(inline.features, out.features, atol=1e-6, rtol=0)
 
     def no_decoding(*args, **kwargs):
         raise AssertionError("decoded although the features are cached")

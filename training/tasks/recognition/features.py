@@ -179,14 +179,8 @@ def _split_features(split: LabelledSplit, features: torch.Tensor, kept: list[int
 # -- extraction ------------------------------------------------------------------------------------------------
 def _prefetched(paths: list[Path], work: Callable[[Path], torch.Tensor], depth: int
                 ) -> Iterator[tuple[Path, torch.Tensor | Exception]]:
-    """``(path, work(path) or its exception)`` in order, up to ``depth`` videos decoded ahead in threads."""
-    if depth < 1:
-        for path in paths:
-            try:
-                yield path, work(path)
-            except (VideoError, OSError) as exc:
-                yield path, exc
-        return
+    """``(path, work(path) or its VideoError / OSError)`` in order, up to ``depth`` videos done ahead in threads
+    (``depth=0``: in this thread)."""
 
     def guarded(path: Path) -> torch.Tensor | Exception:
         try:
@@ -194,10 +188,12 @@ def _prefetched(paths: list[Path], work: Callable[[Path], torch.Tensor], depth: 
         except (VideoError, OSError) as exc:
             return exc
 
+    if depth < 1:
+        yield from ((path, guarded(path)) for path in paths)
+        return
     with ThreadPoolExecutor(max_workers=depth, thread_name_prefix="recognition-decode") as pool:
         pending: collections.deque[tuple[Path, Future]] = collections.deque()
-        todo = iter(paths)
-        for path in todo:
+        for path in paths:
             pending.append((path, pool.submit(guarded, path)))
             if len(pending) > depth:
                 head, future = pending.popleft()
