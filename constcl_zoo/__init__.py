@@ -16,10 +16,10 @@ from .config import (
 )
 from .embed import VideoEmbeddings, WindowSpec
 from .errors import ConstclZooError
-from .factory import WeightsNotAvailableError, load
+from .factory import load
 from .model import ConstCLBase, GlobalEncoder, PretrainModel, RegionEncoder, build_model, init_weights
 from .preprocess import ClipPreprocess
-from .registry import PretrainedWeights, list_models, list_pretrained, register_weights
+from .registry import PretrainedWeights, WeightsNotAvailableError, list_models, list_pretrained, register_weights
 from .video import EmptyVideoError, VideoDecodeError, VideoError, VideoTooShortError
 from .weights import CheckpointMismatchError, ChecksumError
 

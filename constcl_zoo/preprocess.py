@@ -73,3 +73,44 @@ class ClipPreprocess:
         """Decoded frames covered by one clip (first to last, inclusive)."""
         return (self.cfg.num_frames - 1) * self.cfg.frame_stride + 1
 
+
+
+def spatial_views(preprocess: ClipPreprocess, frames: ArrayLike, crops: int = 3) -> torch.Tensor:
+    """Multi-view testing crops of one clip: uint8 ``[T, H, W, 3]`` -> ``[crops, 3, T, crop, crop]``.
+
+    After ``preprocess``'s short-side resize, ``crops`` squares of ``crop_size`` are taken evenly along the
+    longer side (left / centre / right for landscape frames, top / centre / bottom for portrait ones; the first
+    and last touch the edges), the shorter side centred; ``crops=1`` is ``preprocess``'s own centre crop. Each
+    view is cut from the original frames (the region that becomes that crop after the resize) and handed to the
+    same preprocessing with ``resize_short_side = crop_size``, so resizing and value scaling are
+    :class:`ClipPreprocess`'s and exist once.
+    """
+    import dataclasses
+
+    if not isinstance(crops, int) or isinstance(crops, bool) or crops < 1:
+        raise ValueError(f"crops must be a positive integer, got {crops!r}")
+    shape = tuple(getattr(frames, "shape", ()))
+    if len(shape) != 4 or shape[-1] != 3 or 0 in shape:
+        raise ValueError(f"frames must be one clip [T, H, W, 3] RGB, got shape {shape}")
+    h, w = shape[1], shape[2]
+    out_h, out_w = preprocess.output_size(h, w)
+    crop = preprocess.cfg.crop_size
+    to_crop = ClipPreprocess(dataclasses.replace(preprocess.cfg, resize_short_side=crop), preprocess.chunk_frames)
+
+    def region(offset: int, out: int, size: int) -> slice:
+        """Original pixels ``[offset, offset + crop)`` of an axis resized from ``size`` to ``out``."""
+        scale = size / out
+        length = min(size, max(1, round(crop * scale)))
+        start = min(max(0, round(offset * scale)), size - length)
+        return slice(start, start + length)
+
+    long_out, long_size = (out_w, w) if out_w >= out_h else (out_h, h)
+    short_out, short_size = (out_h, h) if out_w >= out_h else (out_w, w)
+    centre = region((short_out - crop) // 2, short_out, short_size)
+    offsets = [(long_out - crop) // 2] if crops == 1 else [i * (long_out - crop) // (crops - 1) for i in range(crops)]
+    views = []
+    for offset in offsets:
+        along = region(offset, long_out, long_size)
+        rows, cols = (centre, along) if out_w >= out_h else (along, centre)
+        views.append(to_crop(frames[:, rows, cols]))
+    return torch.stack(views)

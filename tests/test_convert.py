@@ -99,7 +99,8 @@ def test_reader_rejects_garbage_and_unsafe_tarballs(tmp_path):
     assert not (tmp_path.parent / "outside.index").exists()
 
 
-def test_registry_names_say_what_to_download(tmp_path):
+def test_registry_names_say_what_to_download(tmp_path, monkeypatch):
+    monkeypatch.setenv("CONSTCL_ZOO_OFFLINE", "1")  # online, load() downloads it (tests/test_download.py)
     with pytest.raises(WeightsNotAvailableError) as err:
         load("cvrl_r3d50.k400_200ep", cache_dir=tmp_path)
     msg = str(err.value)
