@@ -10,6 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 from constcl_zoo import load
+from constcl_zoo.tasks.recognition import VideoClassifier
 from training.tasks.recognition import features as feats
 from training.tasks.recognition.cli import add_parser, run
 from training.tasks.recognition.datasets import folder_split
@@ -146,6 +147,16 @@ def test_probe_command_writes_the_run(segments, cache, tmp_path, monkeypatch, ca
     head = load_file(out / "head.safetensors")
     assert head["weight"].shape == (5, 512) and head["bias"].shape == (5,)
     assert "top-1" in capsys.readouterr().out
+    # the run exports a task checkpoint that load() reads: the encoder and this head
+    classifier = load(out / "checkpoint")
+    assert isinstance(classifier, VideoClassifier) and classifier.labels == tuple(record["labels"])
+    assert classifier.config.provenance["training"]["metrics"]["top1"] == metrics["top1"]
+    x = torch.randn(4, 512, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        torch.testing.assert_close(classifier.forward_head(x), load_head(out).logits(x))
+    reference = load(TINY, pretrained=False, seed=0)
+    for key, value in reference.state_dict().items():
+        assert torch.equal(classifier.encoder.state_dict()[key], value), key
 
     # other probe settings reuse the cached features: nothing is decoded
     def no_decoding(*a, **k):

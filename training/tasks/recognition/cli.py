@@ -26,6 +26,8 @@ from .features import SplitFeatures, ViewSettings, default_cache_dir, extract_fe
 from .metrics import compute_metrics, plot_confusion, write_metrics
 from .probe import ProbeSettings, save_head, train_probe
 
+CHECKPOINT_DIR = "checkpoint"
+
 log = logging.getLogger(__name__)
 
 
@@ -124,8 +126,11 @@ def run(args: argparse.Namespace) -> int:
             "training": summary,
             "metrics": {k: metrics[k] for k in ("top1", "top5", "mean_class_accuracy", "num_videos", "chance")}}
     save_head(head, out, info)
+    classifier = head.to_classifier(model, provenance={"training": {
+        "command": "probe", "settings": info["settings"], "dataset": info["dataset"], "metrics": info["metrics"]}})
+    classifier.save_pretrained(out / CHECKPOINT_DIR)
     print(f"probe: top-1 {metrics['top1']:.4f}, top-5 {metrics['top5']:.4f}, mean class accuracy "
           f"{metrics['mean_class_accuracy']:.4f} on {metrics['num_videos']} videos "
           f"({len(train.paths)} training videos; skipped {len(train.skipped)} train, {len(val.skipped)} val) "
-          f"-> {out}")
+          f"-> {out} (task checkpoint: {out / CHECKPOINT_DIR})")
     return 0

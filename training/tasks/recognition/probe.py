@@ -26,8 +26,10 @@ import torch.nn.functional as F
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from constcl_zoo import GlobalEncoder
 from constcl_zoo.errors import ConstclZooError
 from constcl_zoo.fileio import atomic_write
+from constcl_zoo.tasks.recognition import ClassifierHead, RecognitionHeadConfig, VideoClassifier
 
 from .features import SplitFeatures
 
@@ -66,25 +68,42 @@ class ProbeSettings:
 
 @dataclass
 class LinearHead:
-    """``logits = weight @ f + bias`` on a view's feature ``f`` (L2-normalised first if ``l2_normalize``)."""
+    """``logits = weight @ f + bias`` on a view's feature ``f`` (L2-normalised first if ``l2_normalize``): the
+    package's recognition head (:class:`~constcl_zoo.tasks.recognition.ClassifierHead`) with these weights."""
 
     weight: torch.Tensor  # [C, D]
     bias: torch.Tensor  # [C]
     classes: tuple[str, ...]
     l2_normalize: bool
 
+    def module(self) -> ClassifierHead:
+        """The head as the package's module (eval mode)."""
+        head = ClassifierHead(self.weight.shape[1], self.weight.shape[0],
+                              RecognitionHeadConfig(normalize_features=self.l2_normalize))
+        head.load_state_dict({"fc.weight": self.weight, "fc.bias": self.bias})
+        return head.eval()
+
     def logits(self, features: torch.Tensor) -> torch.Tensor:
         """``[..., D] -> [..., C]``."""
         if features.shape[-1] != self.weight.shape[1]:
             raise ProbeError(f"features have {features.shape[-1]} dims, the head takes {self.weight.shape[1]}")
-        x = features.float()
-        if self.l2_normalize:
-            x = F.normalize(x, dim=-1)
-        return x @ self.weight.T + self.bias
+        with torch.no_grad():
+            return self.module()(features.float())
 
     def scores(self, features: torch.Tensor) -> torch.Tensor:
         """Class probabilities of videos ``[N, V, D] -> [N, C]``: softmax per view, averaged over the V views."""
         return self.logits(features).softmax(dim=-1).mean(dim=1)
+
+    def to_classifier(self, encoder: GlobalEncoder, provenance: dict[str, Any] | None = None) -> VideoClassifier:
+        """A :class:`~constcl_zoo.tasks.recognition.VideoClassifier`: ``encoder`` with this head; its
+        ``save_pretrained`` writes the task checkpoint ``load()`` reads."""
+        classifier = VideoClassifier.from_encoder(encoder, labels=self.classes,
+                                                  head=RecognitionHeadConfig(normalize_features=self.l2_normalize))
+        classifier.head.load_state_dict(self.module().state_dict())
+        if provenance:
+            classifier.config = classifier.config.replace(
+                provenance={**classifier.config.provenance, **provenance})
+        return classifier
 
 
 def _loss(x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, wd: float) -> torch.Tensor:
