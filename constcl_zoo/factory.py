@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +29,16 @@ LOCAL_PREFIX = "local-dir:"
 
 
 class WeightsNotAvailableError(ConstclZooError, LookupError):
-    """``pretrained=True`` for a name that has no published weights."""
+    """``pretrained=True`` for a name that has no published weights (the fix ``random_init``: ``pretrained=False``,
+    ``--random-init`` on the command lines)."""
+
+
+class UnknownModelError(ConstclZooError, KeyError):
+    """A name that is no registered architecture or weights, no local folder and no ``hf-hub:`` repo."""
+
+
+class LoadArgumentError(ConstclZooError, ValueError):
+    """``load()`` arguments that contradict each other or the checkpoint (branch, dtype, revision, overrides)."""
 
 
 def load(name_or_path: str | os.PathLike, *, branch: str = "global", pretrained: bool = True,
@@ -55,11 +62,11 @@ def load(name_or_path: str | os.PathLike, *, branch: str = "global", pretrained:
     The model carries ``.config`` and ``.preprocess`` (uint8 ``[T, H, W, 3]`` frames -> ``[3, T, H, W]`` clip).
     """
     if branch not in BRANCHES:
-        raise ValueError(f"branch must be one of {list(BRANCHES)}, got {branch!r}")
+        raise LoadArgumentError(f"branch must be one of {list(BRANCHES)}, got {branch!r}")
     if dtype is not None and not dtype.is_floating_point:
-        raise ValueError(f"dtype must be a floating dtype such as torch.float32 or torch.bfloat16, got {dtype}")
+        raise LoadArgumentError(f"dtype must be a floating dtype such as torch.float32 or torch.bfloat16, got {dtype}")
     if config_overrides and pretrained:
-        raise ValueError(f"architecture overrides {sorted(config_overrides)} only apply with pretrained=False; "
+        raise LoadArgumentError(f"architecture overrides {sorted(config_overrides)} only apply with pretrained=False; "
                          f"pretrained weights fix the architecture")
 
     config, folder, digests = _resolve(str(name_or_path), pretrained, revision, cache_dir)
@@ -96,11 +103,11 @@ def _resolve(name: str, pretrained: bool, revision: str | None,
     local = Path(name[len(LOCAL_PREFIX):]).expanduser() if name.startswith(LOCAL_PREFIX) else Path(name)
     if is_tf_checkpoint(local):
         if revision is not None:
-            raise ValueError("revision= applies to Hub checkpoints, not to a TF checkpoint")
+            raise LoadArgumentError("revision= applies to Hub checkpoints, not to a TF checkpoint")
         return _from_folder(_converted(local, cache_dir), pretrained, extra_digests=[])
     if name.startswith(LOCAL_PREFIX) or local.is_dir() or os.sep in name or name.startswith("."):
         if revision is not None:
-            raise ValueError("revision= applies to Hub checkpoints, not to a local folder")
+            raise LoadArgumentError("revision= applies to Hub checkpoints, not to a local folder")
         if not local.is_dir():
             raise FileNotFoundError(f"no checkpoint folder at {local}")
         return _from_folder(local, pretrained, extra_digests=[])
@@ -109,17 +116,18 @@ def _resolve(name: str, pretrained: bool, revision: str | None,
     if entry is None and is_arch(name):
         if not pretrained:
             if revision is not None:
-                raise ValueError("revision= applies to pretrained weights; none are loaded with pretrained=False")
+                raise LoadArgumentError("revision= applies to pretrained weights; none are loaded with "
+                                        "pretrained=False")
             return arch_config(name), None, []
         entry = default_weights(name)
         if entry is None:
             have = list_pretrained()
             raise WeightsNotAvailableError(
                 f"{name!r} has no published weights. Names with weights: "
-                f"{', '.join(have) if have else 'none yet'}. Use pretrained=False for a random init, or load a "
-                f"checkpoint folder / 'hf-hub:org/repo'.")
+                f"{', '.join(have) if have else 'none yet'}. Use ${{random_init}} for a random init, or load a "
+                f"checkpoint folder / 'hf-hub:org/repo'.", fixes={"random_init": "pretrained=False"})
     if entry is None:
-        raise KeyError(unknown_name_message(name))
+        raise UnknownModelError(unknown_name_message(name))
     if not pretrained:
         return arch_config(entry.arch), None, []
     return _from_registry(entry, revision, cache_dir)
@@ -134,7 +142,7 @@ def _from_registry(entry: PretrainedWeights, revision: str | None,
         raise WeightsNotAvailableError(
             f"{entry.name!r} is not on the Hugging Face Hub. {entry.how_to_get or ''}".strip())
     if revision is not None and entry.revision is not None and revision != entry.revision:
-        raise ValueError(f"{entry.name!r} is pinned to revision {entry.revision!r}; use "
+        raise LoadArgumentError(f"{entry.name!r} is pinned to revision {entry.revision!r}; use "
                          f"'hf-hub:{entry.hf_hub_id}@{revision}' to load another revision")
     folder = download_checkpoint(entry.hf_hub_id, entry.revision or revision, cache_dir)
     digests = [(f"the registry entry {entry.name!r}", entry.sha256)] if entry.sha256 else []
@@ -163,17 +171,10 @@ def _converted(source: Path, cache_dir: str | os.PathLike | None) -> Path:
                            else f"{find_checkpoint_prefix(source)}.index")
         key = f"{source.name.split('.')[0]}-{digest[:16]}"
     target = converted_dir(cache_dir) / key
-    if (target / CONFIG_NAME).is_file():
+    if (target / CONFIG_NAME).is_file():  # write_checkpoint writes config.json last: the folder is complete
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".converting-", dir=target.parent))
-    try:
-        convert_tf_checkpoint(source, tmp, source_url=entry.source_url if entry else None,
-                              name=entry.name if entry else None)
-        os.replace(tmp, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
+    return convert_tf_checkpoint(source, target, source_url=entry.source_url if entry else None,
+                                 name=entry.name if entry else None)
 
 
 def _from_folder(folder: Path, pretrained: bool,
@@ -197,7 +198,7 @@ def _override(config: ModelConfig, overrides: dict[str, Any]) -> ModelConfig:
     fields = sorted(k for k in data if k != "format_version")
     for key, value in overrides.items():
         if key not in fields:
-            raise ValueError(f"unknown config field {key!r}; fields: {fields}")
+            raise LoadArgumentError(f"unknown config field {key!r}; fields: {fields}")
         if dataclasses.is_dataclass(value):
             value = dataclasses.asdict(value)
         data[key] = _merge(data[key], value)
