@@ -199,6 +199,18 @@ def _differences(meta: dict[str, str], wanted: dict[str, str]) -> str:
     return ", ".join(f"{k}={meta.get(k)!r} (this run: {wanted[k]!r})" for k in _SETTINGS if meta.get(k) != wanted[k])
 
 
+def _earlier_outputs(out_dir: Path, in_run: set[str], index_path: Path, world_size: int) -> list[str]:
+    """Output files (relative names) in ``out_dir`` that this run does not produce: every one when the run is not
+    sharded; under ``torchrun``, those this rank's previous index lists (the other ranks' indexes list theirs)."""
+    if world_size == 1:
+        found = [p.relative_to(out_dir).as_posix() for p in out_dir.rglob("*" + OUTPUT_SUFFIX)]
+    else:
+        previous = _read_index(index_path)
+        found = [str(v.get("file")) for v in (previous or {}).get("videos", []) if isinstance(v, dict)]
+    return sorted(f for f in set(found) - in_run
+                  if not Path(f).is_absolute() and ".." not in Path(f).parts and (out_dir / f).is_file())
+
+
 def _read_index(path: Path) -> dict | None:
     """A previous run's index, or ``None`` when there is none or it is unreadable (it is then rewritten)."""
     if not path.is_file():
@@ -248,20 +260,12 @@ def run_embed(args: argparse.Namespace) -> int:
                  "stride": str(spec.stride)}
 
     # What the folder already holds, checked before any work: a run with other settings is refused untouched.
-    names = {job.output(out_dir).relative_to(out_dir).as_posix() for job in jobs}
-    previous = _read_index(index_path)
-    kept: list[dict] = []  # finished entries of earlier runs that are not part of this run
-    existing: dict[str, dict[str, str]] = {}
-    corrupt: dict[str, str] = {}
+    in_run = {job.output(out_dir).relative_to(out_dir).as_posix() for job in jobs}
+    existing: dict[str, dict[str, str]] = {}  # this run's outputs that are already done (skipped)
+    corrupt: dict[str, str] = {}  # this run's outputs that are unreadable (recomputed)
+    kept: list[dict] = []  # finished outputs of earlier runs that this run does not touch (listed again)
     conflicts: list[str] = []
-    if previous is not None:
-        differs = _differences(previous, spec_meta)
-        others = [v for v in previous["videos"] if isinstance(v, dict) and v.get("file") not in names
-                  and (out_dir / str(v.get("file"))).is_file()]
-        if differs and others:
-            conflicts.append(f"{index_path.name} lists {len(others)} other video(s) made with {differs}")
-        elif not differs:
-            kept = others
+    stale = 0
     if not args.overwrite:
         for job in jobs:
             target = job.output(out_dir)
@@ -275,15 +279,25 @@ def run_embed(args: argparse.Namespace) -> int:
             if differs := _differences(meta, spec_meta):
                 conflicts.append(f"{target} was made with {differs}")
             existing[job.name] = meta
+    for name in _earlier_outputs(out_dir, in_run, index_path, world_size):
+        try:
+            meta = check_output(out_dir / name)
+        except CorruptOutputError:
+            continue  # not an output of this command (or a damaged one): not listed
+        if differs := _differences(meta, spec_meta):
+            stale += 1
+            if not args.overwrite:
+                conflicts.append(f"{out_dir / name} was made with {differs}")
+            continue
+        kept.append({"source": meta.get("source", ""), "file": name, "num_windows": int(meta["num_windows"]),
+                     "num_frames": int(meta["num_frames"])})
     if conflicts:
         raise UsageError(f"{out_dir} holds embeddings made with other settings ({conflicts[0]}"
                          f"{f'; and {len(conflicts) - 1} more' if len(conflicts) > 1 else ''}): use --overwrite to "
                          f"recompute them, or another --out folder")
-    if previous is not None and args.overwrite and _differences(previous, spec_meta):
-        dropped = [v for v in previous["videos"] if isinstance(v, dict) and v.get("file") not in names]
-        if dropped:
-            _say(f"warning: {len(dropped)} video(s) of the earlier run with other settings are not inputs of this "
-                 f"run and are no longer listed in {index_path.name}")
+    if stale:
+        _say(f"warning: {stale} output(s) made with other settings are not inputs of this run: they stay in "
+             f"{out_dir} but are not listed in {index_path.name}")
 
     done: list[dict] = []
     failed: list[dict] = []
