@@ -81,8 +81,10 @@ def _hub_problem(exc: Exception, repo_id: str, revision: str | None, filename: s
     if isinstance(exc, GatedRepoError):
         return (f"the repository is gated: accept its conditions on {constants.ENDPOINT}/{repo_id} with your "
                 f"account, then {login}")
-    if isinstance(exc, RepositoryNotFoundError):
-        return (f"repository not found at {constants.ENDPOINT}: check the name; if it is private, {login}")
+    if isinstance(exc, RepositoryNotFoundError):  # some servers (mirrors) answer so for an unknown revision too
+        also = f" (or it has no revision {revision!r})" if revision else ""
+        return (f"repository not found at {constants.ENDPOINT}{also}: check the name"
+                f"{' and revision' if revision else ''}; if it is private, {login}")
     if isinstance(exc, RevisionNotFoundError):
         return (f"revision {revision!r} not found: check the branch, tag or commit sha "
                 f"({constants.ENDPOINT}/{repo_id} lists them)")

@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx2
 import pytest
 import torch
-from huggingface_hub.errors import GatedRepoError, HfHubHTTPError
+from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RevisionNotFoundError
 
 import constcl_zoo
 import export
@@ -232,6 +232,7 @@ def _http_error(cls, status: int):
 
 @pytest.mark.parametrize(("raised", "expected"), [
     (_http_error(GatedRepoError, 403), "the repository is gated: accept its conditions"),
+    (_http_error(RevisionNotFoundError, 404), "revision 'v2' not found: check the branch, tag or commit sha"),
     (_http_error(HfHubHTTPError, 401), "access refused (HTTP 401): log in with `hf login`"),
     (_http_error(HfHubHTTPError, 503), "answered HTTP 503"),
     (httpx2.ProxyError("proxy refused"), "check the network connection, proxy and HF_ENDPOINT"),
