@@ -49,7 +49,7 @@ TENSORS = ("embeddings", "start_s", "end_s", "start_frame", "end_frame")
 # Metadata keys that must match for an existing output to count as this run's result.
 _SETTINGS = ("model", "branch", "clip_frames", "frame_stride", "stride")
 # Write errors that no later video can escape: the run stops instead of failing every remaining video.
-_STOP_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
+_STOP_ERRNOS = {getattr(errno, name) for name in ("ENOSPC", "EDQUOT", "EROFS") if hasattr(errno, name)}
 # How the command lines spell the fixes the package's errors name (ConstclZooError.describe).
 CLI_SPELLINGS = {"random_init": "--random-init"}
 
@@ -354,7 +354,8 @@ def run_embed(args: argparse.Namespace) -> int:
         index_written = _write_index(index_path, index)
     earlier = f"; {len(kept)} finished by earlier runs kept in the index" if kept else ""
     _say(f"rank {rank}/{world_size}: {len(done)} video(s) done ({skipped} skipped as already done, "
-         f"{len(done) - skipped} embedded), {len(failed)} failed{earlier}; index {index_path}")
+         f"{len(done) - skipped} embedded), {len(failed)} failed{earlier}; "
+         f"{f'index {index_path}' if index_written else 'no index written'}")
     if not index_written:
         return 2
     return 1 if failed else 0
