@@ -5,8 +5,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -15,6 +13,7 @@ import torch
 
 from .config import ModelConfig
 from .download import cache_root, download_file, downloads_dir
+from .errors import ConstclZooError
 from .fileio import atomic_write
 from .hub import HUB_PREFIX, download_checkpoint, parse_hub_name
 from .model import BRANCHES, ConstCLBase, build_model, init_weights
@@ -34,6 +33,14 @@ from .tf_checkpoint import is_tf_checkpoint
 from .weights import CONFIG_NAME, WEIGHTS_NAME, load_weights, read_weights_record, sha256_of, verify_sha256
 
 LOCAL_PREFIX = "local-dir:"
+
+
+class UnknownModelError(ConstclZooError, KeyError):
+    """A name that is no registered architecture or weights, no local folder and no ``hf-hub:`` repo."""
+
+
+class LoadArgumentError(ConstclZooError, ValueError):
+    """``load()`` arguments that contradict each other or the checkpoint (branch, dtype, revision, overrides)."""
 
 
 def load(name_or_path: str | os.PathLike, *, task: str | None = None, labels: Sequence[str] | None = None,
@@ -64,11 +71,11 @@ def load(name_or_path: str | os.PathLike, *, task: str | None = None, labels: Se
     The model carries ``.config`` and ``.preprocess`` (uint8 ``[T, H, W, 3]`` frames -> ``[3, T, H, W]`` clip).
     """
     if branch is not None and branch not in BRANCHES:
-        raise ValueError(f"branch must be one of {list(BRANCHES)}, got {branch!r}")
+        raise LoadArgumentError(f"branch must be one of {list(BRANCHES)}, got {branch!r}")
     if dtype is not None and not dtype.is_floating_point:
-        raise ValueError(f"dtype must be a floating dtype such as torch.float32 or torch.bfloat16, got {dtype}")
+        raise LoadArgumentError(f"dtype must be a floating dtype such as torch.float32 or torch.bfloat16, got {dtype}")
     if config_overrides and pretrained:
-        raise ValueError(f"architecture overrides {sorted(config_overrides)} only apply with pretrained=False; "
+        raise LoadArgumentError(f"architecture overrides {sorted(config_overrides)} only apply with pretrained=False; "
                          f"pretrained weights fix the architecture")
     task_cls = task_class(task) if task is not None else None
 
@@ -137,11 +144,11 @@ def _resolve(name: str, pretrained: bool, revision: str | None, cache_dir: str |
     local = Path(name[len(LOCAL_PREFIX):]).expanduser() if name.startswith(LOCAL_PREFIX) else Path(name)
     if is_tf_checkpoint(local):
         if revision is not None:
-            raise ValueError("revision= applies to Hub checkpoints, not to a TF checkpoint")
+            raise LoadArgumentError("revision= applies to Hub checkpoints, not to a TF checkpoint")
         return _from_folder(_converted(local, cache_dir), pretrained, extra_digests=[])
     if name.startswith(LOCAL_PREFIX) or local.is_dir() or os.sep in name or name.startswith("."):
         if revision is not None:
-            raise ValueError("revision= applies to Hub checkpoints, not to a local folder")
+            raise LoadArgumentError("revision= applies to Hub checkpoints, not to a local folder")
         if not local.is_dir():
             raise FileNotFoundError(f"no checkpoint folder at {local}")
         return _from_folder(local, pretrained, extra_digests=[])
@@ -150,11 +157,12 @@ def _resolve(name: str, pretrained: bool, revision: str | None, cache_dir: str |
     if entry is None and is_arch(name):
         if not pretrained:
             if revision is not None:
-                raise ValueError("revision= applies to pretrained weights; none are loaded with pretrained=False")
+                raise LoadArgumentError("revision= applies to pretrained weights; none are loaded with "
+                                        "pretrained=False")
             return arch_config(name), None, []
         entry = require_default_weights(name)
     if entry is None:
-        raise KeyError(unknown_name_message(name))
+        raise UnknownModelError(unknown_name_message(name))
     if not pretrained:
         return arch_config(entry.arch), None, []
     return _from_registry(entry, revision, cache_dir)
@@ -164,7 +172,7 @@ def _from_registry(entry: PretrainedWeights, revision: str | None,
                    cache_dir: str | os.PathLike | None) -> tuple[ModelConfig, Path, list[tuple[str, str]]]:
     if entry.hf_hub_id is None:
         if revision is not None:
-            raise ValueError(f"revision= applies to Hub checkpoints; {entry.name!r} is converted from "
+            raise LoadArgumentError(f"revision= applies to Hub checkpoints; {entry.name!r} is converted from "
                              f"{entry.source_url}")
         converted = converted_dir(cache_dir) / entry.name
         if not (converted / CONFIG_NAME).is_file():
@@ -177,7 +185,7 @@ def _from_registry(entry: PretrainedWeights, revision: str | None,
             source.unlink()  # the converted folder records its sha256, URL and size
         return _from_folder(converted, True, extra_digests=[])
     if revision is not None and entry.revision is not None and revision != entry.revision:
-        raise ValueError(f"{entry.name!r} is pinned to revision {entry.revision!r}; use "
+        raise LoadArgumentError(f"{entry.name!r} is pinned to revision {entry.revision!r}; use "
                          f"'hf-hub:{entry.hf_hub_id}@{revision}' to load another revision")
     folder = download_checkpoint(entry.hf_hub_id, entry.revision or revision, cache_dir)
     digests = [(f"the registry entry {entry.name!r}", entry.sha256)] if entry.sha256 else []
@@ -206,24 +214,14 @@ def _converted(source: Path, cache_dir: str | os.PathLike | None, entry: Pretrai
                            else f"{find_checkpoint_prefix(source)}.index")
         key = f"{source.name.split('.')[0]}-{digest[:16]}"
     target = converted_dir(cache_dir) / key
-    if (target / CONFIG_NAME).is_file():
+    if (target / CONFIG_NAME).is_file():  # write_checkpoint writes config.json last: the folder is complete
         return target
     if entry is not None and entry.source_sha256 and source.is_file():
         verify_sha256(source, entry.source_sha256, f"the registry entry {entry.name!r}")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".converting-", dir=target.parent))
-    try:
-        convert_tf_checkpoint(source, tmp, source_url=entry.source_url if entry else None,
-                              name=entry.name if entry else None)
-        if source.is_file():
-            _record_source_size(tmp, source.stat().st_size)
-        try:
-            os.replace(tmp, target)
-        except OSError:
-            if not (target / CONFIG_NAME).is_file():
-                raise  # else another process converted it first: use theirs
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    convert_tf_checkpoint(source, target, source_url=entry.source_url if entry else None,
+                          name=entry.name if entry else None)
+    if source.is_file():
+        _record_source_size(target, source.stat().st_size)
     return target
 
 
@@ -260,7 +258,7 @@ def _override(config: ModelConfig, overrides: dict[str, Any]) -> ModelConfig:
     fields = sorted(k for k in data if k != "format_version")
     for key, value in overrides.items():
         if key not in fields:
-            raise ValueError(f"unknown config field {key!r}; fields: {fields}")
+            raise LoadArgumentError(f"unknown config field {key!r}; fields: {fields}")
         if dataclasses.is_dataclass(value):
             value = dataclasses.asdict(value)
         data[key] = _merge(data[key], value)

@@ -25,7 +25,8 @@ _DEFAULT_TAGS: dict[str, str] = {}  # arch -> the tag that load(arch) uses
 
 class WeightsNotAvailableError(ConstclZooError, LookupError):
     """Pretrained weights were asked for but cannot be had: the architecture has none (or no default), or they
-    are neither cached nor downloadable right now."""
+    are neither cached nor downloadable right now. The fix ``random_init`` is spelled ``pretrained=False`` in
+    Python and ``--random-init`` on the command lines."""
 
 
 @dataclass(frozen=True)
@@ -126,7 +127,8 @@ def require_default_weights(arch: str) -> PretrainedWeights:
     have = list_pretrained()
     raise WeightsNotAvailableError(
         f"{arch!r} has no published weights. Names with weights: {', '.join(have) if have else 'none yet'}. "
-        f"Use pretrained=False for a random init, or load a checkpoint folder / 'hf-hub:org/repo'.")
+        f"Use ${{random_init}} for a random init, or load a checkpoint folder / 'hf-hub:org/repo'.",
+        fixes={"random_init": "pretrained=False"})
 
 
 def is_arch(name: str) -> bool:

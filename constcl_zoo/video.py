@@ -9,6 +9,7 @@ not depend on the video's length.
 from __future__ import annotations
 
 import csv
+import io
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -38,6 +39,10 @@ class EmptyVideoError(VideoError):
 
 class VideoTooShortError(VideoError):
     """Fewer decoded frames than one clip spans."""
+
+
+class ManifestError(ConstclZooError, ValueError):
+    """A manifest that cannot be read: not UTF-8, no ``path`` column, no entries. The message names file and line."""
 
 
 @dataclass(frozen=True)
@@ -146,21 +151,34 @@ class ManifestEntry:
 
 def read_manifest(manifest: str | os.PathLike) -> list[ManifestEntry]:
     """Entries of a manifest: a ``.csv`` with a ``path`` column, or text (``.txt``, ``.lst``, ...) with one path a
-    line, blank lines and ``#`` comments skipped. Relative paths are relative to the manifest's folder."""
+    line, blank lines and ``#`` comments skipped. Relative paths are relative to the manifest's folder.
+
+    Manifests are UTF-8, with or without a byte-order mark (as spreadsheet programs write CSV); anything else
+    raises :class:`ManifestError` naming the line.
+    """
     manifest = Path(manifest)
+    data = manifest.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        raise ManifestError(f"{manifest}, line {line}: not UTF-8 (byte 0x{data[exc.start]:02x}); save the manifest "
+                            f"as UTF-8 (e.g. iconv -f latin1 -t utf-8)") from None
     rows: list[tuple[int, str]]
     if manifest.suffix.lower() == ".csv":
-        with open(manifest, newline="") as f:
-            reader = csv.DictReader(f)
-            if reader.fieldnames is None or "path" not in reader.fieldnames:
-                raise ValueError(f"{manifest}: a CSV manifest needs a 'path' column, got {reader.fieldnames}")
-            rows = [(n, (row["path"] or "").strip()) for n, row in enumerate(reader, start=2)]
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        fields = [f.strip() for f in reader.fieldnames or []]
+        if "path" not in fields:
+            raise ManifestError(f"{manifest}: a CSV manifest needs a 'path' column, got {reader.fieldnames}")
+        column = (reader.fieldnames or [])[fields.index("path")]
+        rows = [(reader.line_num, (row[column] or "").strip()) for row in reader]
     else:
-        rows = [(n, ln.strip()) for n, ln in enumerate(manifest.read_text().splitlines(), start=1)]
+        rows = [(n, ln.strip()) for n, ln in enumerate(text.splitlines(), start=1)]
     entries = [ManifestEntry(Path(p), Path(p) if Path(p).is_absolute() else manifest.parent / p, n)
                for n, p in rows if p and not p.startswith("#")]
     if not entries:
-        raise ValueError(f"{manifest}: the manifest lists no videos")
+        raise ManifestError(f"{manifest}: the manifest lists no videos; give one path a line (a .csv: a 'path' "
+                            f"column)")
     return entries
 
 

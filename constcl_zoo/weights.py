@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,6 +19,7 @@ from safetensors.torch import save_file
 
 from .config import ModelConfig
 from .errors import ConstclZooError
+from .fileio import atomic_write
 from .model import ConstCLBase, build_model
 
 if TYPE_CHECKING:
@@ -64,7 +63,7 @@ def verify_sha256(path: str | Path, expected: str, source: str) -> None:
     if actual != expected.lower():
         raise ChecksumError(
             f"{path}: sha256 {actual} does not match {expected} recorded by {source}; the file is corrupted or "
-            f"was replaced. Delete it and download it again (e.g. load(..., cache_dir=...) on a clean cache).")
+            f"was replaced. Delete it (a Hub download: its snapshot in the Hub cache) and download or save it again.")
 
 
 def save_checkpoint(model: ConstCLBase, directory: str | Path) -> Path:
@@ -74,26 +73,20 @@ def save_checkpoint(model: ConstCLBase, directory: str | Path) -> Path:
 
 def write_checkpoint(config: ModelConfig | TaskConfig, tensors: dict[str, torch.Tensor], directory: str | Path,
                      branch: str) -> Path:
-    """Write ``config.json`` + ``model.safetensors`` (float32) for an encoder (:class:`ModelConfig`) or a task
-    model (:class:`~constcl_zoo.tasks.base.TaskConfig`); temporaries are renamed into place."""
+    """Write ``model.safetensors`` (float32) then ``config.json``, each atomically (:func:`atomic_write`), for an
+    encoder (:class:`ModelConfig`) or a task model (:class:`~constcl_zoo.tasks.base.TaskConfig`).
+
+    ``config.json`` comes last and records the weights' sha256, so a folder with a ``config.json`` is complete
+    (``load()`` checks the digest).
+    """
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    weights_tmp = _temp_path(directory, WEIGHTS_NAME)
-    save_file({k: v.float().contiguous() if v.is_floating_point() else v.contiguous() for k, v in tensors.items()},
-              weights_tmp, metadata={"format": "pt", "arch": config.arch, "branch": branch,
-                        **({"task": config.task} if hasattr(config, "task") else {})})
-    record = {"file": WEIGHTS_NAME, "sha256": sha256_of(weights_tmp), "branch": branch, "dtype": "float32"}
-    config_tmp = _temp_path(directory, CONFIG_NAME)
-    config.to_json(config_tmp, extra={"weights": record})
-    os.replace(weights_tmp, directory / WEIGHTS_NAME)
-    os.replace(config_tmp, directory / CONFIG_NAME)
+    state = {k: v.float().contiguous() if v.is_floating_point() else v.contiguous() for k, v in tensors.items()}
+    weights = atomic_write(directory / WEIGHTS_NAME, lambda tmp: save_file(
+        state, str(tmp), metadata={"format": "pt", "arch": config.arch, "branch": branch,
+                                   **({"task": config.task} if hasattr(config, "task") else {})}))
+    record = {"file": WEIGHTS_NAME, "sha256": sha256_of(weights), "branch": branch, "dtype": "float32"}
+    atomic_write(directory / CONFIG_NAME, lambda tmp: config.to_json(tmp, extra={"weights": record}))
     return directory
-
-
-def _temp_path(directory: Path, name: str) -> Path:
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=directory)
-    os.close(fd)
-    return Path(tmp)
 
 
 def read_weights_record(config_path: str | Path) -> dict:
@@ -126,7 +119,8 @@ def load_weights(model: torch.nn.Module, weights_path: str | Path) -> torch.nn.M
     try:
         handle = safe_open(str(weights_path), framework="pt")
     except Exception as exc:  # safetensors raises its own error types for truncated/garbled headers
-        raise CheckpointMismatchError(f"{weights_path}: not a readable safetensors file ({exc})") from exc
+        raise CheckpointMismatchError(f"{weights_path}: not a readable safetensors file ({exc}); it is truncated or "
+                                      f"damaged: download or save it again") from exc
     with handle as f:
         file_shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
         unexpected = sorted(k for k in file_shapes if k not in reference)
@@ -135,7 +129,7 @@ def load_weights(model: torch.nn.Module, weights_path: str | Path) -> torch.nn.M
         missing = sorted(k for k in needed if k not in file_shapes)
         if unexpected or misshaped or missing:
             parts = [f"{weights_path} does not match architecture {model.config.arch!r} "
-                     f"(branch {model.branch!r}):"]
+                     f"(branch {model.branch!r}); load it with the config.json it was saved with:"]
             if missing:
                 parts.append(_listing("missing keys", missing))
             if unexpected:

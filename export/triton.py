@@ -14,6 +14,8 @@ from pathlib import Path
 
 import onnx
 
+from .runtime import OnnxMetadataError
+
 ONNX_TO_TRITON = {onnx.TensorProto.FLOAT: "TYPE_FP32", onnx.TensorProto.FLOAT16: "TYPE_FP16",
                   onnx.TensorProto.INT64: "TYPE_INT64", onnx.TensorProto.INT32: "TYPE_INT32"}
 
@@ -52,7 +54,8 @@ def write_repository(onnx_path: str | os.PathLike, out: str | os.PathLike, name:
     model = onnx.load(str(onnx_path), load_external_data=False)
     meta = {p.key: p.value for p in model.metadata_props}
     if "constcl_zoo.config" not in meta:
-        raise ValueError(f"{onnx_path}: not a `python -m export onnx` file (no constcl_zoo.config metadata)")
+        raise OnnxMetadataError(f"{onnx_path}: not a `python -m export onnx` file (no constcl_zoo.config "
+                                f"metadata); export the model with `python -m export onnx`")
     name = name or onnx_path.stem
     folder = Path(out) / name
     version = folder / "1"
