@@ -306,12 +306,12 @@ def dataclass_from_dict(cls: type, data: Any, path: str = "config", numbers_as_s
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(fields))
     if unknown:
-        raise ValueError(f"{path}: unknown field(s) {unknown}")
+        raise ConfigError(f"{path}: unknown field(s) {unknown}")
     kwargs = {}
     for name, f in fields.items():
         if name not in data:
             if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                raise ValueError(f"{path}: missing field '{name}'")
+                raise ConfigError(f"{path}: missing field '{name}'")
             continue
         kwargs[name] = _coerce(hints[name], data[name], f"{path}.{name}", numbers_as_str)
     try:
@@ -338,12 +338,12 @@ def _coerce(hint: Any, value: Any, path: str, numbers_as_str: bool) -> Any:
         if len(args) == 2 and args[1] is Ellipsis:
             return tuple(_coerce(args[0], v, f"{path}[{i}]", numbers_as_str) for i, v in enumerate(value))
         if len(args) != len(value):
-            raise ValueError(f"{path}: expected {len(args)} values, got {len(value)}")
+            raise ConfigError(f"{path}: expected {len(args)} values, got {len(value)}")
         return tuple(_coerce(a, v, f"{path}[{i}]", numbers_as_str)
                      for i, (a, v) in enumerate(zip(args, value, strict=True)))
     if origin is Literal:
         if value not in args:
-            raise ValueError(f"{path}: {value!r} is not one of {list(args)}")
+            raise ConfigError(f"{path}: {value!r} is not one of {list(args)}")
         return value
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
