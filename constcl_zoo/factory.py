@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from .config import ModelConfig
+from .config import ConfigError, ModelConfig
 from .download import cache_root, download_file, downloads_dir
 from .errors import ConstclZooError
 from .fileio import atomic_write
@@ -277,7 +277,7 @@ def read_config(config_path: str | os.PathLike) -> ModelConfig | TaskConfig:
     try:
         data = json.loads(config_path.read_text())
     except json.JSONDecodeError as exc:
-        raise ValueError(f"{config_path}: not valid JSON ({exc})") from exc
+        raise ConfigError(f"{config_path}: not valid JSON ({exc})") from exc
     if is_task_config(data):
         return TaskConfig.from_json(config_path)
     return ModelConfig.from_json(config_path)
