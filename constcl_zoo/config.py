@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from .errors import ConstclZooError
+from .errors import ConstclZooError, InvalidArgumentError, InvalidTypeError
 
 CONFIG_FORMAT_VERSION = 1
 
@@ -262,7 +262,7 @@ class ModelConfig:
         data = dict(data)
         version = data.pop("format_version", None)
         if version != CONFIG_FORMAT_VERSION:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"config format_version {version!r} is not supported (this release reads {CONFIG_FORMAT_VERSION})"
             )
         data.pop("weights", None)  # integrity record written by save_pretrained, not a model field
@@ -301,7 +301,7 @@ def dataclass_from_dict(cls: type, data: Any, path: str = "config", numbers_as_s
     the dotted ``path`` of the bad value. ``numbers_as_str`` accepts numbers for ``str`` fields (command-line
     overrides parse ``-o run.name=1`` as a number)."""
     if not isinstance(data, dict):
-        raise TypeError(f"{path}: expected an object, got {type(data).__name__}")
+        raise InvalidTypeError(f"{path}: expected an object, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(fields))
@@ -334,7 +334,7 @@ def _coerce(hint: Any, value: Any, path: str, numbers_as_str: bool) -> Any:
         return _coerce(inner[0], value, path, numbers_as_str)
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
-            raise TypeError(f"{path}: expected a list, got {type(value).__name__}")
+            raise InvalidTypeError(f"{path}: expected a list, got {type(value).__name__}")
         if len(args) == 2 and args[1] is Ellipsis:
             return tuple(_coerce(args[0], v, f"{path}[{i}]", numbers_as_str) for i, v in enumerate(value))
         if len(args) != len(value):
@@ -350,5 +350,5 @@ def _coerce(hint: Any, value: Any, path: str, numbers_as_str: bool) -> Any:
     if numbers_as_str and hint is str and isinstance(value, (int, float)) and not isinstance(value, bool):
         return str(value)
     if hint in (int, float, bool, str) and (not isinstance(value, hint) or (hint is int and isinstance(value, bool))):
-        raise TypeError(f"{path}: expected {hint.__name__}, got {type(value).__name__}")
+        raise InvalidTypeError(f"{path}: expected {hint.__name__}, got {type(value).__name__}")
     return value

@@ -120,3 +120,11 @@ def _first_lines(text: str, limit: int = 40) -> str:
     if len(lines) <= limit:
         return "\n".join(lines)
     return "\n".join([*lines[:limit], f"... ({len(lines) - limit} more lines)"])
+
+
+class InvalidArgumentError(ConstclZooError, ValueError):
+    """A value the package cannot use: a tensor of the wrong shape, an out-of-range size, an unknown option."""
+
+
+class InvalidTypeError(ConstclZooError, TypeError):
+    """An argument of the wrong type (e.g. a uint8 clip where a preprocessed float clip is expected)."""

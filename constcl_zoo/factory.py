@@ -20,6 +20,7 @@ from .model import BRANCHES, ConstCLBase, build_model, init_weights
 from .pretrained import entry_for_source_file, source_file
 from .registry import (
     PretrainedWeights,
+    UnknownModelError,
     WeightsNotAvailableError,
     arch_config,
     is_arch,
@@ -33,10 +34,6 @@ from .tf_checkpoint import is_tf_checkpoint
 from .weights import CONFIG_NAME, WEIGHTS_NAME, load_weights, read_weights_record, sha256_of, verify_sha256
 
 LOCAL_PREFIX = "local-dir:"
-
-
-class UnknownModelError(ConstclZooError, KeyError):
-    """A name that is no registered architecture or weights, no local folder and no ``hf-hub:`` repo."""
 
 
 class LoadArgumentError(ConstclZooError, ValueError):

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from .config import PreprocessConfig
+from .errors import InvalidArgumentError, InvalidTypeError
 from .video import check_frame_size
 
 ArrayLike = np.ndarray | torch.Tensor
@@ -81,7 +82,8 @@ class ClipPreprocess:
 
     def __init__(self, cfg: PreprocessConfig, chunk_frames: int = 32) -> None:
         if cfg.resize_short_side < cfg.crop_size:
-            raise ValueError(f"resize_short_side ({cfg.resize_short_side}) must be >= crop_size ({cfg.crop_size})")
+            raise InvalidArgumentError(
+                f"resize_short_side ({cfg.resize_short_side}) must be >= crop_size ({cfg.crop_size})")
         self.cfg = cfg
         self.chunk_frames = chunk_frames
 
@@ -100,16 +102,17 @@ class ClipPreprocess:
     def __call__(self, frames: ArrayLike) -> torch.Tensor:
         x = torch.from_numpy(np.ascontiguousarray(frames)) if isinstance(frames, np.ndarray) else frames
         if not isinstance(x, torch.Tensor):
-            raise TypeError(f"frames must be a numpy array or torch tensor, got {type(frames).__name__}")
+            raise InvalidTypeError(f"frames must be a numpy array or torch tensor, got {type(frames).__name__}")
         if x.dtype != torch.uint8:
-            raise TypeError(f"frames must be uint8 RGB in [0, 255], got dtype {x.dtype}")
+            raise InvalidTypeError(f"frames must be uint8 RGB in [0, 255], got dtype {x.dtype}")
         if x.ndim == 5:
             return torch.stack([self(clip) for clip in x])
         if x.ndim != 4 or x.shape[-1] != 3:
-            raise ValueError(f"frames must be [T, H, W, 3] (or [B, T, H, W, 3]) RGB, got shape {tuple(x.shape)}")
+            raise InvalidArgumentError(
+                f"frames must be [T, H, W, 3] (or [B, T, H, W, 3]) RGB, got shape {tuple(x.shape)}")
         t, h, w, _ = x.shape
         if t == 0 or h == 0 or w == 0:
-            raise ValueError(f"frames are empty: shape {tuple(x.shape)}")
+            raise InvalidArgumentError(f"frames are empty: shape {tuple(x.shape)}")
         check_frame_size(h, w, f"frames {list(x.shape)}")
         out_h, out_w = self.output_size(h, w)
         crop = self.cfg.crop_size
@@ -154,10 +157,10 @@ def spatial_views(preprocess: ClipPreprocess, frames: ArrayLike, crops: int = 3)
     import dataclasses
 
     if not isinstance(crops, int) or isinstance(crops, bool) or crops < 1:
-        raise ValueError(f"crops must be a positive integer, got {crops!r}")
+        raise InvalidArgumentError(f"crops must be a positive integer, got {crops!r}")
     shape = tuple(getattr(frames, "shape", ()))
     if len(shape) != 4 or shape[-1] != 3 or 0 in shape:
-        raise ValueError(f"frames must be one clip [T, H, W, 3] RGB, got shape {shape}")
+        raise InvalidArgumentError(f"frames must be one clip [T, H, W, 3] RGB, got shape {shape}")
     h, w = shape[1], shape[2]
     out_h, out_w = preprocess.output_size(h, w)
     crop = preprocess.cfg.crop_size

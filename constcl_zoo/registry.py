@@ -16,11 +16,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .config import ModelConfig
-from .errors import ConstclZooError
+from .errors import ConstclZooError, InvalidArgumentError
 
 _ARCHS: dict[str, Callable[[], ModelConfig]] = {}
 _WEIGHTS: dict[str, PretrainedWeights] = {}
 _DEFAULT_TAGS: dict[str, str] = {}  # arch -> the tag that load(arch) uses
+
+
+class UnknownModelError(ConstclZooError, KeyError):
+    """A name that is no registered architecture or weights, no local folder and no ``hf-hub:`` repo."""
 
 
 class WeightsNotAvailableError(ConstclZooError, LookupError):
@@ -59,7 +63,7 @@ class PretrainedWeights:
 def register_arch(fn: Callable[[], ModelConfig]) -> Callable[[], ModelConfig]:
     """Decorator: register an architecture under the function's name."""
     if fn.__name__ in _ARCHS:
-        raise ValueError(f"architecture {fn.__name__!r} is already registered")
+        raise InvalidArgumentError(f"architecture {fn.__name__!r} is already registered")
     _ARCHS[fn.__name__] = fn
     return fn
 
@@ -68,11 +72,11 @@ def register_weights(entry: PretrainedWeights, *, overwrite: bool = False) -> No
     """Register published weights ``arch.tag`` (also usable for a private zoo). This does not make them the
     architecture's default; :func:`set_default_weights` does."""
     if entry.arch not in _ARCHS:
-        raise ValueError(f"weights {entry.name!r}: unknown architecture {entry.arch!r}")
+        raise InvalidArgumentError(f"weights {entry.name!r}: unknown architecture {entry.arch!r}")
     if "." not in entry.name:
-        raise ValueError(f"weights names are 'arch.tag', got {entry.name!r}")
+        raise InvalidArgumentError(f"weights names are 'arch.tag', got {entry.name!r}")
     if entry.name in _WEIGHTS and not overwrite:
-        raise ValueError(f"weights {entry.name!r} are already registered")
+        raise InvalidArgumentError(f"weights {entry.name!r} are already registered")
     _WEIGHTS[entry.name] = entry
 
 
@@ -86,13 +90,13 @@ def unregister_weights(name: str) -> None:
 def set_default_weights(arch: str, tag: str | None) -> None:
     """Make ``arch.tag`` what ``load(arch)`` loads (``tag=None``: ``arch`` has no default)."""
     if arch not in _ARCHS:
-        raise ValueError(f"unknown architecture {arch!r}; registered: {', '.join(sorted(_ARCHS))}")
+        raise InvalidArgumentError(f"unknown architecture {arch!r}; registered: {', '.join(sorted(_ARCHS))}")
     if tag is None:
         _DEFAULT_TAGS.pop(arch, None)
         return
     if f"{arch}.{tag}" not in _WEIGHTS:
         have = [n for n in sorted(_WEIGHTS) if n.startswith(f"{arch}.")]
-        raise ValueError(f"no weights {arch}.{tag} registered (register_weights first); {arch} has "
+        raise InvalidArgumentError(f"no weights {arch}.{tag} registered (register_weights first); {arch} has "
                          f"{', '.join(have) if have else 'none'}")
     _DEFAULT_TAGS[arch] = tag
 
@@ -100,7 +104,7 @@ def set_default_weights(arch: str, tag: str | None) -> None:
 def arch_config(arch: str) -> ModelConfig:
     """The configuration of a registered architecture."""
     if arch not in _ARCHS:
-        raise KeyError(unknown_name_message(arch))
+        raise UnknownModelError(unknown_name_message(arch))
     return _ARCHS[arch]()
 
 

@@ -250,7 +250,7 @@ class TFCheckpoint:
     def read(self, name: str) -> np.ndarray:
         """The tensor ``name`` as a numpy array (bfloat16 is widened to float32)."""
         if name not in self.entries:
-            raise KeyError(f"{self.prefix}: no variable {name!r}")
+            raise TFCheckpointError(f"{self.prefix}: no variable {name!r}")
         entry = self.entries[name]
         if entry.sliced:
             raise TFCheckpointError(f"{self.prefix}: {name} is a partitioned variable, which is not supported")

@@ -19,7 +19,7 @@ from types import ModuleType
 import numpy as np
 import torch
 
-from .errors import ConstclZooError
+from .errors import ConstclZooError, InvalidArgumentError, InvalidTypeError
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".ts")
 INSTALL_HINT = "pip install 'constcl-zoo[video]'"
@@ -157,12 +157,13 @@ def iter_array_frames(frames: np.ndarray | torch.Tensor, fps: float, source: str
     if isinstance(frames, torch.Tensor):
         frames = frames.cpu().numpy()
     if not isinstance(frames, np.ndarray):
-        raise TypeError(f"{source}: frames must be a numpy array or torch tensor, got {type(frames).__name__}")
+        raise InvalidTypeError(f"{source}: frames must be a numpy array or torch tensor, got {type(frames).__name__}")
     if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
-        raise ValueError(f"{source}: frames must be uint8 [T, H, W, 3] RGB, got {frames.dtype} "
+        raise InvalidArgumentError(f"{source}: frames must be uint8 [T, H, W, 3] RGB, got {frames.dtype} "
                          f"{tuple(frames.shape)}")
     if not fps or fps <= 0:
-        raise ValueError(f"{source}: an in-memory video needs fps > 0 to give window times in seconds, got {fps!r}")
+        raise InvalidArgumentError(
+            f"{source}: an in-memory video needs fps > 0 to give window times in seconds, got {fps!r}")
     if frames.shape[0] == 0:
         raise EmptyVideoError(f"{source}: the array holds no frame")
     check_frame_size(frames.shape[1], frames.shape[2], f"{source}: frames {list(frames.shape)}")

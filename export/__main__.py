@@ -51,6 +51,15 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-upload-mb", type=positive_float, default=100.0)
     serve.add_argument("--max-clips", type=positive_int, default=64)
     serve.add_argument("--timeout-s", type=positive_float, default=60.0, help="per-request time limit")
+    serve.add_argument("--header-timeout-s", type=positive_float, default=10.0,
+                       help="a connection whose request head is not complete this long after its first byte is "
+                            "closed (slow clients)")
+    serve.add_argument("--body-timeout-s", type=positive_float, default=30.0,
+                       help="a request body not received within this time gets 408 and the connection is closed")
+    serve.add_argument("--keep-alive-s", type=positive_float, default=5.0, help="idle keep-alive connection limit")
+    serve.add_argument("--max-connections", type=positive_int, default=64,
+                       help="open connections; requests beyond get 503")
+    serve.add_argument("--decode-workers", type=positive_int, default=2, help="threads decoding uploaded videos")
     serve.add_argument("--threads", type=positive_int, default=None, help="ONNX Runtime intra-op threads")
     serve.add_argument("--provider", action="append", default=None,
                        help="ONNX Runtime provider(s) to try, in order (default: TensorRT, CUDA, CPU)")
@@ -101,7 +110,9 @@ def _run(args: argparse.Namespace) -> int:
 
         config = ServeConfig(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
                              max_upload_bytes=int(args.max_upload_mb * 2**20), max_clips=args.max_clips,
-                             request_timeout_s=args.timeout_s)
+                             request_timeout_s=args.timeout_s, header_timeout_s=args.header_timeout_s,
+                             body_timeout_s=args.body_timeout_s, keep_alive_s=args.keep_alive_s,
+                             max_connections=args.max_connections, decode_workers=args.decode_workers)
         with tempfile.TemporaryDirectory() as tmp:
             serve(str(_onnx_source(args, tmp)), host=args.host, port=args.port, config=config,
                   threads=args.threads, providers=args.provider)

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from constcl_zoo import ModelConfig, __version__, load
-from constcl_zoo.errors import ConstclZooError
+from constcl_zoo.errors import ConstclZooError, InvalidArgumentError
 from constcl_zoo.model import ConstCLBase
 
 MIN_OPSET = 17
@@ -75,11 +75,11 @@ def export_onnx(model: ConstCLBase, out: str | os.PathLike, *, with_rois: bool =
     import onnx
 
     if model.branch not in ("global", "region"):
-        raise ValueError(f"export takes a 'global' or 'region' network, got branch {model.branch!r}")
+        raise InvalidArgumentError(f"export takes a 'global' or 'region' network, got branch {model.branch!r}")
     if with_rois and model.branch != "region":
-        raise ValueError("--with-rois needs --branch region")
+        raise InvalidArgumentError("--with-rois needs --branch region")
     if opset < MIN_OPSET:
-        raise ValueError(f"opset must be >= {MIN_OPSET}, got {opset}")
+        raise InvalidArgumentError(f"opset must be >= {MIN_OPSET}, got {opset}")
     out = Path(out)
     precision = "fp16" if fp16 else "fp32"
     model = model.float().eval()

@@ -42,7 +42,9 @@ from numpy.lib import format as npy_format
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from pydantic import BaseModel
 
+from constcl_zoo.config import ConfigError
 from constcl_zoo.embed import WindowSpec, frames_of, iter_windows
+from constcl_zoo.errors import ConstclZooError, InvalidArgumentError
 from constcl_zoo.video import Frame, VideoError
 
 from .runtime import OnnxEmbedder
@@ -90,13 +92,13 @@ class ServeConfig:
         for name in ("max_batch", "max_clips", "max_upload_bytes", "max_connections", "max_header_bytes",
                      "decode_workers"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+                raise ConfigError(f"ServeConfig.{name} must be >= 1, got {getattr(self, name)}")
         for name in ("request_timeout_s", "header_timeout_s", "body_timeout_s", "keep_alive_s",
                      "graceful_shutdown_s"):
             if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0 seconds, got {getattr(self, name)}")
+                raise ConfigError(f"ServeConfig.{name} must be > 0 seconds, got {getattr(self, name)}")
         if self.max_wait_ms < 0:
-            raise ValueError(f"max_wait_ms must be >= 0, got {self.max_wait_ms}")
+            raise ConfigError(f"ServeConfig.max_wait_ms must be >= 0, got {self.max_wait_ms}")
 
 
 class Metrics:
@@ -354,7 +356,7 @@ def _cancellable(frames: Iterable[Frame], cancel: threading.Event, metrics: Metr
     raise _Cancelled
 
 
-class _Cancelled(Exception):
+class _Cancelled(ConstclZooError):
     """A decoding job whose request timed out or went away (nobody waits for its result)."""
 
 
@@ -362,7 +364,8 @@ def create_app(embedder: OnnxEmbedder, config: ServeConfig | None = None) -> Fas
     """The FastAPI app around ``embedder`` (an :class:`~export.runtime.OnnxEmbedder` without ROI input)."""
     config = config or ServeConfig()
     if embedder.with_rois:
-        raise ValueError(f"{embedder.path} takes boxes (exported --with-rois); serve a global or region export")
+        raise InvalidArgumentError(
+            f"{embedder.path} takes boxes (exported --with-rois); serve a global or region export")
     metrics = Metrics()
     batcher = MicroBatcher(embedder.run, config.max_batch, config.max_wait_ms, metrics)
     decode_pool = ThreadPoolExecutor(config.decode_workers, thread_name_prefix="constcl-decode")
@@ -447,7 +450,7 @@ def create_app(embedder: OnnxEmbedder, config: ServeConfig | None = None) -> Fas
         try:
             version = npy_format.read_magic(buffer)
             if version not in ((1, 0), (2, 0)):
-                raise ValueError(f"format version {version[0]}.{version[1]} (1.0 and 2.0 are read)")
+                raise InvalidArgumentError(f"format version {version[0]}.{version[1]} (1.0 and 2.0 are read)")
             read_header = npy_format.read_array_header_1_0 if version == (1, 0) else npy_format.read_array_header_2_0
             shape, fortran, dtype = read_header(buffer)
         except (ValueError, OSError, EOFError, TypeError, SyntaxError) as exc:

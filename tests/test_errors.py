@@ -401,3 +401,26 @@ def test_written_files_honour_the_umask(videos, tmp_path, umask, mode):
     files = [ckpt / "model.safetensors", ckpt / "config.json", out / "a.avi.safetensors", out / "index.json",
              tmp_path / "plain.txt"]
     assert {f.name: oct(f.stat().st_mode & 0o777) for f in files} == {f.name: oct(mode) for f in files}
+
+
+
+_REPO = Path(__file__).resolve().parents[1]
+
+
+def _package_sources() -> list[Path]:
+    return sorted(p for d in ("constcl_zoo", "export", "training") for p in (_REPO / d).rglob("*.py"))
+
+
+def test_the_packages_raise_no_builtin_exceptions() -> None:
+    """No builtin exception is raised on purpose: each raise names a ConstclZooError subclass (with the fitting
+    builtin base), so `except constcl_zoo.ConstclZooError` catches it and the commands answer it in one line."""
+    import ast
+
+    builtin = {"ValueError", "TypeError", "KeyError", "RuntimeError", "LookupError", "IndexError", "Exception"}
+    bare = []
+    for path in _package_sources():
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.Raise) and isinstance(node.exc, ast.Call) and \
+                    isinstance(node.exc.func, ast.Name) and node.exc.func.id in builtin:
+                bare.append(f"{path.relative_to(_REPO)}:{node.lineno} raise {node.exc.func.id}")
+    assert not bare, "raise a ConstclZooError subclass instead:\n" + "\n".join(bare)
