@@ -2,7 +2,7 @@
 
 No ConST-CL checkpoint was ever published. The CVRL R3D-50 checkpoints of the official TF code are: they are TF2
 checkpoints in tarballs (~127 MB each) on the TF Model Garden bucket, not on the Hugging Face Hub, so their
-entries say where to download them; ``load("/path/to/<file>.tar.gz")`` (or ``python -m training.convert_tf``)
+entries say where to download them; ``load("/path/to/<file>.tar.gz")`` (or ``python -m training convert-tf``)
 converts one once into the local cache, after which ``load("<name>")`` finds it.
 """
 
@@ -42,5 +42,5 @@ for _tag, (_file, _description) in _CVRL.items():
         how_to_get=(f"It is published as a TensorFlow checkpoint: download {_url} (~127 MB), then either "
                     f"load('/path/to/{_file}') — converted once into the local cache, after which "
                     f"load('cvrl_r3d50.{_tag}') works offline — or run "
-                    f"`python -m training.convert_tf /path/to/{_file} --out DIR` and load(DIR)."),
+                    f"`python -m training convert-tf /path/to/{_file} --out DIR` and load(DIR)."),
     ))

@@ -142,7 +142,7 @@ def test_publish_to_hub_double_and_read_back_through_olah(exported, tmp_path):
 
 def test_publish_refuses_a_tampered_folder(exported, tmp_path):
     from constcl_zoo import ChecksumError
-    from training.publish import publish
+    from training.release.publish import publish
 
     bad = tmp_path / "bad"
     bad.mkdir()
