@@ -171,12 +171,12 @@ def read_training_state(folder: Path, rank: int | None = 0) -> TrainingState:
         names = ["model.safetensors", "optimizer.safetensors"]
         if rank is not None:
             names += [f"rng.rank{rank}.safetensors", f"rng.rank{rank}.json"]
+        if rank is not None and isinstance(meta.get("world"), int) and rank >= meta["world"]:
+            raise ProcessCountError(f"{folder}: no RNG state for rank {rank}; resume with the same number of "
+                                    f"processes ({meta['world']})")
         recorded = meta.get("files", {})  # absent in checkpoints written before checksums were recorded
         for name in names:
             if not (folder / name).is_file():
-                if name.startswith("rng."):
-                    raise ProcessCountError(f"{folder}: no RNG state for rank {rank}; resume with the same number of "
-                                          f"processes ({meta.get('world')})")
                 raise FileNotFoundError(f"{name} is missing")
             if name in recorded and sha256_of(folder / name) != recorded[name]:
                 raise ValueError(f"{name} does not match the sha256 recorded in state.json (truncated or altered)")

@@ -231,6 +231,7 @@ def train(task: TrainTask, out: str | Path, resume: bool = False, overwrite: boo
     scale = loss_scale(o.grad_reduction, info.world, run.accum_steps)
 
     step, micro_step = 0, 0
+    counts_total = dict.fromkeys(task.count_names, 0)  # run totals, checkpointed
     if resume:
         state = read_latest(out, info.rank)
         if state is None:
@@ -241,6 +242,7 @@ def train(task: TrainTask, out: str | Path, resume: bool = False, overwrite: boo
                 raise ConfigError(f"{state.folder} was written by {meta['world']} processes; resume with the same "
                                   "number")
             step, micro_step = meta["step"], meta["micro_step"]
+            counts_total.update({k: v for k, v in meta.get("counts", {}).items() if k in counts_total})
             log.info("resumed from %s: step %d, data position %d micro-batches", state.folder, step, micro_step)
 
     train_model: torch.nn.Module = model
@@ -253,7 +255,6 @@ def train(task: TrainTask, out: str | Path, resume: bool = False, overwrite: boo
     logger = RunLogger(out, task, info.is_main, run.steps, step, run.progress)
     amp = run.precision == "bf16"
     names = ("loss", *task.metric_names)
-    counts_total = dict.fromkeys(task.count_names, 0)
     began = time.perf_counter()
     log.info("%s %s on %s x %d process(es): %d %s/step (%d per micro-batch and process, %d accumulation), "
              "steps %d -> %d", task.name, task.describe(), device, info.world, task.batch_size, task.unit,
@@ -298,7 +299,7 @@ def train(task: TrainTask, out: str | Path, resume: bool = False, overwrite: boo
         if (run.eval_every and step % run.eval_every == 0) or step == run.steps:
             _evaluate(task, model, ctx, logger, step)
         if step % run.checkpoint_every == 0 or step == run.steps:
-            _checkpoint(ctx, step, micro_step, model, optimizer, scheduler, run.keep_checkpoints)
+            _checkpoint(ctx, step, micro_step, model, optimizer, scheduler, run.keep_checkpoints, counts_total)
 
     logger.close()
     seconds = time.perf_counter() - began
@@ -322,7 +323,8 @@ def _evaluate(task: TrainTask, model: torch.nn.Module, ctx: RunContext, logger: 
 
 
 def _checkpoint(ctx: RunContext, step: int, micro_step: int, model: torch.nn.Module,
-                optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler, keep: int) -> None:
+                optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler, keep: int,
+                counts: dict[str, int]) -> None:
     staging = staging_folder(ctx.out, step)
     if ctx.info.is_main:
         staging.mkdir(parents=True, exist_ok=True)
@@ -331,6 +333,6 @@ def _checkpoint(ctx: RunContext, step: int, micro_step: int, model: torch.nn.Mod
     ctx.barrier()
     if ctx.info.is_main:
         folder = save_training_state(ctx.out, step, micro_step, _unwrap(model), optimizer, scheduler,
-                                     {"world": ctx.info.world}, keep)
+                                     {"world": ctx.info.world, "counts": counts}, keep)
         log.info("checkpoint %s", folder)
     ctx.barrier()
