@@ -34,7 +34,7 @@ STATE = "state.json"
 log = logging.getLogger(__name__)
 
 
-class CheckpointError(ConstclZooError, OSError):
+class CheckpointError(ConstclZooError, ValueError):
     """No readable training checkpoint where one is needed (every candidate missing, torn or corrupted)."""
 
 

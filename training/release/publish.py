@@ -16,7 +16,7 @@ from constcl_zoo.weights import CONFIG_NAME, WEIGHTS_NAME, read_weights_record, 
 ALLOWED = (CONFIG_NAME, WEIGHTS_NAME, "README.md")
 
 
-class PublishError(ConstclZooError, OSError):
+class PublishError(ConstclZooError, RuntimeError):
     """The Hub refused or failed an upload (authentication, permissions, network)."""
 
 
