@@ -15,6 +15,8 @@ from training.__main__ import main
 from training.pretrain.config import cpu_smoke
 from training.release.card import model_card
 
+from .conftest import SHARED
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -106,3 +108,12 @@ def test_model_card_records_no_absolute_path(tmp_path):
     config = load("constcl_r3d14_w16", branch="full", pretrained=False).config.to_dict()
     card = model_card(cfg, 40, [], config)
     assert "`my_videos`" in card and str(tmp_path) not in card
+
+
+@pytest.mark.skipif(not (SHARED / "data" / "videos" / "tree.avi").is_file(), reason="real videos not found")
+def test_a_clip_length_the_backbone_cannot_stride_is_one_line(capsys, tmp_path):
+    manifest = tmp_path / "videos.txt"
+    manifest.write_text(f"{SHARED / 'data' / 'videos' / 'tree.avi'}\n")
+    err = _error(capsys, ["pretrain", "--config", "cpu_smoke", "--videos", str(manifest), "--out",
+                          str(tmp_path / "run"), "-o", "data.num_frames=7", "-o", "run.progress=false"])
+    assert "data.num_frames=7" in err
