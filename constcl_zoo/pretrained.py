@@ -4,7 +4,7 @@ No ConST-CL checkpoint was ever published. The CVRL R3D-50 checkpoints of the of
 checkpoints in tarballs (~127 MB each) on the TF Model Garden bucket, not on the Hugging Face Hub.
 ``load("cvrl_r3d50.<tag>")`` downloads the tarball into the cache (resumable, with a progress bar), converts it once
 into ``<cache>/converted/<name>`` (recording the tarball's URL, sha256 and size) and then loads offline from there.
-``load("/path/to/<file>.tar.gz")`` and ``python -m training.convert_tf`` convert a tarball fetched by hand.
+``load("/path/to/<file>.tar.gz")`` and ``python -m training convert-tf`` convert a tarball fetched by hand.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ for _tag, (_file, _description) in _CVRL.items():
                     f"load('cvrl_r3d50.{_tag}') downloads and converts it itself. By hand: download it, then "
                     f"load('/path/to/{_file}') (converted once into the local cache, after which "
                     f"load('cvrl_r3d50.{_tag}') works offline) or run "
-                    f"`python -m training.convert_tf /path/to/{_file} --out DIR` and load(DIR)."),
+                    f"`python -m training convert-tf /path/to/{_file} --out DIR` and load(DIR)."),
     ))
 for _arch, _tag in DEFAULT_TAGS.items():
     set_default_weights(_arch, _tag)

@@ -172,7 +172,7 @@ def test_registry_names_say_what_to_download(tmp_path, monkeypatch):
         load("cvrl_r3d50.k400_200ep", cache_dir=tmp_path)
     msg = str(err.value)
     assert "https://storage.googleapis.com/tf_model_garden/vision/cvrl/r3d_1x_k400_200ep.tar.gz" in msg
-    assert "python -m training.convert_tf /path/to/r3d_1x_k400_200ep.tar.gz --out DIR" in msg
+    assert "python -m training convert-tf /path/to/r3d_1x_k400_200ep.tar.gz --out DIR" in msg
     # `load("cvrl_r3d50")` means its default weights, the K600 800-epoch model
     with pytest.raises(WeightsNotAvailableError, match="r3d_1x_k600_800ep.tar.gz"):
         load("cvrl_r3d50", cache_dir=tmp_path)

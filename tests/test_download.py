@@ -216,7 +216,7 @@ def test_offline_or_unreachable_says_what_to_download(server, point_entry_at, tm
     msg = str(err.value)
     assert "downloads are off" in msg and f"https://storage.googleapis.com/tf_model_garden/vision/cvrl/{FILE}" in msg
     assert str(tmp_path / "downloads" / FILE) in msg  # where to put it
-    assert f"python -m training.convert_tf /path/to/{FILE} --out DIR" in msg
+    assert f"python -m training convert-tf /path/to/{FILE} --out DIR" in msg
     monkeypatch.delenv("HF_HUB_OFFLINE")
 
     point_entry_at("http://127.0.0.1:9/cvrl/" + FILE)  # nothing listens there

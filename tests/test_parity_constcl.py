@@ -20,7 +20,7 @@ from constcl_zoo import load
 from constcl_zoo.boxes import xyxy_to_yxyx
 from constcl_zoo.convert import convert_variables, model_variables
 from constcl_zoo.weights import write_checkpoint
-from training.losses import global_contrastive_loss, local_contrastive_loss
+from training.pretrain.losses import global_contrastive_loss, local_contrastive_loss
 
 from .conftest import reference_key_list
 from .parity.formula import formula_input, formula_value

@@ -10,7 +10,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from training.losses import global_contrastive_loss, local_contrastive_loss
+from training.pretrain.losses import global_contrastive_loss, local_contrastive_loss
 
 from .hub_server import free_port
 
