@@ -128,3 +128,7 @@ class InvalidArgumentError(ConstclZooError, ValueError):
 
 class InvalidTypeError(ConstclZooError, TypeError):
     """An argument of the wrong type (e.g. a uint8 clip where a preprocessed float clip is expected)."""
+
+
+class DependencyError(ConstclZooError, RuntimeError):
+    """An installed dependency lacks what is needed (e.g. an OpenCV build without the HOG people detector)."""

@@ -167,7 +167,7 @@ def read_training_state(folder: Path, rank: int | None = 0) -> TrainingState:
     try:
         meta = json.loads((folder / STATE).read_text())
         if not isinstance(meta, dict) or "step" not in meta:
-            raise ValueError("state.json has no step")
+            raise CheckpointError("state.json has no step")
         names = ["model.safetensors", "optimizer.safetensors"]
         if rank is not None:
             names += [f"rng.rank{rank}.safetensors", f"rng.rank{rank}.json"]
@@ -179,7 +179,7 @@ def read_training_state(folder: Path, rank: int | None = 0) -> TrainingState:
             if not (folder / name).is_file():
                 raise FileNotFoundError(f"{name} is missing")
             if name in recorded and sha256_of(folder / name) != recorded[name]:
-                raise ValueError(f"{name} does not match the sha256 recorded in state.json (truncated or altered)")
+                raise CheckpointError(f"{name} does not match the sha256 recorded in state.json (truncated or altered)")
         rng = None
         if rank is not None:
             rng = (load_file(str(folder / f"rng.rank{rank}.safetensors")),

@@ -58,8 +58,8 @@ class PretrainDataset(Dataset):
                 continue
             sample["skipped"] = torch.tensor(attempt)
             return sample
-        raise RuntimeError(f"sample {position}: {_MAX_RETRIES} videos in a row failed to decode, starting at "
-                           f"{self.index.entries[video].path}")
+        raise VideoDecodeError(f"sample {position}: {_MAX_RETRIES} videos in a row failed to decode, starting at "
+                               f"{self.index.entries[video].path}")
 
     def _make(self, path: str, length: int, rng: np.random.Generator) -> dict[str, torch.Tensor]:
         d = self.cfg.data

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from constcl_zoo.errors import ConstclZooError
+from constcl_zoo.errors import ConstclZooError, InvalidArgumentError
 from constcl_zoo.fileio import atomic_write
 from constcl_zoo.video import EmptyVideoError, VideoDecodeError, VideoError, iter_av_frames, list_videos
 
@@ -73,16 +73,16 @@ def read_frames(path: str | Path, indices: Sequence[int], decoder: str = "opencv
     Raises :class:`VideoDecodeError` naming the file and the first missing frame if the stream ends early.
     """
     if len(indices) == 0:
-        raise ValueError("read_frames: no frame indices given")
+        raise InvalidArgumentError("read_frames: no frame indices given")
     wanted = sorted(set(int(i) for i in indices))
     if wanted[0] < 0:
-        raise ValueError(f"{path}: negative frame index {wanted[0]}")
+        raise InvalidArgumentError(f"{path}: negative frame index {wanted[0]}")
     if decoder == "opencv":
         got = _read_opencv(Path(path), wanted, short_side)
     elif decoder == "pyav":
         got = _read_pyav(Path(path), wanted, short_side)
     else:
-        raise ValueError(f"decoder must be 'opencv' or 'pyav', got {decoder!r}")
+        raise InvalidArgumentError(f"decoder must be 'opencv' or 'pyav', got {decoder!r}")
     missing = [i for i in wanted if i not in got]
     if missing:
         raise VideoDecodeError(f"{path}: frame {missing[0]} requested but the video decoded only "

@@ -24,7 +24,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from constcl_zoo.errors import ConstclZooError
+from constcl_zoo.errors import ConstclZooError, InvalidArgumentError
 from constcl_zoo.video import VIDEO_EXTENSIONS, find_videos
 
 log = logging.getLogger(__name__)
@@ -55,10 +55,10 @@ class LabelledSplit:
 
     def __post_init__(self) -> None:
         if len(self.paths) != len(self.labels):
-            raise ValueError(f"split {self.name!r}: {len(self.paths)} paths but {len(self.labels)} labels")
+            raise InvalidArgumentError(f"split {self.name!r}: {len(self.paths)} paths but {len(self.labels)} labels")
         bad = [label for label in self.labels if not 0 <= label < len(self.classes)]
         if bad:
-            raise ValueError(f"split {self.name!r}: label {bad[0]} outside 0..{len(self.classes) - 1}")
+            raise InvalidArgumentError(f"split {self.name!r}: label {bad[0]} outside 0..{len(self.classes) - 1}")
 
     def __len__(self) -> int:
         return len(self.paths)
