@@ -15,7 +15,7 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--with-rois", action="store_true", help="region graph taking boxes [B, N, 4]")
     parser.add_argument("--fp16", action="store_true", help="fp16 weights and compute (float32 I/O)")
     parser.add_argument("--external-data", action="store_true", help="weights in <out>.data beside the graph")
-    parser.add_argument("--opset", type=int, default=17)
+    parser.add_argument("--opset", type=int, default=None, help="ONNX opset (default and minimum 18)")
     parser.add_argument("--random-init", action="store_true", help="random weights (pretrained=False)")
     parser.add_argument("--seed", type=int, default=0)
 
