@@ -114,6 +114,7 @@ def test_global_export_dynamic_batch_metadata_and_opset():
             assert _rel_err(got, model(clip)) <= 1e-4
 
 
+@pytest.mark.slow
 def test_region_with_rois_has_dynamic_box_count():
     path = exported("region", with_rois=True)
     session, _ = create_session(path)
@@ -131,6 +132,7 @@ def test_region_with_rois_has_dynamic_box_count():
             assert _rel_err(got, model.roi_features(clip, boxes)) <= 1e-4
 
 
+@pytest.mark.slow
 def test_fp16_with_external_data():
     path = exported(fp16=True, external_data=True)
     data = path.with_name("model.onnx.data")
@@ -179,6 +181,7 @@ def test_export_argument_errors(tmp_path):
         export_onnx(load(TINY, branch="full", pretrained=False), tmp_path / "m.onnx")
 
 
+@pytest.mark.slow
 def test_export_cli_prints_one_line_and_no_warnings():
     out, stdout, stderr = cli_exported()
     assert stderr == ""
@@ -187,6 +190,7 @@ def test_export_cli_prints_one_line_and_no_warnings():
     assert read_metadata(out)["branch"] == "region" and read_metadata(out)["source"].startswith(TINY)
 
 
+@pytest.mark.slow
 def test_region_features_dynamic_batch_parity():
     out, _, _ = cli_exported()
     assert _output_dims(out) == ["batch", 512, 4, 4, 4]
@@ -232,6 +236,7 @@ def _parse(folder: Path) -> model_config_pb2.ModelConfig:
     return text_format.Parse((folder / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
 
 
+@pytest.mark.slow
 def test_triton_repository_parses_with_tritons_schema(tmp_path):
     folder = write_repository(exported(), tmp_path / "repo", name="constcl_tiny", max_batch=16)
     config = _parse(folder)
@@ -248,6 +253,7 @@ def test_triton_repository_parses_with_tritons_schema(tmp_path):
     assert [list(o.dims) for o in rois.output] == [[-1, 512]]
 
 
+@pytest.mark.slow
 def test_triton_cli_exports_a_model_name(tmp_path):
     repo = tmp_path / "model_repository"
     assert export_main(["triton", TINY, "--random-init", "--branch", "region", "--out", str(repo),

@@ -41,12 +41,14 @@ def _dist_info(wheel: Path) -> str:
     return wheel.name.split("-")[0] + "-" + wheel.name.split("-")[1] + ".dist-info"
 
 
+@pytest.mark.slow
 def test_wheel_contains_only_constcl_zoo(wheel):
     names = zipfile.ZipFile(wheel).namelist()
     assert {name.split("/")[0] for name in names} == {"constcl_zoo", _dist_info(wheel)}
     assert "constcl_zoo/layers/roi_align.py" in names
 
 
+@pytest.mark.slow
 def test_wheel_declares_the_apache_license_and_ships_its_text(wheel):
     with zipfile.ZipFile(wheel) as archive:
         metadata = archive.read(f"{_dist_info(wheel)}/METADATA").decode().splitlines()
