@@ -9,10 +9,10 @@ with ``--fp16``, which stores fp16 weights and computes in fp16):
   ``(x1, y1, x2, y2)`` boxes on the centre feature frame, the training ROIAlign)
 
 ``batch`` (and ``num_boxes``) are dynamic axes. The graph comes from the exporter torch recommends,
-``torch.onnx.export(..., dynamo=True)`` (``torch.export`` + onnxscript), whose output is opset 18 at the least (its
-operator library is written for 18, and the ONNX version converter has no down-adapter for ``Pad``), hence
-``MIN_OPSET = 18``. The export checks itself: ONNX Runtime runs random inputs of a
-batch size (and box count) different from the traced ones and must match PyTorch within
+``torch.onnx.export(..., dynamo=True)`` (``torch.export`` + onnxscript). It writes opset 18 and cannot go lower for
+these graphs (asked for 17, ONNX's version converter stops at ``Pad``: "No Adapter To Version 17"), hence
+``MIN_OPSET = 18``. The export checks itself: ONNX Runtime runs random inputs of a batch size (and box count)
+different from the exported example's and must match PyTorch within
 ``max |ORT - torch| <= tol * max |torch|`` (``tol`` 1e-4 for fp32; 1e-2 for fp16, compared with fp32 PyTorch).
 """
 
@@ -175,12 +175,13 @@ def self_check(path: Path, reference: ConstCLBase, with_rois: bool, tolerance: f
 
 @contextlib.contextmanager
 def _known_export_noise() -> Iterator[None]:
-    """Silence the two messages torch 2.13's dynamo exporter prints on every export, and nothing else.
+    """Silence the two messages torch 2.13's dynamo exporter prints on a normal export, and nothing else.
 
     * ``torchvision is not installed. Skipping torchvision::nms`` (and ``roi_align``, ...): logged while the
       exporter builds its operator registry; we use no torchvision operator (our ROIAlign is pure torch).
     * ``FutureWarning: `isinstance(treespec, LeafSpec)` is deprecated``: raised inside ``torch.export``'s own
-      ``run_decompositions`` (a ``copy.deepcopy`` of its module call graph), not by anything we pass.
+      ``run_decompositions`` (a ``copy.deepcopy`` of its module call graph), not by anything we pass; torch fixes
+      these internal uses one by one (pytorch/pytorch#167470, #169421).
     """
     registry_log = logging.getLogger("torch.onnx._internal.exporter._registration")
 
