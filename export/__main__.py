@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     onnx.add_argument("model", help="registered name, checkpoint folder or hf-hub:org/repo")
     _add_model_args(onnx)
     onnx.add_argument("--external-data", action="store_true", help="weights in <out>.data beside the graph")
-    onnx.add_argument("--opset", type=int, default=17)
+    onnx.add_argument("--opset", type=int, default=None, help="ONNX opset (default and minimum 18)")
     onnx.add_argument("--out", required=True, help="output .onnx file")
 
     serve = sub.add_parser("serve", help="HTTP embedding service for an exported .onnx file (or a model, exported "

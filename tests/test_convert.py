@@ -33,6 +33,7 @@ def _convert(shapes: dict[str, tuple[int, ...]], **kwargs):
     return convert_variables(shapes, lambda n: formula_value(n, shapes[n]), **kwargs)
 
 
+@pytest.mark.slow
 def test_constcl_layout_maps_every_variable(constcl_variables):
     config, tensors, layout = _convert(constcl_variables, context_length=3)
     assert layout == "constcl" and config.region_head.context_length == 3
@@ -48,6 +49,7 @@ def test_constcl_layout_maps_every_variable(constcl_variables):
                                   formula_value(bn, (2048,)))
 
 
+@pytest.mark.slow
 def test_unknown_missing_and_misshaped_variables_are_refused(constcl_variables):
     extra = {**constcl_variables, "model/layer_with_weights-3/kernel": (2048, 10)}
     with pytest.raises(ConversionError, match=r"1 variable\(s\) the converter does not understand:\n"
@@ -73,6 +75,7 @@ def test_optimizer_slots_and_counters_are_skipped(constcl_variables):
     assert model_variables(keys) == constcl_variables
 
 
+@pytest.mark.slow
 def test_cvrl_layout_from_reference_key_list():
     shapes = reference_key_list("cvrl_fullmodel_ckpt_vars_TF2.20_random.txt")
     variables = model_variables(shapes)
@@ -178,6 +181,7 @@ def test_registry_names_say_what_to_download(tmp_path, monkeypatch):
         load("cvrl_r3d50", cache_dir=tmp_path)
 
 
+@pytest.mark.slow
 def test_reader_matches_tensorflow_and_detects_corruption(tmp_path):
     """A checkpoint written by TensorFlow (the parity venv) reads back exactly; one flipped bit is refused."""
     from .test_parity_cvrl import TF_PYTHON, _require_tf

@@ -22,6 +22,8 @@ from constcl_zoo.weights import sha256_of
 from .conftest import TINY, tiny_clip
 from .hub_server import OlahServer, commit_folder
 
+pytestmark = pytest.mark.slow  # a real Hub-compatible server (olah) and subprocess loads
+
 _RUNNER = textwrap.dedent("""
     import json, sys, torch
     from constcl_zoo import PretrainedWeights, load, register_weights

@@ -25,6 +25,8 @@ from training.pretrain.losses import global_contrastive_loss, local_contrastive_
 from .conftest import reference_key_list
 from .parity.formula import formula_input, formula_value
 
+pytestmark = pytest.mark.slow  # full-size R3D-50 forwards
+
 GOLDEN = Path(__file__).parent / "fixtures" / "constcl_golden.npz"
 TOLERANCE = 1e-4
 ENDPOINTS = {"2": "res2", "3": "res3", "4": "res4", "5": "res5", "5_1": "res5_region"}

@@ -23,6 +23,7 @@ HERE = Path(__file__).parent
 TF_PYTHON = Path(os.environ.get("CONSTCL_TF_PYTHON",
                                 Path.home() / ".cache/constcl-zoo/tf-venv/bin/python")).expanduser()
 TOLERANCE = 1e-4
+pytestmark = pytest.mark.slow  # the official code in TensorFlow, full-size R3D-50 forwards
 
 
 def _require_tf() -> None:

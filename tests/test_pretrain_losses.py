@@ -119,6 +119,7 @@ def _worker(rank: int, world: int, port: int, emb: torch.Tensor, regions: list[t
         dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_losses_across_two_gloo_processes_equal_the_single_process_batch():
     """Two processes holding half a batch each (negatives gathered differentiably) give the full batch's loss
     (mean over processes) and gradients (x world: every process's loss reaches every slice)."""

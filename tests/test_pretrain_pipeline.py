@@ -22,7 +22,8 @@ from .hub_write_double import HubWriteDouble
 
 VIDEOS = SHARED / "data" / "videos"
 ROOT = Path(__file__).resolve().parents[1]
-pytestmark = pytest.mark.skipif(not VIDEOS.is_dir(), reason=f"real videos not found at {VIDEOS} (../shared/data)")
+pytestmark = [pytest.mark.slow,  # pretraining runs in subprocesses
+              pytest.mark.skipif(not VIDEOS.is_dir(), reason=f"real videos not found at {VIDEOS} (../shared/data)")]
 
 
 def _python(args: list[str], env: dict[str, str] | None = None, timeout: float = 600) -> subprocess.CompletedProcess:

@@ -17,7 +17,8 @@ from .conftest import SHARED
 
 VIDEOS = SHARED / "data" / "videos"
 ROOT = Path(__file__).resolve().parents[1]
-pytestmark = pytest.mark.skipif(not VIDEOS.is_dir(), reason=f"real videos not found at {VIDEOS} (../shared/data)")
+pytestmark = [pytest.mark.slow,  # pretraining runs in subprocesses
+              pytest.mark.skipif(not VIDEOS.is_dir(), reason=f"real videos not found at {VIDEOS} (../shared/data)")]
 
 # cpu_smoke on three of the videos, a few steps; both processes of a comparison use the same threads.
 _COMMON = ["-o", "run.progress=false", "-o", "run.log_every=1", "-o", "run.threads=1", "-o", "optim.warmup_steps=1",

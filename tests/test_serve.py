@@ -160,6 +160,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_serve_command_on_loopback():
     port = _free_port()
     proc = subprocess.Popen([sys.executable, "-m", "export", "serve", str(exported()), "--host", "127.0.0.1",
