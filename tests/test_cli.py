@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from constcl_zoo import GlobalEncoder, load
-from constcl_zoo.cli import collect_jobs, load_embeddings, main, read_metadata
+from constcl_zoo.cli import main
+from constcl_zoo.commands.embed import collect_jobs, load_embeddings, read_metadata
 
 from .conftest import TINY
 from .test_embed import random_frames, write_video

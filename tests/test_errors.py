@@ -24,8 +24,8 @@ from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RevisionNotFo
 import constcl_zoo
 import export
 from constcl_zoo import ConstclZooError, WeightsNotAvailableError, load
-from constcl_zoo import cli as embed_cli
 from constcl_zoo.cli import main
+from constcl_zoo.commands import embed as embed_cli
 from constcl_zoo.errors import EXTRAS, run_command
 from constcl_zoo.fileio import atomic_write
 from constcl_zoo.hub import HubError, download_checkpoint

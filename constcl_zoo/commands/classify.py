@@ -1,6 +1,7 @@
 """``constcl-zoo classify VIDEO... --model CHECKPOINT``: action recognition of whole videos, JSON lines out.
 
-One line per video, in input order: ``{"video": PATH, "top": [{"label": ..., "prob": ...}, ...], "windows": N}``,
+One line per video (sorted by name, as ``embed`` orders its inputs):
+``{"video": PATH, "top": [{"label": ..., "prob": ...}, ...], "windows": N}``,
 or ``{"video": PATH, "error": "..."}`` for a video that could not be read (the others still run; exit status 1).
 Inputs are files, folders and manifests, as for ``constcl-zoo embed``.
 """
@@ -28,16 +29,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--precision", choices=PRECISIONS, default="auto")
     p.add_argument("--device", default=None, help="default: cuda when available, else cpu")
+    p.set_defaults(func=run)
     return p
 
 
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from ..cli import collect_jobs
     from ..factory import load
     from ..tasks.recognition import VideoClassifier
     from ..video import VideoError
+    from .embed import collect_jobs
 
     if args.top_k < 1:
         raise UsageError(f"--top-k must be >= 1, got {args.top_k}")
