@@ -21,7 +21,8 @@ PROG = "python -m export"
 
 def _add_model_args(parser: argparse.ArgumentParser, rois: bool = True) -> None:
     """The options of a model exported on the way (``onnx``; ``serve`` / ``triton`` given a model, not a file)."""
-    parser.add_argument("--branch", choices=("global", "region"), default="global")
+    parser.add_argument("--branch", choices=("global", "region"), default=None,
+                        help="encoder branch (default: global; a task checkpoint uses its own)")
     if rois:
         parser.add_argument("--with-rois", action="store_true", help="region graph taking boxes [B, N, 4]")
     parser.add_argument("--fp16", action="store_true", help="fp16 weights and compute (float32 I/O)")

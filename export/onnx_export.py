@@ -7,6 +7,8 @@ with ``--fp16``, which stores fp16 weights and computes in fp16):
 * ``region``: ``clip -> features [batch, C, T', H', W']``
 * ``region --with-rois``: ``clip, boxes [batch, num_boxes, 4] -> roi_features [batch, num_boxes, C]`` (normalised
   ``(x1, y1, x2, y2)`` boxes on the centre feature frame, the training ROIAlign)
+* a recognition checkpoint (:class:`~constcl_zoo.tasks.recognition.VideoClassifier`): ``clip -> logits
+  [batch, num_classes]``; the metadata also holds the task config (``task_config``) and the ``labels``
 
 ``batch`` (and ``num_boxes``) are dynamic axes. The graph comes from the exporter torch recommends,
 ``torch.onnx.export(..., dynamo=True)`` (``torch.export`` + onnxscript). It writes opset 18 and cannot go lower for
@@ -19,6 +21,7 @@ different from the exported example's and must match PyTorch within
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import logging
 import os
@@ -34,6 +37,7 @@ from torch import nn
 from constcl_zoo import ModelConfig, __version__, load
 from constcl_zoo.errors import ConstclZooError, InvalidArgumentError
 from constcl_zoo.model import ConstCLBase
+from constcl_zoo.tasks.base import TaskModel
 
 MIN_OPSET = 18
 META_PREFIX = "constcl_zoo."
@@ -73,19 +77,25 @@ def input_shape(config: ModelConfig) -> tuple[int, int, int, int]:
     return 3, p.num_frames, p.crop_size, p.crop_size
 
 
-def export_onnx(model: ConstCLBase, out: str | os.PathLike, *, with_rois: bool = False, fp16: bool = False,
+def export_onnx(model: ConstCLBase | TaskModel, out: str | os.PathLike, *, with_rois: bool = False, fp16: bool = False,
                 external_data: bool = False, opset: int | None = None, source: str = "",
                 check: bool = True) -> ExportReport:
-    """Export ``model`` (a ``global`` or ``region`` network) to ``out``; self-check with ONNX Runtime.
+    """Export ``model`` (a ``global`` or ``region`` network, or a recognition model) to ``out``; self-check with
+    ONNX Runtime.
 
     ``opset``: the ONNX opset to write (default and minimum :data:`MIN_OPSET`).
     """
     import onnx
 
-    if model.branch not in ("global", "region"):
+    task = getattr(model, "task", None)
+    if task is None and model.branch not in ("global", "region"):
         raise InvalidArgumentError(f"export takes a 'global' or 'region' network, got branch {model.branch!r}")
-    if with_rois and model.branch != "region":
-        raise InvalidArgumentError("--with-rois needs --branch region")
+    if task not in (None, "recognition"):
+        raise InvalidArgumentError(f"export_onnx exports encoders and recognition models, not {task!r} models")
+    if with_rois and (task is not None or model.branch != "region"):
+        raise InvalidArgumentError("--with-rois needs a region encoder (--branch region)")
+    encoder_config = model.config if task is None else model.config.encoder
+    branch = model.branch if task is None else model.config.encoder_branch
     opset = MIN_OPSET if opset is None else opset
     if opset < MIN_OPSET:
         raise InvalidArgumentError(f"opset must be >= {MIN_OPSET} (the dynamo ONNX exporter's minimum), got {opset}")
@@ -94,24 +104,29 @@ def export_onnx(model: ConstCLBase, out: str | os.PathLike, *, with_rois: bool =
     model = model.float().eval()
     reference = model
     if fp16:  # a separate fp16 copy; the fp32 model is the self-check's reference
-        reference = load_like(model)
+        reference = copy.deepcopy(model)
         model = model.half()
     graph = _Graph(model, with_rois, torch.float16 if fp16 else torch.float32).eval()
-    args, names, dynamic = _example(model.config, with_rois, batch=2, boxes=3)
-    output_name = "roi_features" if with_rois else ("embeddings" if model.branch == "global" else "features")
+    args, names, dynamic = _example(encoder_config, with_rois, batch=2, boxes=3)
+    output_name = ("logits" if task == "recognition" else "roi_features" if with_rois
+                   else "embeddings" if branch == "global" else "features")
     with torch.no_grad(), _known_export_noise():
         program = torch.onnx.export(graph, args, dynamo=True, opset_version=opset, input_names=names,
                                     output_names=[output_name], dynamic_shapes=dynamic, optimize=True,
                                     verbose=False)
     proto = program.model_proto
-    config = model.config.to_dict()
-    metadata = {"config": json.dumps(config), "preprocess": json.dumps(config["preprocess"]), "branch": model.branch,
+    config = encoder_config.to_dict()
+    metadata = {"config": json.dumps(config), "preprocess": json.dumps(config["preprocess"]), "branch": branch,
                 "with_rois": json.dumps(with_rois), "precision": precision, "source": source,
                 "output": output_name, "version": __version__}
+    if task is not None:
+        metadata.update(task=task, task_config=json.dumps(model.config.to_dict()),
+                        labels=json.dumps(list(model.config.labels)))
     for key, value in metadata.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = META_PREFIX + key, value
-    proto.doc_string = f"ConST-CL {model.config.arch} ({model.branch} branch) exported by constcl_zoo {__version__}"
+    what = f"{task} model on the {branch} branch" if task else f"{branch} branch"
+    proto.doc_string = f"ConST-CL {encoder_config.arch} ({what}) exported by constcl_zoo {__version__}"
     onnx.checker.check_model(proto)
     out.parent.mkdir(parents=True, exist_ok=True)
     if external_data:
@@ -125,15 +140,6 @@ def export_onnx(model: ConstCLBase, out: str | os.PathLike, *, with_rois: bool =
         return ExportReport(out, shapes, out_shapes, float("nan"), float("nan"))
     abs_diff, rel = self_check(out, reference, with_rois, TOLERANCE[precision])
     return ExportReport(out, shapes, out_shapes, abs_diff, rel)
-
-
-def load_like(model: ConstCLBase) -> ConstCLBase:
-    """A float32 copy of ``model`` (same class, config and weights)."""
-    from constcl_zoo.model import build_model
-
-    copy = build_model(model.config, model.branch)
-    copy.load_state_dict(model.state_dict())
-    return copy.float().eval()
 
 
 def _example(config: ModelConfig, with_rois: bool, batch: int, boxes: int, seed: int = 0):
@@ -154,12 +160,14 @@ def _dims(value_info) -> list[int | str]:
     return [d.dim_param or d.dim_value for d in value_info.type.tensor_type.shape.dim]
 
 
-def self_check(path: Path, reference: ConstCLBase, with_rois: bool, tolerance: float) -> tuple[float, float]:
+def self_check(path: Path, reference: ConstCLBase | TaskModel, with_rois: bool,
+               tolerance: float) -> tuple[float, float]:
     """Run ONNX Runtime (CPU) on a batch size and box count unlike the traced ones; compare with PyTorch."""
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    args, names, _ = _example(reference.config, with_rois, batch=3, boxes=5, seed=1)
+    config = reference.config.encoder if getattr(reference, "task", None) else reference.config
+    args, names, _ = _example(config, with_rois, batch=3, boxes=5, seed=1)
     (got,) = session.run(None, {n: a.numpy() for n, a in zip(names, args, strict=True)})
     with torch.no_grad():
         want = (reference.roi_features(*args) if with_rois else reference(*args)).numpy()
@@ -198,10 +206,11 @@ def _known_export_noise() -> Iterator[None]:
         registry_log.removeFilter(keep)
 
 
-def export_from_name(name: str, out: str | os.PathLike, *, branch: str = "global", with_rois: bool = False,
+def export_from_name(name: str, out: str | os.PathLike, *, branch: str | None = None, with_rois: bool = False,
                      fp16: bool = False, external_data: bool = False, opset: int | None = None,
                      random_init: bool = False, seed: int = 0) -> ExportReport:
-    """:func:`export_onnx` of ``load(name, branch=branch)`` (``random_init``: ``pretrained=False``)."""
+    """:func:`export_onnx` of ``load(name, branch=branch)`` (``random_init``: ``pretrained=False``); ``branch``
+    defaults to ``"global"`` for an encoder and to the checkpoint's own for a task checkpoint."""
     model = load(name, branch=branch, pretrained=not random_init, seed=seed)
     return export_onnx(model, out, with_rois=with_rois, fp16=fp16, external_data=external_data, opset=opset,
                        source=name + (f" (random init, seed {seed})" if random_init else ""))

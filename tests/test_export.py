@@ -175,7 +175,7 @@ def test_export_argument_errors(tmp_path):
     model = load(TINY, branch="global", pretrained=False)
     with pytest.raises(ValueError, match="opset must be >= 18"):
         export_onnx(model, tmp_path / "m.onnx", opset=17)
-    with pytest.raises(ValueError, match="--with-rois needs --branch region"):
+    with pytest.raises(ValueError, match=r"--with-rois needs a region encoder \(--branch region\)"):
         export_onnx(model, tmp_path / "m.onnx", with_rois=True)
     with pytest.raises(ValueError, match="'global' or 'region'"):
         export_onnx(load(TINY, branch="full", pretrained=False), tmp_path / "m.onnx")
@@ -261,3 +261,25 @@ def test_triton_cli_exports_a_model_name(tmp_path):
     config = _parse(repo / "region_tiny")
     assert [list(o.dims) for o in config.output] == [[512, 4, 4, 4]]
     assert (repo / "region_tiny" / "1" / "model.onnx").is_file()
+
+
+def test_recognition_checkpoint_exports_clip_to_logits(tmp_path, capsys):
+    labels = ["walk", "run", "jump"]
+    classifier = load(TINY, task="recognition", labels=labels, pretrained=False, seed=2)
+    classifier.save_pretrained(tmp_path / "clf")
+    out = tmp_path / "clf.onnx"
+    assert export_main(["onnx", str(tmp_path / "clf"), "--out", str(out)]) == 0
+    assert "logits" in capsys.readouterr().out
+    meta = read_metadata(out)
+    assert meta["task"] == "recognition" and json.loads(meta["labels"]) == labels
+    assert json.loads(meta["task_config"])["labels"] == labels and meta["output"] == "logits"
+    assert json.loads(meta["config"])["arch"] == TINY  # the encoder's config: the runtime's preprocessing
+    assert _output_dims(out) == ["batch", 3]
+    session = create_session(out, ["CPUExecutionProvider"])[0]
+    clip = tiny_clip(batch=2)
+    (got,) = session.run(None, {"clip": clip.numpy()})
+    with torch.no_grad():
+        assert _rel_err(got, classifier(clip)) < 1e-4
+    # an encoder branch does not apply to a task checkpoint
+    assert export_main(["onnx", str(tmp_path / "clf"), "--out", str(tmp_path / "x.onnx"), "--branch", "region"]) == 2
+    assert "branch" in capsys.readouterr().err
