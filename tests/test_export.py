@@ -276,7 +276,7 @@ def test_recognition_checkpoint_exports_clip_to_logits(tmp_path, capsys):
     assert json.loads(meta["config"])["arch"] == TINY  # the encoder's config: the runtime's preprocessing
     assert _output_dims(out) == ["batch", 3]
     session = create_session(out, ["CPUExecutionProvider"])[0]
-    clip = tiny_clip(batch=2)
+    clip = tiny_clip(batch=2, size=112)
     (got,) = session.run(None, {"clip": clip.numpy()})
     with torch.no_grad():
         assert _rel_err(got, classifier(clip)) < 1e-4
