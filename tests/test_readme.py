@@ -23,3 +23,13 @@ def test_readme_quickstart_runs(tmp_path, monkeypatch):
     assert scope["dense"].shape == (1, 2048, 8, 7, 7) and scope["roi"].shape == (1, 1, 2048)
     with torch.inference_mode():
         assert torch.equal(scope["same"](scope["clip"][None]), scope["emb"])
+
+
+def test_readme_task_models_example_runs(tmp_path, monkeypatch):
+    block = re.search(r"### Task models\n.*?```python\n(.*?)```", README.read_text(), re.S).group(1)
+    monkeypatch.chdir(tmp_path)
+    scope: dict = {}
+    exec(compile(block, "README.md", "exec"), scope)
+    assert type(scope["clf"]).__name__ == "VideoClassifier" and scope["clf"].labels == ("a", "b")
+    assert len(scope["result"].top) == 2 and scope["logits"].shape == (1, 3)
+    assert (tmp_path / "my_classifier" / "config.json").is_file()
