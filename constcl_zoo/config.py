@@ -269,10 +269,13 @@ class ModelConfig:
         return dataclass_from_dict(cls, data, path="config")
 
     def to_json(self, path: str | Path, extra: dict[str, Any] | None = None) -> None:
+        """Write ``config.json`` (plus ``extra`` top-level records), atomically."""
+        from .fileio import atomic_write
+
         payload = self.to_dict()
         if extra:
             payload.update(extra)
-        Path(path).write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n")
+        atomic_write(path, json.dumps(payload, indent=2, sort_keys=False) + "\n")
 
     @classmethod
     def from_json(cls, path: str | Path) -> ModelConfig:

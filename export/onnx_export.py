@@ -36,6 +36,7 @@ from torch import nn
 
 from constcl_zoo import ModelConfig, __version__, load
 from constcl_zoo.errors import ConstclZooError, InvalidArgumentError
+from constcl_zoo.fileio import atomic_write
 from constcl_zoo.model import ConstCLBase
 from constcl_zoo.tasks.base import TaskModel
 
@@ -129,11 +130,12 @@ def export_onnx(model: ConstCLBase | TaskModel, out: str | os.PathLike, *, with_
     proto.doc_string = f"ConST-CL {encoder_config.arch} ({what}) exported by constcl_zoo {__version__}"
     onnx.checker.check_model(proto)
     out.parent.mkdir(parents=True, exist_ok=True)
-    if external_data:
-        onnx.save_model(proto, str(out), save_as_external_data=True, all_tensors_to_one_file=True,
-                        location=out.name + ".data", size_threshold=1024)
+    if external_data:  # the weights go to <out>.data (named after the final file), then the graph is renamed in
+        atomic_write(out, lambda tmp: onnx.save_model(proto, str(tmp), save_as_external_data=True,
+                                                      all_tensors_to_one_file=True, location=out.name + ".data",
+                                                      size_threshold=1024))
     else:
-        onnx.save_model(proto, str(out))
+        atomic_write(out, lambda tmp: onnx.save_model(proto, str(tmp)))
     shapes = {i.name: _dims(i) for i in proto.graph.input}
     out_shapes = {o.name: _dims(o) for o in proto.graph.output}
     if not check:

@@ -15,6 +15,7 @@ from pathlib import Path
 import onnx
 
 from constcl_zoo.errors import InvalidArgumentError
+from constcl_zoo.fileio import atomic_write
 
 from .runtime import OnnxMetadataError
 
@@ -69,5 +70,5 @@ def write_repository(onnx_path: str | os.PathLike, out: str | os.PathLike, name:
         shutil.copyfile(data, version / data.name)
     text = triton_config(model, name, max_batch=max_batch, max_queue_delay_us=max_queue_delay_us,
                          instances=instances)
-    (folder / "config.pbtxt").write_text(text)
+    atomic_write(folder / "config.pbtxt", text)
     return folder
