@@ -83,6 +83,11 @@ def clip_preprocess(cfg: FinetuneConfig, encoder: PreprocessConfig) -> Preproces
         raise ConfigError(f"config data: {exc}") from exc
 
 
+def _keep_in_eval_mode(module: torch.nn.Module, _: Any) -> None:
+    if module.training:
+        module.eval()
+
+
 def build_classifier(cfg: FinetuneConfig, labels: tuple[str, ...]) -> VideoClassifier:
     """The encoder's global branch (pretrained or seeded random init) with the run's preprocessing and a fresh,
     seeded head for ``labels``; in train mode, on the CPU."""
@@ -104,7 +109,7 @@ def build_classifier(cfg: FinetuneConfig, labels: tuple[str, ...]) -> VideoClass
     if m.freeze_encoder:
         classifier.encoder.requires_grad_(False)
         # BN statistics stay frozen too: the engine puts the model in train mode, this puts the encoder back.
-        classifier.encoder.register_forward_pre_hook(lambda module, _: module.eval() if module.training else None)
+        classifier.encoder.register_forward_pre_hook(_keep_in_eval_mode)
     return classifier.train()
 
 
