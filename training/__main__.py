@@ -1,8 +1,10 @@
-"""``python -m training <command>``: pretrain, export-checkpoint, publish, convert-tf.
+"""``python -m training <command>``: pretrain, probe, finetune, export-checkpoint, publish, convert-tf.
 
     python -m training pretrain --config cpu_smoke --videos ../shared/data/videos --out runs/smoke
     python -m training pretrain --out runs/smoke --resume                   # continue where it stopped
     torchrun --nproc_per_node 8 -m training pretrain --config paper_k400 --videos k400.csv --out runs/k400
+    python -m training probe --train videos/train --val videos/val --model constcl_r3d50 --out runs/probe
+    python -m training finetune --config ucf101 --ucf101-splits ucfTrainTestlist --train UCF-101 --model M --out RUN
     python -m training export-checkpoint runs/smoke --out checkpoints/smoke
     python -m training publish checkpoints/smoke --repo-id org/constcl-smoke --revision v1
     python -m training convert-tf r3d_1x_k600_800ep.tar.gz --out checkpoints/cvrl_k600
@@ -22,8 +24,8 @@ from constcl_zoo.errors import add_debug_flag, run_command
 
 PROG = "python -m training"
 # Each module has add_parser(subparsers) -> its parser, with set_defaults(func=...): a new subcommand is one line.
-COMMANDS = ("training.pretrain.cli", "training.release.checkpoint", "training.release.publish",
-            "training.release.convert_tf")
+COMMANDS = ("training.pretrain.cli", "training.tasks.recognition.cli", "training.tasks.recognition.finetune_cli",
+            "training.release.checkpoint", "training.release.publish", "training.release.convert_tf")
 
 
 def build_parser() -> argparse.ArgumentParser:

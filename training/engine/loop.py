@@ -250,7 +250,10 @@ def train(task: TrainTask, out: str | Path, resume: bool = False, overwrite: boo
         train_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     if run.compile:
         train_model = torch.compile(train_model)
-    batches = task.batches(model, local_batch, ctx, micro_step)
+    # A DataLoader draws its workers' base seed from the global RNG when iterated: without the fork, a resumed run
+    # would make that draw from the restored state and shift every later random op (dropout) of the run.
+    with torch.random.fork_rng(devices=[]):
+        batches = task.batches(model, local_batch, ctx, micro_step)
 
     logger = RunLogger(out, task, info.is_main, run.steps, step, run.progress)
     amp = run.precision == "bf16"

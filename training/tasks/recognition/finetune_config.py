@@ -1,0 +1,156 @@
+"""Fine-tuning configuration: the model, data, augmentation, loss and evaluation sections, and the presets.
+
+``FinetuneConfig`` holds everything a fine-tuning run depends on; the ``optim`` and ``run`` sections, ``-o``
+overrides, JSON round trip and validation are the engine's (:mod:`training.engine.config`). Presets
+(:data:`PRESETS`): ``cpu_small`` (a tiny encoder on tiny clips, for tests and CPUs) and ``ucf101`` (R3D-50 at
+16x224x224).
+
+Where the ``ucf101`` numbers come from: the ConST-CL paper (§4.1, "Video action recognition") fine-tunes all
+layers for 50 epochs on UCF101 and HMDB51 and gives no other fine-tuning hyper-parameter; the CVRL appendix is not
+in ``../shared/paper``. The rest are common defaults for fine-tuning a 3D ResNet-50 on UCF101, not a published
+recipe: SGD with momentum 0.9, batch 64, learning rate 0.05 with ~2 epochs of linear warm-up and cosine decay,
+weight decay 1e-4 on kernels, dropout 0.5 before the classifier, clips of 16 frames at stride 2 (the encoder's
+pretraining clip), frames resized to short side 256, random resized crops of 224 (area 0.3-1, aspect 3/4-4/3)
+with horizontal flips for training and the 224 centre crop of one centred clip for validation.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+from ...engine.config import OptimConfig, RunConfig, TrainConfig, check
+from .datasets import FORMATS
+
+UCF101_TRAIN_VIDEOS = 9537  # trainlist01.txt
+
+
+@dataclass
+class FinetuneModelSection:
+    """The network: a ``constcl_zoo`` encoder (name, checkpoint folder or hf-hub:...) with a classifier head."""
+
+    encoder: str = ""
+    random_init: bool = False  # a seeded random init of the encoder's architecture instead of its weights
+    init_seed: int = 0  # seed of the random init and of the head
+    freeze_encoder: bool = False  # train the head only (the encoder stays in eval mode: BN statistics frozen)
+    dropout: float = 0.5  # before the linear classifier, in training only
+    normalize_features: bool = False  # L2-normalise the pooled features before the head
+
+
+@dataclass
+class FinetuneDataConfig:
+    """Labelled videos and clip sampling. Clip shape fields at 0 take the encoder's preprocessing."""
+
+    format: Literal["folder", "ucf101", "hmdb51"] = "folder"
+    train: str = ""  # a folder per class, or the video root with split files
+    val: str = ""  # a folder per class; with split files the test videos' root ('' = train)
+    splits: str = ""  # folder of the UCF101 / HMDB51 split files
+    split: int = 1
+    num_frames: int = 0  # frames per clip (0: the encoder's)
+    frame_stride: int = 0  # decoded frames between clip frames (0: the encoder's)
+    crop_size: int = 0  # clip side in pixels (0: the encoder's)
+    resize_short_side: int = 0  # frames are resized to this short side first (0: crop_size if set, else the encoder's)
+    decoder: Literal["opencv", "pyav"] = "opencv"  # training clips (validation: constcl_zoo.video, PyAV)
+    batch_size: int = 64  # clips per optimizer step, over processes and accumulation
+    num_workers: int = 8
+    prefetch_factor: int = 2
+    index_cache: str = ""  # JSON caching decoded frame counts ('' -> <run>/train_index.json)
+
+
+@dataclass
+class FinetuneAugmentConfig:
+    """Training clips: a random resized crop (same for every frame) and a horizontal flip."""
+
+    crop_area: tuple[float, float] = (0.3, 1.0)
+    crop_aspect: tuple[float, float] = (0.75, 4.0 / 3.0)
+    crop_attempts: int = 100
+    flip_p: float = 0.5
+
+
+@dataclass
+class FinetuneLossConfig:
+    label_smoothing: float = 0.0
+
+
+@dataclass
+class FinetuneEvalConfig:
+    """Validation: ``clips`` windows along each video x ``crops`` spatial crops, softmax scores averaged."""
+
+    clips: int = 1
+    crops: int = 1
+    batch_size: int = 16  # views per forward pass
+    decode_workers: int = 1  # videos decoded ahead in threads
+
+
+@dataclass
+class FinetuneConfig(TrainConfig):
+    """A complete fine-tuning run."""
+
+    preset: str = ""
+    model: FinetuneModelSection = field(default_factory=FinetuneModelSection)
+    data: FinetuneDataConfig = field(default_factory=FinetuneDataConfig)
+    augment: FinetuneAugmentConfig = field(default_factory=FinetuneAugmentConfig)
+    loss: FinetuneLossConfig = field(default_factory=FinetuneLossConfig)
+    eval: FinetuneEvalConfig = field(default_factory=FinetuneEvalConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def validate(self) -> None:
+        """Raise :class:`~training.engine.ConfigError` naming the first impossible value."""
+        super().validate()
+        m, d, a, e = self.model, self.data, self.augment, self.eval
+        check(math.isfinite(m.dropout) and 0 <= m.dropout < 1, "model.dropout", m.dropout, "must be in [0, 1)")
+        check(d.format in FORMATS, "data.format", d.format, f"must be one of {list(FORMATS)}")
+        check(d.split >= 1, "data.split", d.split, "must be >= 1")
+        for name in ("num_frames", "frame_stride", "crop_size", "resize_short_side", "num_workers"):
+            check(getattr(d, name) >= 0, f"data.{name}", getattr(d, name), "must be >= 0 (0: the default)")
+        for name in ("batch_size", "prefetch_factor"):
+            check(getattr(d, name) >= 1, f"data.{name}", getattr(d, name), "must be >= 1")
+        check(not (d.resize_short_side and d.crop_size) or d.resize_short_side >= d.crop_size,
+              "data.resize_short_side", d.resize_short_side, f"must be >= data.crop_size={d.crop_size}")
+        check(0 < a.crop_area[0] <= a.crop_area[1] <= 1, "augment.crop_area", list(a.crop_area),
+              "must be [low, high] with 0 < low <= high <= 1")
+        check(0 < a.crop_aspect[0] <= a.crop_aspect[1], "augment.crop_aspect", list(a.crop_aspect),
+              "must be [low, high] with 0 < low <= high")
+        check(a.crop_attempts >= 1, "augment.crop_attempts", a.crop_attempts, "must be >= 1")
+        check(0 <= a.flip_p <= 1, "augment.flip_p", a.flip_p, "must be in [0, 1]")
+        ls = self.loss.label_smoothing
+        check(math.isfinite(ls) and 0 <= ls < 1, "loss.label_smoothing", ls, "must be in [0, 1)")
+        for name in ("clips", "crops", "batch_size"):
+            check(getattr(e, name) >= 1, f"eval.{name}", getattr(e, name), "must be >= 1")
+        check(e.decode_workers >= 0, "eval.decode_workers", e.decode_workers, "must be >= 0")
+
+
+def cpu_small() -> FinetuneConfig:
+    """A tiny encoder (``constcl_r3d14_w16``) on 4x48x48 clips, 4 clips a step, 20 steps: for tests and CPUs."""
+    return FinetuneConfig(
+        preset="cpu_small",
+        model=FinetuneModelSection(encoder="constcl_r3d14_w16", dropout=0.5),
+        data=FinetuneDataConfig(num_frames=4, frame_stride=2, crop_size=48, resize_short_side=56, batch_size=4,
+                                num_workers=1),
+        optim=OptimConfig(lr=0.05, momentum=0.9, weight_decay=1e-4, warmup_steps=2, grad_reduction="mean"),
+        run=RunConfig(steps=20, checkpoint_every=10, eval_every=10, log_every=1, precision="fp32",
+                      channels_last=False),
+    )
+
+
+def ucf101() -> FinetuneConfig:
+    """R3D-50 on UCF101 split 1 at 16x224x224: 50 epochs (paper) of 9537 videos at batch 64 (see the module
+    docstring for where each number comes from). Give the encoder with ``--model``."""
+    batch, epochs = 64, 50
+    steps_per_epoch = UCF101_TRAIN_VIDEOS // batch  # 149
+    return FinetuneConfig(
+        preset="ucf101",
+        model=FinetuneModelSection(encoder="constcl_r3d50", dropout=0.5),
+        data=FinetuneDataConfig(format="ucf101", num_frames=16, frame_stride=2, crop_size=224, resize_short_side=256,
+                                batch_size=batch, num_workers=16),
+        optim=OptimConfig(lr=0.05, momentum=0.9, weight_decay=1e-4, warmup_steps=2 * steps_per_epoch,
+                          grad_reduction="mean"),
+        run=RunConfig(steps=epochs * steps_per_epoch, checkpoint_every=5 * steps_per_epoch,
+                      eval_every=5 * steps_per_epoch, log_every=20, sync_bn=True, precision="bf16"),
+    )
+
+
+PRESETS: dict[str, Callable[[], FinetuneConfig]] = {"cpu_small": cpu_small, "ucf101": ucf101}
