@@ -159,3 +159,20 @@ def test_publish_refuses_a_tampered_folder(exported, tmp_path):
     with HubWriteDouble() as hub, pytest.raises(ChecksumError):
         publish(bad, "constcl/bad", endpoint=hub.url, token="hf_test")
     assert hub.repos == {}
+
+
+def test_probe_on_the_cpu_smoke_checkpoint_beats_chance(exported, tmp_path):
+    """The linear probe (python -m training probe) on the pretrained cpu_smoke encoder: which source video a short
+    segment comes from, 5 classes (chance 0.2), on videos the probe never trained on."""
+    from .recognition_data import make_segments
+
+    segments = make_segments(tmp_path / "segments", segments=8, seg_len=8)
+    out = tmp_path / "probe"
+    proc = _python(["-m", "training", "probe", "--train", str(segments / "train"), "--val", str(segments / "val"),
+                    "--model", str(exported), "--out", str(out), "--cache-dir", str(tmp_path / "cache"),
+                    "--no-progress"])
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["num_videos"] == 15 and metrics["chance"] == pytest.approx(0.2)
+    assert metrics["top1"] >= 0.6, proc.stdout
+    classifier = load(out / "checkpoint")
+    assert classifier.config.encoder == load(exported).config and classifier.num_classes == 5
