@@ -58,7 +58,7 @@ def add_debug_flag(parser: argparse.ArgumentParser) -> None:
 EXTRAS = {"av": "video", "tqdm": "video", "onnx": "export", "onnxscript": "export", "onnxruntime": "export",
           "fastapi": "serve", "uvicorn": "serve", "prometheus_client": "serve", "multipart": "serve",
           "tensorboard": "train", "cv2": "train", "kornia": "train", "skimage": "train", "gradio": "demo",
-          "ray": "ray", "pyarrow": "ray"}
+          "ray": "ray"}
 
 
 def missing_extra(exc: BaseException) -> str | None:
