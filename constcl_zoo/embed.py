@@ -13,10 +13,11 @@ The same machinery drives the PyTorch models (``model.embed``) and the ONNX Runt
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -201,32 +202,31 @@ def embed_frames(run: Callable[[torch.Tensor], torch.Tensor], video: VideoInput,
     batches = iter_batches(iter_windows(frames, preprocess, spec, source, counter), batch_size)
     if prefetch:
         batches = _prefetch(batches, depth=2)
-    outputs, starts, ends, start_f, end_f = [], [], [], [], []
+    outputs, windows = [], []
     for batch in batches:
         out = run(torch.stack([w.clip for w in batch]))
         outputs.append(out.detach().float().cpu())
-        starts += [w.start_s for w in batch]
-        ends += [w.end_s for w in batch]
-        start_f += [w.start_frame for w in batch]
-        end_f += [w.end_frame for w in batch]
-    return VideoEmbeddings(torch.cat(outputs), np.asarray(starts, dtype=np.float64),
-                           np.asarray(ends, dtype=np.float64), np.asarray(start_f, dtype=np.int64),
-                           np.asarray(end_f, dtype=np.int64), counter[0], source, spec)
+        windows += batch
+    return assemble(torch.cat(outputs), [w.start_frame for w in windows], [w.end_frame for w in windows],
+                    [w.start_s for w in windows], [w.end_s for w in windows], counter[0], source, spec)
 
 
-def embed_video(model: torch.nn.Module, video: VideoInput, *,
-                forward: Callable[[torch.Tensor], torch.Tensor] | None = None, clip_frames: int | None = None,
-                stride: int | None = None, batch_size: int = 8, precision: str = "auto",
-                fps: float | None = None) -> VideoEmbeddings:
-    """Run ``forward`` (default: ``model`` itself) on every window of ``video``, in the chosen precision.
+def assemble(features: torch.Tensor, start_frame: Sequence[int], end_frame: Sequence[int],
+             start_s: Sequence[float], end_s: Sequence[float], num_frames: int, source: str,
+             spec: WindowSpec) -> VideoEmbeddings:
+    """A :class:`VideoEmbeddings` from the features ``[N, ...]`` of a video's windows, in order, and their frame
+    indices and times (``N`` each); shared by :func:`embed_frames` and engines that embed windows elsewhere."""
+    return VideoEmbeddings(features, np.asarray(start_s, dtype=np.float64), np.asarray(end_s, dtype=np.float64),
+                           np.asarray(start_frame, dtype=np.int64), np.asarray(end_frame, dtype=np.int64),
+                           num_frames, source, spec)
 
-    ``model`` must carry ``preprocess`` (the weights' :class:`ClipPreprocess`). ``precision``: ``"auto"`` (bf16
-    autocast where the hardware runs bf16 natively, else fp32; channels_last_3d on CPUs and bf16 GPUs),
-    ``"fp32"`` (the reference) or ``"bf16"`` — see :mod:`constcl_zoo.precision`; ``model``'s weights are put in
-    that layout in place, and it runs in eval mode (its mode is restored afterwards). Windows: see
-    :func:`embed_frames`. This is the one place where PyTorch inference over a whole video happens: encoders'
-    ``embed`` and the task models' video methods (e.g. ``classify``) call it.
-    """
+
+@contextlib.contextmanager
+def inference_runner(model: torch.nn.Module, *, forward: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                     precision: str = "auto") -> Iterator[Callable[[torch.Tensor], torch.Tensor]]:
+    """``run(clips [B, 3, T, H, W]) -> float32 features [B, ...]``: ``forward`` (default: ``model``) in the
+    chosen precision (see :mod:`constcl_zoo.precision`). ``model``'s weights are put in the plan's layout in
+    place and it runs in eval mode while the context is open (its mode is restored afterwards)."""
     from .precision import plan_context, prepare_model, resolve_precision, to_input
 
     forward = model if forward is None else forward
@@ -241,7 +241,25 @@ def embed_video(model: torch.nn.Module, video: VideoInput, *,
             return forward(to_input(clips, model, plan)).float()
 
     try:
-        return embed_frames(run, video, model.preprocess, clip_frames=clip_frames, stride=stride,
-                            batch_size=batch_size, fps=fps)
+        yield run
     finally:
         model.train(was_training)
+
+
+def embed_video(model: torch.nn.Module, video: VideoInput, *,
+                forward: Callable[[torch.Tensor], torch.Tensor] | None = None, clip_frames: int | None = None,
+                stride: int | None = None, batch_size: int = 8, precision: str = "auto",
+                fps: float | None = None) -> VideoEmbeddings:
+    """Run ``forward`` (default: ``model`` itself) on every window of ``video``, in the chosen precision.
+
+    ``model`` must carry ``preprocess`` (the weights' :class:`ClipPreprocess`). ``precision``: ``"auto"`` (bf16
+    autocast where the hardware runs bf16 natively, else fp32; channels_last_3d on CPUs and bf16 GPUs),
+    ``"fp32"`` (the reference) or ``"bf16"`` — see :mod:`constcl_zoo.precision`; ``model``'s weights are put in
+    that layout in place, and it runs in eval mode (its mode is restored afterwards). Windows: see
+    :func:`embed_frames`. This is the one place where PyTorch inference over a whole video happens: encoders'
+    ``embed`` and the task models' video methods (e.g. ``classify``) call it; the Ray engine of
+    ``constcl-zoo embed`` runs the same :func:`inference_runner` on windows from :func:`iter_windows`.
+    """
+    with inference_runner(model, forward=forward, precision=precision) as run:
+        return embed_frames(run, video, model.preprocess, clip_frames=clip_frames, stride=stride,
+                            batch_size=batch_size, fps=fps)

@@ -40,7 +40,7 @@ from ..errors import ConstclZooError, UsageError
 from ..fileio import atomic_write, prepare_output_dir
 from ..precision import PRECISIONS, resolve_precision
 from ..video import ManifestError, find_videos, read_manifest
-from .argtypes import positive_int
+from .argtypes import positive_float, positive_int
 
 FORMAT = "constcl-zoo-embeddings/1"
 MANIFEST_SUFFIXES = (".txt", ".lst", ".csv")
@@ -240,16 +240,31 @@ def _write_index(path: Path, index: dict) -> bool:
         return False
 
 
-def run_embed(args: argparse.Namespace) -> int:
-    """The ``embed`` command; returns the exit status (1 when any video failed)."""
-    from .. import __version__
+# The errors that fail one video only (a bad file, a decoder error, an unwritable subfolder); others stop the run.
+VIDEO_ERRORS = (ConstclZooError, OSError, RuntimeError, ValueError)
+
+
+@dataclass(frozen=True)
+class Setup:
+    """What every engine needs before any work: the jobs, the output folder, the model (on ``device``) and the
+    settings recorded in each output's metadata."""
+
+    jobs: list[Job]
+    out_dir: Path
+    rank: int
+    world_size: int
+    model: torch.nn.Module
+    spec: WindowSpec
+    spec_meta: dict[str, str]
+    device: str
+
+
+def setup(args: argparse.Namespace, *, rank: int, world_size: int, device: str) -> Setup:
+    """Collect the jobs (this rank's share), check ``--out`` and load the model, before any work."""
     from ..factory import load
 
-    rank, world_size = dist_env()
     jobs = shard(collect_jobs(args.inputs), rank, world_size)
     out_dir = prepare_output_dir(args.out, "--out")
-    index_path = out_dir / index_name(rank, world_size)
-    device = _device(args.device)
     model = load(args.model, branch=args.branch, pretrained=not args.random_init, seed=args.seed, device=device)
     spec = WindowSpec.from_preprocess(model.preprocess, args.clip_frames, args.stride)
     if spec.clip_frames < model.min_frames:
@@ -257,107 +272,154 @@ def run_embed(args: argparse.Namespace) -> int:
     spec_meta = {"model": args.model + (f" (random init, seed {args.seed})" if args.random_init else ""),
                  "branch": args.branch, "clip_frames": str(spec.clip_frames), "frame_stride": str(spec.frame_stride),
                  "stride": str(spec.stride)}
+    return Setup(jobs, out_dir, rank, world_size, model, spec, spec_meta, device)
 
-    # What the folder already holds, checked before any work: a run with other settings is refused untouched.
-    in_run = {job.output(out_dir).relative_to(out_dir).as_posix() for job in jobs}
-    existing: dict[str, dict[str, str]] = {}  # this run's outputs that are already done (skipped)
-    corrupt: dict[str, str] = {}  # this run's outputs that are unreadable (recomputed)
-    kept: list[dict] = []  # finished outputs of earlier runs that this run does not touch (listed again)
-    conflicts: list[str] = []
-    stale = 0
-    if not args.overwrite:
-        for job in jobs:
-            target = job.output(out_dir)
-            if not target.exists():
-                continue
+
+class EmbedRun:
+    """One run's bookkeeping, the same for every engine: which outputs are already done (skipped), writing a
+    finished video (:meth:`save`), recording a failed one (:meth:`fail`), and the index (:meth:`write_index`),
+    so the folder an engine leaves cannot be told apart from another engine's."""
+
+    def __init__(self, s: Setup, *, overwrite: bool, engine: str) -> None:
+        """Check what the folder already holds: a run with other settings is refused untouched (UsageError)."""
+        self.s, self.engine = s, engine
+        self.index_path = s.out_dir / index_name(s.rank, s.world_size)
+        self.existing: dict[str, dict[str, str]] = {}  # this run's outputs that are already done (skipped)
+        self.corrupt: dict[str, str] = {}  # this run's outputs that are unreadable (recomputed)
+        self.kept: list[dict] = []  # finished outputs of earlier runs that this run does not touch (listed again)
+        self.done: list[dict] = []
+        self.failed: list[dict] = []
+        self.skipped = self.windows = 0
+        out_dir, spec_meta = s.out_dir, s.spec_meta
+        in_run = {job.output(out_dir).relative_to(out_dir).as_posix() for job in s.jobs}
+        conflicts: list[str] = []
+        stale = 0
+        if not overwrite:
+            for job in s.jobs:
+                target = job.output(out_dir)
+                if not target.exists():
+                    continue
+                try:
+                    meta = check_output(target)
+                except CorruptOutputError as exc:
+                    self.corrupt[job.name] = str(exc)
+                    continue
+                if differs := _differences(meta, spec_meta):
+                    conflicts.append(f"{target} was made with {differs}")
+                self.existing[job.name] = meta
+        for name in _earlier_outputs(out_dir, in_run, self.index_path, s.world_size):
             try:
-                meta = check_output(target)
-            except CorruptOutputError as exc:
-                corrupt[job.name] = str(exc)
-                continue
+                meta = check_output(out_dir / name)
+            except CorruptOutputError:
+                continue  # not an output of this command (or a damaged one): not listed
             if differs := _differences(meta, spec_meta):
-                conflicts.append(f"{target} was made with {differs}")
-            existing[job.name] = meta
-    for name in _earlier_outputs(out_dir, in_run, index_path, world_size):
-        try:
-            meta = check_output(out_dir / name)
-        except CorruptOutputError:
-            continue  # not an output of this command (or a damaged one): not listed
-        if differs := _differences(meta, spec_meta):
-            stale += 1
-            if not args.overwrite:
-                conflicts.append(f"{out_dir / name} was made with {differs}")
-            continue
-        kept.append({"source": meta.get("source", ""), "file": name, "num_windows": int(meta["num_windows"]),
-                     "num_frames": int(meta["num_frames"])})
-    if conflicts:
-        raise UsageError(f"{out_dir} holds embeddings made with other settings ({conflicts[0]}"
-                         f"{f'; and {len(conflicts) - 1} more' if len(conflicts) > 1 else ''}): use --overwrite to "
-                         f"recompute them, or another --out folder")
-    if stale:
-        _say(f"warning: {stale} output(s) made with other settings are not inputs of this run: they stay in "
-             f"{out_dir} but are not listed in {index_path.name}")
+                stale += 1
+                if not overwrite:
+                    conflicts.append(f"{out_dir / name} was made with {differs}")
+                continue
+            self.kept.append({"source": meta.get("source", ""), "file": name, "num_windows": int(meta["num_windows"]),
+                              "num_frames": int(meta["num_frames"])})
+        if conflicts:
+            raise UsageError(f"{out_dir} holds embeddings made with other settings ({conflicts[0]}"
+                             f"{f'; and {len(conflicts) - 1} more' if len(conflicts) > 1 else ''}): use --overwrite "
+                             f"to recompute them, or another --out folder")
+        if stale:
+            _say(f"warning: {stale} output(s) made with other settings are not inputs of this run: they stay in "
+                 f"{out_dir} but are not listed in {self.index_path.name}")
 
-    done: list[dict] = []
-    failed: list[dict] = []
-    skipped = windows = 0
-    bar = _progress(len(jobs), not args.no_progress)
+    def _entry(self, job: Job) -> dict:
+        return {"source": str(job.source), "file": job.output(self.s.out_dir).relative_to(self.s.out_dir).as_posix()}
+
+    def skip(self, job: Job) -> None:
+        """Record an output that is already done (``job.name in self.existing``)."""
+        meta = self.existing[job.name]
+        self.skipped += 1
+        self.done.append({**self._entry(job), "num_windows": int(meta["num_windows"]),
+                          "num_frames": int(meta["num_frames"])})
+
+    def save(self, job: Job, result: VideoEmbeddings, precision: str) -> None:
+        """Write one finished video (``precision``: the plan it ran in, as metadata) and record it. A full disk
+        raises :class:`OutputError` (the run stops); other write errors raise for :meth:`fail`."""
+        from .. import __version__
+
+        if job.name in self.corrupt:
+            _say(f"{self.corrupt[job.name]}; recomputing it")
+        target = job.output(self.s.out_dir)
+        meta = {**self.s.spec_meta, "source": str(job.source), "format": FORMAT,
+                "num_frames": str(result.num_frames), "num_windows": str(len(result)), "precision": precision,
+                "constcl_zoo_version": __version__, "config": json.dumps(self.s.model.config.to_dict())}
+        try:
+            save_embeddings(result, target, meta)
+        except OSError as exc:
+            if exc.errno in _STOP_ERRNOS:
+                raise OutputError(
+                    f"cannot write {target}: {exc.strerror}. Free space on that device (or choose another --out) "
+                    f"and rerun: the {len(self.done)} video(s) finished are kept, listed in {self.index_path.name}, "
+                    f"and skipped by the rerun") from exc
+            raise
+        self.windows += len(result)
+        self.done.append({**self._entry(job), "num_windows": len(result), "num_frames": result.num_frames})
+
+    def fail(self, job: Job, kind: str, message: str) -> None:
+        """Record a failed video: ``kind`` the error's type name, ``message`` its text."""
+        error = f"{kind}: {message}"
+        if job.name in self.corrupt and job.output(self.s.out_dir).exists():
+            error += f" (the existing output is unreadable: {self.corrupt[job.name]})"
+        self.failed.append({**self._entry(job), "error": error})
+        _say(f"FAILED {job.source}: {message}")
+
+    def write_index(self) -> bool:
+        """Write the index (every finished video in the folder, this run's failed ones); False if it failed."""
+        videos = sorted(self.kept + self.done, key=lambda v: v["file"])
+        index = {"format": FORMAT, "rank": self.s.rank, "world_size": self.s.world_size, "engine": self.engine,
+                 **self.s.spec_meta, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                 "videos": videos, "failed": self.failed}
+        return _write_index(self.index_path, index)
+
+    def report(self, label: str, index_written: bool) -> int:
+        """Say what the run did; the exit status (2: no index, 1: some video failed, else 0)."""
+        earlier = f"; {len(self.kept)} finished by earlier runs kept in the index" if self.kept else ""
+        _say(f"{label}: {len(self.done)} video(s) done ({self.skipped} skipped as already done, "
+             f"{len(self.done) - self.skipped} embedded), {len(self.failed)} failed{earlier}; "
+             f"{f'index {self.index_path}' if index_written else 'no index written'}")
+        if not index_written:
+            return 2
+        return 1 if self.failed else 0
+
+
+def run_embed(args: argparse.Namespace) -> int:
+    """The ``embed`` command; returns the exit status (1 when any video failed)."""
+    if args.engine == "ray":
+        from . import embed_ray  # imported only here: Ray is an optional extra
+
+        return embed_ray.run(args)
+    rank, world_size = dist_env()
+    s = setup(args, rank=rank, world_size=world_size, device=_device(args.device))
+    run = EmbedRun(s, overwrite=args.overwrite, engine="local")
+    precision = str(resolve_precision(args.precision, s.device))
+    bar = _progress(len(s.jobs), not args.no_progress)
     index_written = False
     try:
-        for job in jobs:
-            target = job.output(out_dir)
-            entry = {"source": str(job.source), "file": target.relative_to(out_dir).as_posix()}
+        for job in s.jobs:
             try:
-                if job.name in existing:
-                    meta = existing[job.name]
-                    skipped += 1
+                if job.name in run.existing:
+                    run.skip(job)
                 else:
-                    if job.name in corrupt:
-                        _say(f"{corrupt[job.name]}; recomputing it")
-                    result = model.embed(job.source, clip_frames=spec.clip_frames, stride=spec.stride,
-                                         batch_size=args.batch_size, precision=args.precision)
-                    meta = {**spec_meta, "source": str(job.source), "format": FORMAT,
-                            "num_frames": str(result.num_frames), "num_windows": str(len(result)),
-                            "precision": str(resolve_precision(args.precision, device)),
-                            "constcl_zoo_version": __version__, "config": json.dumps(model.config.to_dict())}
-                    try:
-                        save_embeddings(result, target, meta)
-                    except OSError as exc:
-                        if exc.errno in _STOP_ERRNOS:
-                            raise OutputError(
-                                f"cannot write {target}: {exc.strerror}. Free space on that device (or choose "
-                                f"another --out) and rerun: the {len(done)} video(s) finished are kept, listed in "
-                                f"{index_path.name}, and skipped by the rerun") from exc
-                        raise
-                    windows += len(result)
-                done.append({**entry, "num_windows": int(meta["num_windows"]), "num_frames": int(meta["num_frames"])})
+                    result = s.model.embed(job.source, clip_frames=s.spec.clip_frames, stride=s.spec.stride,
+                                           batch_size=args.batch_size, precision=args.precision)
+                    run.save(job, result, precision)
             except OutputError:
                 raise
-            except (ConstclZooError, OSError, RuntimeError, ValueError) as exc:  # this video's problem only
-                if job.name in corrupt and target.exists():
-                    exc_text = f"{type(exc).__name__}: {exc} (the existing output is unreadable: {corrupt[job.name]})"
-                else:
-                    exc_text = f"{type(exc).__name__}: {exc}"
-                failed.append({**entry, "error": exc_text})
-                _say(f"FAILED {job.source}: {exc}")
+            except VIDEO_ERRORS as exc:  # this video's problem only
+                run.fail(job, type(exc).__name__, str(exc))
             if bar is not None:
                 bar.update(1)
-                bar.set_postfix(windows=windows, failed=len(failed))
+                bar.set_postfix(windows=run.windows, failed=len(run.failed))
     finally:
         if bar is not None:
             bar.close()
-        videos = sorted(kept + done, key=lambda v: v["file"])
-        index = {"format": FORMAT, "rank": rank, "world_size": world_size, **spec_meta,
-                 "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "videos": videos,
-                 "failed": failed}
-        index_written = _write_index(index_path, index)
-    earlier = f"; {len(kept)} finished by earlier runs kept in the index" if kept else ""
-    _say(f"rank {rank}/{world_size}: {len(done)} video(s) done ({skipped} skipped as already done, "
-         f"{len(done) - skipped} embedded), {len(failed)} failed{earlier}; "
-         f"{f'index {index_path}' if index_written else 'no index written'}")
-    if not index_written:
-        return 2
-    return 1 if failed else 0
+        index_written = run.write_index()
+    return run.report(f"rank {rank}/{world_size}", index_written)
 
 
 def _device(name: str | None) -> str:
@@ -393,5 +455,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     embed.add_argument("--overwrite", action="store_true",
                        help="recompute outputs that already exist (also those made with other settings)")
     embed.add_argument("--no-progress", action="store_true", help="no progress bar")
+    ray = embed.add_argument_group("--engine ray (the `ray` extra)")
+    ray.add_argument("--engine", choices=("local", "ray"), default="local",
+                     help="local: this process (one rank of torchrun); ray: CPU decode tasks feeding a pool of model "
+                          "actors on a Ray cluster, with retries (default: local)")
+    ray.add_argument("--address", default=None,
+                     help="Ray cluster: auto (the running one), ray://HOST:10001, or none to start a local one")
+    ray.add_argument("--actors", type=positive_int, default=None,
+                     help="model actors (default: one per GPU of the cluster, else 1)")
+    ray.add_argument("--actor-cpus", type=positive_float, default=1.0, help="CPUs of each CPU model actor")
+    ray.add_argument("--decode-cpus", type=positive_float, default=1.0, help="CPUs of each decode task")
     embed.set_defaults(func=run_embed)
     return embed
