@@ -1,0 +1,1 @@
+"""Downstream tasks trained and evaluated from a checkout (``python -m training ...``)."""
