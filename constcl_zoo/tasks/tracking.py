@@ -377,11 +377,12 @@ class SiamFCHead(nn.Module):
     def correlate(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """Cross-correlate adjusted features (see the class doc)."""
         b, c, h, w = x.shape
-        if z.shape[0] == 1 and b > 1:
-            z = z.expand(b, -1, -1, -1)
-        out = F.conv2d(x.reshape(1, b * c, h, w), z, groups=b)
-        out = out.reshape(b, 1, out.shape[-2], out.shape[-1]) / (c * z.shape[-2] * z.shape[-1])
-        return out * self.out_scale + self.out_bias
+        if z.shape[0] == 1:  # one exemplar for every search crop (tracking): a plain convolution
+            out = F.conv2d(x, z)
+        else:  # pairs (training): one group per pair
+            out = F.conv2d(x.reshape(1, b * c, h, w), z, groups=b)
+            out = out.reshape(b, 1, out.shape[-2], out.shape[-1])
+        return out / (c * z.shape[-2] * z.shape[-1]) * self.out_scale + self.out_bias
 
     def forward(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         return self.correlate(self.adjust_z(z), self.adjust_x(x))
