@@ -162,3 +162,19 @@ def test_opencv_baselines(tmp_path):
     if not hasattr(cv2, "TrackerKCF_create"):
         with pytest.raises(BaselineUnavailableError, match="contrib"):
             OpenCVTracker("kcf")
+
+
+def test_trackers_with_track_get_rgb_frames(tmp_path):
+    _images(tmp_path / "Seq" / "img", 3)
+    _write_boxes(tmp_path / "Seq" / "groundtruth_rect.txt", [[5, 5, 10, 10]] * 3)
+
+    class Whole:
+        def track(self, frames, box):
+            from constcl_zoo.tasks.tracking import TrackResult
+
+            frames = list(frames)
+            assert all(isinstance(f, np.ndarray) and f.dtype == np.uint8 and f.shape == (48, 64, 3) for f in frames)
+            return TrackResult(np.tile(box, (len(frames), 1)), np.ones(len(frames)), np.full(len(frames), 0.01))
+
+    ev = evaluate(Whole, read_dataset(tmp_path), log=None)
+    assert ev.overall.precision == 1.0 and ev.fps == pytest.approx(100.0)

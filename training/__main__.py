@@ -87,6 +87,9 @@ def main(argv: list[str] | None = None) -> int:
     u.add_argument("--message", default=None, help="commit message")
     u.set_defaults(func=_publish)
 
+    from .tasks.tracking.cli import add_parsers as add_tracking_parsers
+
+    add_tracking_parsers(sub)  # eval-tracking, track-train
     args = parser.parse_args(argv)
     return args.func(args)
 

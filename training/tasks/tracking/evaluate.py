@@ -57,7 +57,7 @@ def run_tracker(tracker: Any, sequence: Sequence) -> TrackResult:
     frames = iter_image_files(sequence.frames)
     init_box = check_box(sequence.boxes[0], what=f"{sequence.name}: the first ground-truth box")
     if hasattr(tracker, "track"):
-        return tracker.track(frames, init_box)
+        return tracker.track((f.rgb for f in frames), init_box)
     boxes, scores, times = [], [], []
     for i, frame in enumerate(frames):
         rgb = frame.rgb
