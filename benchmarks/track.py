@@ -61,7 +61,8 @@ def bench(name: str, device: str, frames: list[np.ndarray], box: np.ndarray, rep
     clips = torch.rand(cfg.num_scales, 3, cfg.num_frames, x, x, device=device) * 2 - 1
     run = tracker._features_fn()  # the same precision plan as tracking
     feats = run(clips)
-    zf = tracker.head.adjust_z(run(clips[:1, :, :, :z, :z]))
+    with torch.inference_mode():
+        zf = tracker.head.adjust_z(run(clips[:1, :, :, :z, :z]))
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
 
     def backbone() -> None:
