@@ -7,18 +7,26 @@ with ``--fp16``, which stores fp16 weights and computes in fp16):
 * ``region``: ``clip -> features [batch, C, T', H', W']``
 * ``region --with-rois``: ``clip, boxes [batch, num_boxes, 4] -> roi_features [batch, num_boxes, C]`` (normalised
   ``(x1, y1, x2, y2)`` boxes on the centre feature frame, the training ROIAlign)
+* a recognition checkpoint (:class:`~constcl_zoo.tasks.recognition.VideoClassifier`): ``clip -> logits
+  [batch, num_classes]``; the metadata also holds the task config (``task_config``) and the ``labels``
 
-``batch`` (and ``num_boxes``) are dynamic axes. The export checks itself: ONNX Runtime runs random inputs of a
-batch size (and box count) different from the traced ones and must match PyTorch within
+``batch`` (and ``num_boxes``) are dynamic axes. The graph comes from the exporter torch recommends,
+``torch.onnx.export(..., dynamo=True)`` (``torch.export`` + onnxscript). It writes opset 18 and cannot go lower for
+these graphs (asked for 17, ONNX's version converter stops at ``Pad``: "No Adapter To Version 17"), hence
+``MIN_OPSET = 18``. The export checks itself: ONNX Runtime runs random inputs of a batch size (and box count)
+different from the exported example's and must match PyTorch within
 ``max |ORT - torch| <= tol * max |torch|`` (``tol`` 1e-4 for fp32; 1e-2 for fp16, compared with fp32 PyTorch).
 """
 
 from __future__ import annotations
 
-import io
+import contextlib
+import copy
 import json
+import logging
 import os
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,10 +35,11 @@ import torch
 from torch import nn
 
 from constcl_zoo import ModelConfig, __version__, load
-from constcl_zoo.errors import ConstclZooError
+from constcl_zoo.errors import ConstclZooError, InvalidArgumentError
 from constcl_zoo.model import ConstCLBase
+from constcl_zoo.tasks.base import TaskModel
 
-MIN_OPSET = 17
+MIN_OPSET = 18
 META_PREFIX = "constcl_zoo."
 TOLERANCE = {"fp32": 1e-4, "fp16": 1e-2}
 
@@ -68,45 +77,56 @@ def input_shape(config: ModelConfig) -> tuple[int, int, int, int]:
     return 3, p.num_frames, p.crop_size, p.crop_size
 
 
-def export_onnx(model: ConstCLBase, out: str | os.PathLike, *, with_rois: bool = False, fp16: bool = False,
-                external_data: bool = False, opset: int = MIN_OPSET, source: str = "",
+def export_onnx(model: ConstCLBase | TaskModel, out: str | os.PathLike, *, with_rois: bool = False, fp16: bool = False,
+                external_data: bool = False, opset: int | None = None, source: str = "",
                 check: bool = True) -> ExportReport:
-    """Export ``model`` (a ``global`` or ``region`` network) to ``out``; self-check with ONNX Runtime."""
+    """Export ``model`` (a ``global`` or ``region`` network, or a recognition model) to ``out``; self-check with
+    ONNX Runtime.
+
+    ``opset``: the ONNX opset to write (default and minimum :data:`MIN_OPSET`).
+    """
     import onnx
 
-    if model.branch not in ("global", "region"):
-        raise ValueError(f"export takes a 'global' or 'region' network, got branch {model.branch!r}")
-    if with_rois and model.branch != "region":
-        raise ValueError("--with-rois needs --branch region")
+    task = getattr(model, "task", None)
+    if task is None and model.branch not in ("global", "region"):
+        raise InvalidArgumentError(f"export takes a 'global' or 'region' network, got branch {model.branch!r}")
+    if task not in (None, "recognition"):
+        raise InvalidArgumentError(f"export_onnx exports encoders and recognition models, not {task!r} models")
+    if with_rois and (task is not None or model.branch != "region"):
+        raise InvalidArgumentError("--with-rois needs a region encoder (--branch region)")
+    encoder_config = model.config if task is None else model.config.encoder
+    branch = model.branch if task is None else model.config.encoder_branch
+    opset = MIN_OPSET if opset is None else opset
     if opset < MIN_OPSET:
-        raise ValueError(f"opset must be >= {MIN_OPSET}, got {opset}")
+        raise InvalidArgumentError(f"opset must be >= {MIN_OPSET} (the dynamo ONNX exporter's minimum), got {opset}")
     out = Path(out)
     precision = "fp16" if fp16 else "fp32"
     model = model.float().eval()
     reference = model
     if fp16:  # a separate fp16 copy; the fp32 model is the self-check's reference
-        reference = load_like(model)
+        reference = copy.deepcopy(model)
         model = model.half()
     graph = _Graph(model, with_rois, torch.float16 if fp16 else torch.float32).eval()
-    args, names, dynamic = _example(model.config, with_rois, batch=2, boxes=3)
-    output_name = "roi_features" if with_rois else ("embeddings" if model.branch == "global" else "features")
-    dynamic[output_name] = {0: "batch", 1: "num_boxes"} if with_rois else {0: "batch"}
-    buffer = io.BytesIO()
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore", torch.jit.TracerWarning)  # shape checks traced as constants: expected
-        traced_shape = graph(*args).shape
-        torch.onnx.export(graph, args, buffer, dynamo=False, opset_version=opset, input_names=names,
-                          output_names=[output_name], dynamic_axes=dynamic, do_constant_folding=True)
-    proto = onnx.load_from_string(buffer.getvalue())
-    _set_output_dims(proto.graph.output[0], traced_shape, dynamic[output_name])
-    config = model.config.to_dict()
-    metadata = {"config": json.dumps(config), "preprocess": json.dumps(config["preprocess"]), "branch": model.branch,
+    args, names, dynamic = _example(encoder_config, with_rois, batch=2, boxes=3)
+    output_name = ("logits" if task == "recognition" else "roi_features" if with_rois
+                   else "embeddings" if branch == "global" else "features")
+    with torch.no_grad(), _known_export_noise():
+        program = torch.onnx.export(graph, args, dynamo=True, opset_version=opset, input_names=names,
+                                    output_names=[output_name], dynamic_shapes=dynamic, optimize=True,
+                                    verbose=False)
+    proto = program.model_proto
+    config = encoder_config.to_dict()
+    metadata = {"config": json.dumps(config), "preprocess": json.dumps(config["preprocess"]), "branch": branch,
                 "with_rois": json.dumps(with_rois), "precision": precision, "source": source,
                 "output": output_name, "version": __version__}
+    if task is not None:
+        metadata.update(task=task, task_config=json.dumps(model.config.to_dict()),
+                        labels=json.dumps(list(model.config.labels)))
     for key, value in metadata.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = META_PREFIX + key, value
-    proto.doc_string = f"ConST-CL {model.config.arch} ({model.branch} branch) exported by constcl_zoo {__version__}"
+    what = f"{task} model on the {branch} branch" if task else f"{branch} branch"
+    proto.doc_string = f"ConST-CL {encoder_config.arch} ({what}) exported by constcl_zoo {__version__}"
     onnx.checker.check_model(proto)
     out.parent.mkdir(parents=True, exist_ok=True)
     if external_data:
@@ -122,47 +142,32 @@ def export_onnx(model: ConstCLBase, out: str | os.PathLike, *, with_rois: bool =
     return ExportReport(out, shapes, out_shapes, abs_diff, rel)
 
 
-def load_like(model: ConstCLBase) -> ConstCLBase:
-    """A float32 copy of ``model`` (same class, config and weights)."""
-    from constcl_zoo.model import build_model
-
-    copy = build_model(model.config, model.branch)
-    copy.load_state_dict(model.state_dict())
-    return copy.float().eval()
-
-
 def _example(config: ModelConfig, with_rois: bool, batch: int, boxes: int, seed: int = 0):
     gen = torch.Generator().manual_seed(seed)
     clip = torch.randn(batch, *input_shape(config), generator=gen)
+    batch_dim = torch.export.Dim("batch")
     if not with_rois:
-        return (clip,), ["clip"], {"clip": {0: "batch"}}
+        return (clip,), ["clip"], {"clip": {0: batch_dim}}
     xy = torch.rand(batch, boxes, 2, generator=gen) * 0.6
     box = torch.cat([xy, xy + 0.1 + torch.rand(batch, boxes, 2, generator=gen) * 0.3], dim=-1)
-    return (clip, box), ["clip", "boxes"], {"clip": {0: "batch"}, "boxes": {0: "batch", 1: "num_boxes"}}
-
-
-def _set_output_dims(value_info, shape: torch.Size, dynamic: dict[int, str]) -> None:
-    """Name the dynamic output axes and fix the others (ONNX shape inference leaves them as made-up names)."""
-    dims = value_info.type.tensor_type.shape.dim
-    del dims[:]
-    for axis, size in enumerate(shape):
-        dim = dims.add()
-        if axis in dynamic:
-            dim.dim_param = dynamic[axis]
-        else:
-            dim.dim_value = int(size)
+    # The boxes' batch axis is the clips' (roi_features checks it): Dim.DYNAMIC lets torch.export tie the two
+    # together, where a second use of the named Dim would make the exporter warn that the name is a duplicate.
+    return (clip, box), ["clip", "boxes"], {"clip": {0: batch_dim},
+                                            "boxes": {0: torch.export.Dim.DYNAMIC, 1: torch.export.Dim("num_boxes")}}
 
 
 def _dims(value_info) -> list[int | str]:
     return [d.dim_param or d.dim_value for d in value_info.type.tensor_type.shape.dim]
 
 
-def self_check(path: Path, reference: ConstCLBase, with_rois: bool, tolerance: float) -> tuple[float, float]:
+def self_check(path: Path, reference: ConstCLBase | TaskModel, with_rois: bool,
+               tolerance: float) -> tuple[float, float]:
     """Run ONNX Runtime (CPU) on a batch size and box count unlike the traced ones; compare with PyTorch."""
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    args, names, _ = _example(reference.config, with_rois, batch=3, boxes=5, seed=1)
+    config = reference.config.encoder if getattr(reference, "task", None) else reference.config
+    args, names, _ = _example(config, with_rois, batch=3, boxes=5, seed=1)
     (got,) = session.run(None, {n: a.numpy() for n, a in zip(names, args, strict=True)})
     with torch.no_grad():
         want = (reference.roi_features(*args) if with_rois else reference(*args)).numpy()
@@ -176,10 +181,36 @@ def self_check(path: Path, reference: ConstCLBase, with_rois: bool, tolerance: f
     return abs_diff, rel
 
 
-def export_from_name(name: str, out: str | os.PathLike, *, branch: str = "global", with_rois: bool = False,
-                     fp16: bool = False, external_data: bool = False, opset: int = MIN_OPSET,
+@contextlib.contextmanager
+def _known_export_noise() -> Iterator[None]:
+    """Silence the two messages torch 2.13's dynamo exporter prints on a normal export, and nothing else.
+
+    * ``torchvision is not installed. Skipping torchvision::nms`` (and ``roi_align``, ...): logged while the
+      exporter builds its operator registry; we use no torchvision operator (our ROIAlign is pure torch).
+    * ``FutureWarning: `isinstance(treespec, LeafSpec)` is deprecated``: raised inside ``torch.export``'s own
+      ``run_decompositions`` (a ``copy.deepcopy`` of its module call graph), not by anything we pass; torch fixes
+      these internal uses one by one (pytorch/pytorch#167470, #169421).
+    """
+    registry_log = logging.getLogger("torch.onnx._internal.exporter._registration")
+
+    def keep(record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("torchvision is not installed")
+
+    registry_log.addFilter(keep)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+                                    category=FutureWarning)
+            yield
+    finally:
+        registry_log.removeFilter(keep)
+
+
+def export_from_name(name: str, out: str | os.PathLike, *, branch: str | None = None, with_rois: bool = False,
+                     fp16: bool = False, external_data: bool = False, opset: int | None = None,
                      random_init: bool = False, seed: int = 0) -> ExportReport:
-    """:func:`export_onnx` of ``load(name, branch=branch)`` (``random_init``: ``pretrained=False``)."""
+    """:func:`export_onnx` of ``load(name, branch=branch)`` (``random_init``: ``pretrained=False``); ``branch``
+    defaults to ``"global"`` for an encoder and to the checkpoint's own for a task checkpoint."""
     model = load(name, branch=branch, pretrained=not random_init, seed=seed)
     return export_onnx(model, out, with_rois=with_rois, fp16=fp16, external_data=external_data, opset=opset,
                        source=name + (f" (random init, seed {seed})" if random_init else ""))

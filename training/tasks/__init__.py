@@ -1,1 +1,1 @@
-"""Downstream tasks trained and evaluated from a checkout (``python -m training ...``)."""
+"""Trainers of the downstream tasks (one subpackage per task); each reuses ``constcl_zoo`` for models and data."""

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from constcl_zoo.errors import InvalidArgumentError
 from constcl_zoo.fileio import atomic_write
 from constcl_zoo.tasks.tracking import TrackResult, check_box, format_boxes
 from constcl_zoo.video import iter_image_files
@@ -80,7 +81,7 @@ def evaluate(make_tracker: Callable[[], Any], sequences: list[Sequence], name: s
     for seq in sequences:
         result = run_tracker(make_tracker(), seq)
         if len(result) != len(seq):
-            raise ValueError(f"{name} returned {len(result)} boxes for the {len(seq)} frames of {seq.name}")
+            raise InvalidArgumentError(f"{name} returned {len(result)} boxes for the {len(seq)} frames of {seq.name}")
         results[seq.name] = result
         metrics[seq.name] = sequence_metrics(result.boxes, seq.boxes)
         if log:

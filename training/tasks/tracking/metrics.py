@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from constcl_zoo.boxes import box_iou, xywh_to_xyxy
+from constcl_zoo.errors import InvalidArgumentError
 
 IOU_THRESHOLDS = np.linspace(0.0, 1.0, 21)
 CENTER_THRESHOLDS = np.arange(0, 51, dtype=np.float64)
@@ -48,7 +49,8 @@ def sequence_metrics(pred_xywh: np.ndarray, gt_xywh: np.ndarray) -> SequenceMetr
     pred = np.asarray(pred_xywh, dtype=np.float64).copy()
     gt = np.asarray(gt_xywh, dtype=np.float64)
     if pred.shape != gt.shape or pred.ndim != 2 or pred.shape[1] != 4:
-        raise ValueError(f"predictions {pred.shape} and ground truth {gt.shape} must both be [N, 4] x, y, w, h")
+        raise InvalidArgumentError(f"predictions {pred.shape} and ground truth {gt.shape} must both be [N, 4] "
+                                   "x, y, w, h")
     pred[0] = gt[0]
     keep = np.isfinite(gt).all(axis=1)
     pred, gt = pred[keep], gt[keep]
@@ -62,6 +64,6 @@ def sequence_metrics(pred_xywh: np.ndarray, gt_xywh: np.ndarray) -> SequenceMetr
 def dataset_curves(per_sequence: list[SequenceMetrics]) -> SequenceMetrics:
     """The dataset's curves: the mean of its sequences' curves."""
     if not per_sequence:
-        raise ValueError("no sequences to average")
+        raise InvalidArgumentError("no sequences to average")
     return SequenceMetrics(np.mean([m.success_curve for m in per_sequence], axis=0),
                            np.mean([m.precision_curve for m in per_sequence], axis=0))

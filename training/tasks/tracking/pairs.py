@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from constcl_zoo.errors import InvalidArgumentError
 from constcl_zoo.tasks.tracking import TrackerConfig, crop_and_resize
 from constcl_zoo.video import iter_image_files, iter_video_file, list_videos
 
@@ -100,7 +101,7 @@ class SequencePairs(_Pairs):
         super().__init__(tracker, pairs, seed)
         self.sequences = [s for s in sequences if len(s) > 1]
         if not self.sequences:
-            raise ValueError("no sequence with at least 2 frames")
+            raise InvalidArgumentError("no sequence with at least 2 frames")
 
     def _frames(self, seq: Sequence, indices: list[int]) -> torch.Tensor:
         return torch.stack([torch.from_numpy(f.rgb) for f in iter_image_files([seq.frames[i] for i in indices])])
@@ -140,7 +141,7 @@ class VideoPairs(_Pairs):
             if len(frames) > 2 * pairs.max_gap:
                 self.videos.append(torch.from_numpy(np.stack(frames)))
         if not self.videos:
-            raise ValueError(f"{videos}: no video with more than {2 * pairs.max_gap} frames")
+            raise InvalidArgumentError(f"{videos}: no video with more than {2 * pairs.max_gap} frames")
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         rng = self._rng(index)
