@@ -162,23 +162,30 @@ def check_frame(frame: Any, index: int | str = "") -> torch.Tensor:
     return x.cpu()
 
 
-def crop_and_resize(frames: torch.Tensor, center: np.ndarray, sizes: Sequence[float], out_size: int,
-                    pad_color: torch.Tensor) -> torch.Tensor:
-    """Square crops of side ``sizes[k]`` px centred on ``center (cx, cy)`` of uint8 frames ``[T, H, W, 3]``,
-    padded with ``pad_color [3]`` outside the frame and resized (bilinear) to ``out_size``:
-    ``[K, 3, T, out, out]`` float in [0, 255]."""
-    t, h, w, _ = frames.shape
-    out = []
-    for size in sizes:
-        side = max(1, round(size))
-        x1 = round(center[0] - side / 2)
-        y1 = round(center[1] - side / 2)
-        vx1, vy1, vx2, vy2 = max(x1, 0), max(y1, 0), min(x1 + side, w), min(y1 + side, h)
-        canvas = pad_color.view(1, 3, 1, 1).expand(t, 3, side, side).clone()
-        if vx2 > vx1 and vy2 > vy1:
-            canvas[:, :, vy1 - y1:vy2 - y1, vx1 - x1:vx2 - x1] = frames[:, vy1:vy2, vx1:vx2].permute(0, 3, 1, 2)
-        out.append(F.interpolate(canvas, size=(out_size, out_size), mode="bilinear", align_corners=False))
-    return torch.stack(out).permute(0, 2, 1, 3, 4)
+def crop_and_resize(frames: Sequence[np.ndarray | torch.Tensor] | torch.Tensor, center: np.ndarray,
+                    sizes: Sequence[float], out_size: int, pad_color: torch.Tensor | np.ndarray) -> torch.Tensor:
+    """Square crops of side ``sizes[k]`` px centred on ``center (cx, cy)`` (continuous pixel coordinates) of
+    uint8 frames ``[T, H, W, 3]``, padded with ``pad_color [3]`` outside the frame and resized (bilinear, as
+    ``F.interpolate(align_corners=False)`` on the padded crop): ``[K, 3, T, out, out]`` float in [0, 255].
+
+    One affine warp per frame and size on the uint8 frame: only the ``out x out`` output pixels are computed, so
+    the cost does not grow with the crop's side (no padded float copy of the region)."""
+    import cv2
+
+    arrays = [f.numpy() if isinstance(f, torch.Tensor) else np.asarray(f) for f in frames]
+    border = tuple(float(v) for v in np.asarray(pad_color, dtype=np.float64).reshape(3))
+    out = np.empty((len(sizes), len(arrays), out_size, out_size, 3), dtype=np.uint8)
+    flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+    for k, size in enumerate(sizes):
+        s = float(size) / out_size  # input pixels per output pixel
+        # output pixel centre u + 0.5 -> input coordinate (x1 + (u + 0.5) * s) - 0.5, x1 = cx - size / 2
+        m = np.array([[s, 0.0, center[0] - size / 2 + 0.5 * s - 0.5],
+                      [0.0, s, center[1] - size / 2 + 0.5 * s - 0.5]])
+        for t, a in enumerate(arrays):
+            out[k, t] = cv2.warpAffine(a, m, (out_size, out_size), flags=flags, borderMode=cv2.BORDER_CONSTANT,
+                                       borderValue=border)
+    # [K, T, H, W, 3] memory viewed as [K, 3, T, H, W] is channels_last_3d: the CPU plan's layout, no copy there
+    return torch.from_numpy(out).permute(0, 4, 1, 2, 3).float()
 
 
 class SiamFC:
@@ -199,12 +206,13 @@ class SiamFC:
         self._respond = respond
         self._history: collections.deque[torch.Tensor] = collections.deque(maxlen=2 * cfg.temporal_radius)
         self._state: dict[str, Any] | None = None
+        self._hann: torch.Tensor | None = None  # the cosine window at the upsampled response size
         self.timing: dict[str, float] = collections.defaultdict(float)
 
     # -- frames ---------------------------------------------------------------------------------------------
-    def _window(self, frame: torch.Tensor, future: Sequence[torch.Tensor]) -> torch.Tensor:
-        """The 2n + 1 frames ``[T, H, W, 3]`` for ``frame``: past + frame + future (edge frames repeated), or the
-        2n past frames + frame in causal mode."""
+    def _window(self, frame: torch.Tensor, future: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """The 2n + 1 frames (each ``[H, W, 3]``, not copied) for ``frame``: past + frame + future (edge frames
+        repeated), or the 2n past frames + frame in causal mode."""
         n = self.cfg.temporal_radius
         past = list(self._history)
         if self.cfg.causal:
@@ -218,7 +226,7 @@ class SiamFC:
         if any(f.shape != frame.shape for f in frames):
             sizes = sorted({tuple(f.shape) for f in frames})
             raise TrackerInputError(f"all frames must have the same size; got {sizes}")
-        return torch.stack(frames)
+        return frames
 
     def _normalise(self, crops: torch.Tensor) -> torch.Tensor:
         lo, hi = self.value_range
@@ -286,9 +294,11 @@ class SiamFC:
         score = float(torch.sigmoid(responses[k].max()))
         r = resp[k] - resp[k].min()
         r = r / (r.sum() + 1e-16)
-        hann = torch.hann_window(up + 2, periodic=False, dtype=r.dtype)[1:-1]
-        window = torch.outer(hann, hann)
-        r = (1 - cfg.window_influence) * r + cfg.window_influence * window / window.sum()
+        if self._hann is None or self._hann.shape[-1] != up:
+            hann = torch.hann_window(up + 2, periodic=False, dtype=r.dtype)[1:-1]
+            window = torch.outer(hann, hann)
+            self._hann = window / window.sum()
+        r = (1 - cfg.window_influence) * r + cfg.window_influence * self._hann
         row, col = divmod(int(r.argmax()), up)
         disp = np.array([col, row], dtype=np.float64) - (up - 1) / 2
         disp = disp * self.feature_stride / cfg.response_upsample * st["x_size"] * factors[k] / cfg.search_size
