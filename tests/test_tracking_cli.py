@@ -2,22 +2,14 @@
 
 from __future__ import annotations
 
-import argparse
-
 import numpy as np
 import pytest
 
 from constcl_zoo import load
-from constcl_zoo.commands import track
+from constcl_zoo.cli import main
 
 cv2 = pytest.importorskip("cv2")
 av = pytest.importorskip("av")
-
-
-def _parser():
-    parser = argparse.ArgumentParser(prog="constcl-zoo")
-    track.add_parser(parser.add_subparsers(dest="command"))
-    return parser
 
 
 @pytest.fixture(scope="module")
@@ -39,8 +31,7 @@ def frames_dir(tmp_path_factory):
 
 
 def _run(argv):
-    args = _parser().parse_args(["track", *argv])
-    return args.func(args)
+    return main(["track", *argv])  # through the package CLI: track is one of its COMMANDS
 
 
 def test_track_writes_boxes_and_mp4(ckpt, frames_dir, tmp_path, capsys):

@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
 from constcl_zoo import load
-from constcl_zoo.tasks.tracking import TrackerConfig
-from training.tasks.tracking.datasets import Sequence
-from training.tasks.tracking.pairs import PairConfig, SequencePairs, make_pair, response_labels
-from training.tasks.tracking.train import TrackTrainConfig, siamfc_loss, train_tracker
+from constcl_zoo.tasks.tracking import SiamFCTracker, TrackerConfig
+from training.tasks.tracking.pairs import PairConfig, make_pair, response_labels
+from training.tasks.tracking.train import (
+    PairModel,
+    TrackTask,
+    TrackTrainConfig,
+    build_tracker,
+    get_preset,
+    siamfc_loss,
+    train_tracker,
+)
 
 cv2 = pytest.importorskip("cv2")
 
@@ -38,25 +48,79 @@ def test_labels_and_balanced_loss():
     assert siamfc_loss(good, labels, focal=True) < siamfc_loss(-good, labels, focal=True)
 
 
-def test_short_training_run_writes_a_loadable_checkpoint(tmp_path):
+def _sequence(tmp_path) -> Path:
     rng = np.random.default_rng(0)
     folder = tmp_path / "seq"
     folder.mkdir()
-    boxes = []
+    lines = []
     for i in range(6):
         img = rng.integers(0, 60, (96, 128, 3), dtype=np.uint8)
         img[30:54, 30 + 4 * i:54 + 4 * i] = (255, 200, 0)
         cv2.imwrite(str(folder / f"{i:04d}.jpg"), img)
-        boxes.append([30 + 4 * i, 30, 24, 24])
-    seq = Sequence("seq", tuple(sorted(folder.glob("*.jpg"))), np.array(boxes, float))
+        lines.append(f"{30 + 4 * i},30,24,24")
+    (folder / "groundtruth.txt").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+def _cfg(dataset: Path, steps: int = 2) -> TrackTrainConfig:
+    return get_preset("cpu_small").replace([f"data.dataset={dataset}", f"run.steps={steps}", "optim.warmup_steps=0",
+                                            "data.batch_size=2", "pairs.max_gap=2", "run.progress=false",
+                                            "run.checkpoint_every=1"])
+
+
+def test_track_train_on_the_engine_writes_a_loadable_checkpoint_and_resumes(tmp_path):
+    folder = _sequence(tmp_path)
+    tracker = build_tracker(_cfg(folder))
+    enc_before = tracker.encoder.backbone.stem.conv.weight.clone()
+    ckpt = train_tracker(_cfg(folder), tmp_path / "run")
+    again = load(str(ckpt))
+    assert isinstance(again, SiamFCTracker)
+    assert not torch.equal(again.head.adjust_x.weight, tracker.head.adjust_x.weight)  # the head trained
+    assert torch.equal(again.encoder.backbone.stem.conv.weight, enc_before)  # the backbone stayed frozen
+    assert again.head.norm.running_var.item() != 1.0  # the response BatchNorm learned its statistics
+    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2] and "peak_in_positive" in rows[0]
+    # --resume continues the run to the new step count (the engine's exact resume) and re-exports
+    train_tracker(_cfg(folder, steps=3), tmp_path / "run", resume=True)
+    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["step"] == 3
+
+
+def test_frozen_backbone_stays_in_eval_mode():
     tracker = load("constcl_r3d14_w16", task="tracking", pretrained=False,
                    head={"exemplar_size": 63, "search_size": 127})
-    data = SequencePairs([seq], tracker.tracker_config, PairConfig(max_gap=2, pairs_per_epoch=4))
-    before = tracker.head.adjust_x.weight.clone()
-    enc_before = tracker.encoder.backbone.stem.conv.weight.clone()
-    ckpt = train_tracker(tracker, data, TrackTrainConfig(steps=2, batch_size=2), tmp_path / "run", log=None)
-    assert not torch.equal(before, tracker.head.adjust_x.weight)
-    assert torch.equal(enc_before, tracker.encoder.backbone.stem.conv.weight)   # frozen backbone
-    again = load(str(ckpt))
-    assert torch.equal(again.head.adjust_x.weight, tracker.head.adjust_x.weight)
-    assert len((tmp_path / "run" / "log.jsonl").read_text().splitlines()) == 2
+    PairModel(tracker, freeze_backbone=True).train()
+    assert not tracker.encoder.training and tracker.head.training
+    assert not any(p.requires_grad for p in tracker.encoder.parameters())
+
+
+def test_the_head_trains_the_response_scale():
+    """The logistic loss must move: on fixed features a few SGD steps take it well below log 2 (a mean correlation
+    with a unit output scale left the logits ~0 and the loss at 0.69 whatever the features)."""
+    torch.manual_seed(0)
+    tracker = load("constcl_r3d14_w16", task="tracking", pretrained=False,
+                   head={"exemplar_size": 63, "search_size": 127})
+    head = tracker.head.train()
+    c = head.adjust_z.in_channels
+    z = torch.rand(4, c, 8, 8)
+    x = torch.rand(4, c, 16, 16) * 0.5
+    x[:, :, 4:12, 4:12] = z  # the exemplar sits at the centre of each search map
+    labels = response_labels(torch.zeros(4, 2), 9, 8, radius=8.0)
+    opt = torch.optim.SGD(head.parameters(), lr=0.05, momentum=0.9)
+    first = None
+    for _ in range(20):
+        loss = siamfc_loss(head(z, x), labels)
+        first = first if first is not None else loss.item()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.3 < np.log(2) - 0.1 and loss.item() < 0.75 * first
+
+
+def test_config_needs_a_pair_source(tmp_path):
+    from training.engine import ConfigError
+
+    with pytest.raises(ConfigError, match="only one of data.videos"):
+        get_preset("cpu_small").replace(["data.videos=a", "data.dataset=b"])
+    with pytest.raises(ConfigError, match="give --videos"):
+        TrackTask(get_preset("cpu_small"))._dataset(None)

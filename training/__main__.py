@@ -1,4 +1,4 @@
-"""``python -m training <command>``: pretrain, export-checkpoint, publish, convert-tf.
+"""``python -m training <command>``: pretrain, export-checkpoint, publish, convert-tf, track-train, eval-tracking.
 
     python -m training pretrain --config cpu_smoke --videos ../shared/data/videos --out runs/smoke
     python -m training pretrain --out runs/smoke --resume                   # continue where it stopped
@@ -23,7 +23,7 @@ from constcl_zoo.errors import add_debug_flag, run_command
 PROG = "python -m training"
 # Each module has add_parser(subparsers) -> its parser, with set_defaults(func=...): a new subcommand is one line.
 COMMANDS = ("training.pretrain.cli", "training.release.checkpoint", "training.release.publish",
-            "training.release.convert_tf")
+            "training.release.convert_tf", "training.tasks.tracking.cli_train", "training.tasks.tracking.cli_eval")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import UsageError, add_debug_flag, run_command
+from ..errors import UsageError
 
 DEFAULT_MODEL = "constcl_r3d14_w16"
 
@@ -47,13 +47,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--causal", action="store_true", help="use past frames only (live video; see the docs)")
     p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"))
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    add_debug_flag(p)
     p.set_defaults(func=run)
     return p
 
 
-def load_tracker(model: str, pretrained: bool = False, causal: bool = False):
-    """A tracking checkpoint as saved, or an encoder with a fresh SiamFC head."""
+def load_tracker(model: str, pretrained: bool = False, causal: bool = False, random_init: bool = False,
+                 head: dict | None = None):
+    """A tracking checkpoint as saved, or an encoder with a fresh SiamFC head (``head``: tracker parameters;
+    an architecture name loads its published weights with ``pretrained``, random ones otherwise)."""
     from ..factory import load, read_config
     from ..tasks.base import TaskConfig
     from ..tasks.tracking import SiamFCTracker
@@ -69,16 +70,12 @@ def load_tracker(model: str, pretrained: bool = False, causal: bool = False):
             raise UsageError(f"--model {model} was trained non-causal; --causal needs a causal tracker")
         return tracker
     is_name = not folder.exists()
-    kwargs = {"pretrained": pretrained} if is_name else {}
-    return load(model, task="tracking", head={"causal": causal}, **kwargs)
+    kwargs = {"pretrained": pretrained and not random_init} if is_name else {}
+    return load(model, task="tracking", head={"causal": causal, **(head or {})}, **kwargs)
 
 
 def run(args: argparse.Namespace) -> int:
-    """The ``track`` command's body under :func:`~constcl_zoo.errors.run_command` (exit 2 on user errors)."""
-    return run_command("constcl-zoo track", lambda: _run(args), debug=getattr(args, "debug", False))
-
-
-def _run(args: argparse.Namespace) -> int:
+    """The ``track`` command (run by :func:`constcl_zoo.cli.main`: user errors are one line, exit status 2)."""
     from ..fileio import atomic_write
     from ..tasks.tracking import format_boxes
 

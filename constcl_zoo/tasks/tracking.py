@@ -15,8 +15,13 @@ The paper's setting (§4, "Single object tracking", after VFS / SeCo / VINCE):
   uses the 2n *past* frames and the last time slice instead, so nothing waits for future frames (live video):
   a deviation from the paper, which looks 2 frames ahead.
 * Head: SiamFC cross-correlation with a learned 1x1 "adjust" conv on the exemplar and on the search features,
-  a learned output scale and bias. The correlation is the *mean* over channels and exemplar cells (a sum scaled
-  by ``1 / (C * hz * wz)``), so the initial responses are O(1) for any backbone width.
+  then a one-channel BatchNorm on the response (SiamFC's ``BNorm`` adjust option; its other option, a fixed
+  0.001 gain on the sum, assumes AlexNet's feature magnitudes). The correlation is the *mean* over channels and
+  exemplar cells (a sum scaled by ``1 / (C * hz * wz)``). In training the BatchNorm gives the logits unit
+  variance from the first step whatever the backbone's feature scale, so the logistic loss has a gradient to
+  follow (a learned scale that starts at 1 on a mean correlation leaves the logits ~0 and the loss at log 2);
+  its learned gain / bias and running statistics make the calibrated output scale and bias at inference. A
+  fresh head's BatchNorm is the identity.
 * Tracking: SiamFC's reference PyTorch tracker (exemplar 127 / search 255 crops, context 0.5, 3 scales of step
   1.0375 run as one batch, scale penalty 0.9745, scale learning rate 0.59, response upsampled x16 bicubic, cosine
   window 0.176), all in :class:`TrackerConfig`. At feature stride 8 and TF 'same' padding, 127 / 255 crops give
@@ -70,7 +75,7 @@ class TrackerConfig:
     ``response_upsample`` x (bicubic) and mixed with a cosine (Hann) window of weight ``window_influence``.
     ``temporal_radius``: n neighbours on each side of a frame (2n + 1 input frames); ``causal``: the 2n past
     frames instead (see the module doc). ``adjust_channels``: output channels of the 1x1 adjust convs (0: the
-    encoder's feature channels, initialised to the identity); ``out_scale``: the initial output scale.
+    encoder's feature channels, initialised to the identity).
     """
 
     exemplar_size: int = 127
@@ -85,7 +90,6 @@ class TrackerConfig:
     temporal_radius: int = 2
     causal: bool = False
     adjust_channels: int = 0
-    out_scale: float = 1.0
 
     def __post_init__(self) -> None:
         if not (0 < self.exemplar_size < self.search_size):
@@ -370,7 +374,7 @@ def _with_future(frames: Iterable[Any], n: int) -> Iterator[tuple[Any, list[Any]
 
 
 class SiamFCHead(nn.Module):
-    """1x1 adjust convs on each side, mean cross-correlation, output scale and bias.
+    """1x1 adjust convs on each side, mean cross-correlation, a one-channel BatchNorm (output scale and bias).
 
     ``forward(z [B, C, hz, wz], x [B, C, hx, wx]) -> [B, 1, hx - hz + 1, wx - wz + 1]`` (a ``z`` with B = 1 is
     shared by every ``x``).
@@ -381,8 +385,7 @@ class SiamFCHead(nn.Module):
         channels = cfg.adjust_channels or in_channels
         self.adjust_z = nn.Conv2d(in_channels, channels, 1)
         self.adjust_x = nn.Conv2d(in_channels, channels, 1)
-        self.out_scale = nn.Parameter(torch.tensor(float(cfg.out_scale)))
-        self.out_bias = nn.Parameter(torch.zeros(()))
+        self.norm = nn.BatchNorm2d(1)
 
     def correlate(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """Cross-correlate adjusted features (see the class doc)."""
@@ -392,7 +395,7 @@ class SiamFCHead(nn.Module):
         else:  # pairs (training): one group per pair
             out = F.conv2d(x.reshape(1, b * c, h, w), z, groups=b)
             out = out.reshape(b, 1, out.shape[-2], out.shape[-1])
-        return out / (c * z.shape[-2] * z.shape[-1]) * self.out_scale + self.out_bias
+        return self.norm(out / (c * z.shape[-2] * z.shape[-1]))
 
     def forward(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         return self.correlate(self.adjust_z(z), self.adjust_x(x))
@@ -425,8 +428,7 @@ class SiamFCTracker(TaskModel):
                 else:
                     conv.weight.copy_(torch.randn(conv.weight.shape, generator=generator) / math.sqrt(in_c))
                 conv.bias.zero_()
-            head.out_scale.fill_(self.config.head.out_scale)
-            head.out_bias.zero_()
+            head.norm.reset_parameters()  # gain 1, bias 0, running mean 0 / var 1: the identity in eval mode
 
     @property
     def tracker_config(self) -> TrackerConfig:
