@@ -15,10 +15,8 @@ feeds). The export checks itself: ONNX Runtime must match PyTorch within ``1e-4 
 
 from __future__ import annotations
 
-import io
 import json
 import os
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +28,7 @@ from constcl_zoo import __version__
 from constcl_zoo.fileio import atomic_write
 from constcl_zoo.tasks.tracking import SiamFCTracker
 
-from .onnx_export import META_PREFIX, MIN_OPSET, TOLERANCE, ExportCheckError
+from .onnx_export import META_PREFIX, MIN_OPSET, TOLERANCE, ExportCheckError, _known_export_noise
 
 EXEMPLAR_FILE, SEARCH_FILE, CONFIG_FILE = "exemplar.onnx", "search.onnx", "tracker.json"
 
@@ -82,12 +80,10 @@ def export_tracker_onnx(tracker: SiamFCTracker, out: str | os.PathLike, *, opset
         graphs = ((EXEMPLAR_FILE, exemplar, (z,), ["exemplar"], ["exemplar_features"]),
                   (SEARCH_FILE, search, (x, zf), ["search", "exemplar_features"], ["responses"]))
         for name, module, args, inputs, outputs in graphs:
-            buffer = io.BytesIO()
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", torch.jit.TracerWarning)  # shape checks traced as constants
-                torch.onnx.export(module, args, buffer, dynamo=False, opset_version=opset, input_names=inputs,
-                                  output_names=outputs, do_constant_folding=True)
-            proto = onnx.load_from_string(buffer.getvalue())
+            with _known_export_noise():
+                program = torch.onnx.export(module, args, dynamo=True, opset_version=opset, input_names=inputs,
+                                            output_names=outputs, optimize=True, verbose=False)
+            proto = program.model_proto
             for key, value in {"task": "tracking", "config": config_json, "graph": name,
                                "version": __version__}.items():
                 entry = proto.metadata_props.add()
