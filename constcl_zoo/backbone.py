@@ -125,3 +125,26 @@ class ResNet3D(nn.Module):
             if name in endpoints:
                 out[name] = getattr(self, name)(x)
         return {name: out[name] for name in endpoints}
+
+
+def dilate_backbone(backbone: ResNet3D, stages: Sequence[str] = ("res4", "res5", "res5_region"),
+                    dilations: Sequence[int] = (2, 4, 4)) -> ResNet3D:
+    """Turn the spatial stride of ``stages`` into dilation, in place, keeping every weight (VFS / SiamFC-style
+    trackers: res4/res5 at stride 1 with dilation 2/4, so res5 has a feature stride of 8 instead of 32).
+
+    As torchvision's ``replace_stride_with_dilation``, the first block of a dilated stage uses half the stage's
+    dilation (the previous stage's) and the others the full one; shortcut projections lose their stride too.
+    Stages the backbone does not have are skipped. TF 'same' padding accounts for the dilation.
+    """
+    for name, dilation in zip(stages, dilations, strict=True):
+        stage = getattr(backbone, name, None)
+        if stage is None:
+            continue
+        for i, block in enumerate(stage):
+            d = dilation // 2 if i == 0 else dilation
+            block.spatial_stride = 1
+            block.spatial_conv.stride = (1, 1, 1)
+            block.spatial_conv.dilation = (1, d, d)
+            if block.shortcut_conv is not None:
+                block.shortcut_conv.stride = (1, 1, 1)
+    return backbone

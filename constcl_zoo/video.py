@@ -230,3 +230,42 @@ def list_videos(source: str | os.PathLike, extensions: Sequence[str] = VIDEO_EXT
             raise FileNotFoundError(f"videos: no files with extensions {sorted(extensions)} under {source}")
         return found
     return [entry.path for entry in read_manifest(source)]
+
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def list_image_frames(folder: str | os.PathLike, extensions: Sequence[str] = IMAGE_EXTENSIONS) -> list[Path]:
+    """Image files (by extension, case-insensitive) directly in ``folder``, in name order (``00000001.jpg``,
+    ``00000002.jpg``, ... as OTB / GOT-10k / VOT store sequences). Raises :class:`EmptyVideoError` when none."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"no image folder at {folder}")
+    exts = {e.lower() for e in extensions}
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in exts)
+    if not files:
+        raise EmptyVideoError(f"{folder}: no image files ({', '.join(sorted(exts))})")
+    return files
+
+
+def iter_image_files(files: Sequence[str | os.PathLike], fps: float = 30.0) -> Iterator[Frame]:
+    """Decode image files (OpenCV, the ``video`` extra) into RGB :class:`Frame` s, one at a time, at a nominal
+    ``fps``. An unreadable image raises :class:`VideoDecodeError` naming the file and its frame index."""
+    try:
+        import cv2
+    except ImportError as exc:  # pragma: no cover
+        raise ImportError(f"reading image folders needs OpenCV: {INSTALL_HINT}") from exc
+    for index, path in enumerate(files):
+        bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if bgr is None:
+            raise VideoDecodeError(f"{path}: frame {index} is not a readable image")
+        yield Frame(index, index / fps, 1.0 / fps, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+
+
+def iter_frames(source: str | os.PathLike, fps: float = 30.0) -> Iterator[Frame]:
+    """Frames of a video file or of a folder of images (sorted by name, nominal ``fps``): the one entry point
+    for commands that accept either."""
+    source = Path(source)
+    if source.is_dir():
+        return iter_image_files(list_image_frames(source), fps)
+    return iter_video_file(source)

@@ -214,5 +214,18 @@ def export_from_name(name: str, out: str | os.PathLike, *, branch: str | None = 
     """:func:`export_onnx` of ``load(name, branch=branch)`` (``random_init``: ``pretrained=False``); ``branch``
     defaults to ``"global"`` for an encoder and to the checkpoint's own for a task checkpoint."""
     model = load(name, branch=branch, pretrained=not random_init, seed=seed)
+    if getattr(model, "task", None) == "tracking":  # a folder of graphs (export.tracking_onnx), same self-check
+        from .tracking_onnx import EXEMPLAR_FILE, SEARCH_FILE, export_tracker_onnx
+
+        if with_rois or fp16 or external_data:
+            raise InvalidArgumentError("a tracker exports as fp32 exemplar / search graphs: drop --with-rois, "
+                                       "--fp16 and --external-data")
+        done = export_tracker_onnx(model, out, opset=opset or MIN_OPSET, seed=seed)
+        cfg = model.tracker_config
+        return ExportReport(Path(out), {EXEMPLAR_FILE: [1, 3, cfg.num_frames, cfg.exemplar_size, cfg.exemplar_size],
+                                        SEARCH_FILE: [cfg.num_scales, 3, cfg.num_frames, cfg.search_size,
+                                                      cfg.search_size]},
+                            {EXEMPLAR_FILE: ["exemplar_features"], SEARCH_FILE: ["responses"]},
+                            float("nan"), done.relative_diff)
     return export_onnx(model, out, with_rois=with_rois, fp16=fp16, external_data=external_data, opset=opset,
                        source=name + (f" (random init, seed {seed})" if random_init else ""))

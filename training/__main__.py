@@ -1,4 +1,5 @@
-"""``python -m training <command>``: pretrain, probe, finetune, export-checkpoint, publish, convert-tf.
+"""``python -m training <command>``: pretrain, probe, finetune, track-train, eval-tracking, export-checkpoint,
+publish, convert-tf.
 
     python -m training pretrain --config cpu_smoke --videos ../shared/data/videos --out runs/smoke
     python -m training pretrain --out runs/smoke --resume                   # continue where it stopped
@@ -25,7 +26,8 @@ from constcl_zoo.errors import add_debug_flag, run_command
 PROG = "python -m training"
 # Each module has add_parser(subparsers) -> its parser, with set_defaults(func=...): a new subcommand is one line.
 COMMANDS = ("training.pretrain.cli", "training.tasks.recognition.cli", "training.tasks.recognition.finetune_cli",
-            "training.release.checkpoint", "training.release.publish", "training.release.convert_tf")
+            "training.tasks.tracking.cli_train", "training.tasks.tracking.cli_eval", "training.release.checkpoint",
+            "training.release.publish", "training.release.convert_tf")
 
 
 def build_parser() -> argparse.ArgumentParser:

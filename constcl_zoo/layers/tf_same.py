@@ -16,17 +16,20 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
-    """``(before, after)`` padding TF's 'same' uses on one axis of length ``size``."""
+def same_padding(size: int, kernel: int, stride: int, dilation: int = 1) -> tuple[int, int]:
+    """``(before, after)`` padding TF's 'same' uses on one axis of length ``size`` (a dilated kernel spans
+    ``(kernel - 1) * dilation + 1``)."""
+    kernel = (kernel - 1) * dilation + 1
     total = max((math.ceil(size / stride) - 1) * stride + kernel - size, 0)
     return total // 2, total - total // 2
 
 
-def _pad_spec(x: torch.Tensor, kernel: tuple[int, ...], stride: tuple[int, ...]) -> list[int]:
+def _pad_spec(x: torch.Tensor, kernel: tuple[int, ...], stride: tuple[int, ...],
+              dilation: tuple[int, ...] = (1, 1, 1)) -> list[int]:
     spec: list[int] = []
     # F.pad lists the last axis first.
-    for size, k, s in reversed(list(zip(x.shape[-3:], kernel, stride, strict=True))):
-        spec.extend(same_padding(int(size), k, s))
+    for size, k, s, d in reversed(list(zip(x.shape[-3:], kernel, stride, dilation, strict=True))):
+        spec.extend(same_padding(int(size), k, s, d))
     return spec
 
 
@@ -38,7 +41,7 @@ class Conv3dSame(nn.Conv3d):
         super().__init__(in_channels, out_channels, kernel_size, stride=stride, padding=0, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        spec = _pad_spec(x, self.kernel_size, self.stride)
+        spec = _pad_spec(x, self.kernel_size, self.stride, self.dilation)
         if any(spec):
             x = F.pad(x, spec)
         return super().forward(x)

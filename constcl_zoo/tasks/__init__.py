@@ -4,6 +4,7 @@
 task               class                                       encoder branch       what it answers
 =================  ==========================================  ===================  =============================
 ``recognition``    :class:`~.recognition.VideoClassifier`      ``global``           which action a video shows
+``tracking``       :class:`~.tracking.SiamFCTracker`           ``region``           where one object is, frame by frame
 =================  ==========================================  ===================  =============================
 
 A task checkpoint is a folder like an encoder's (``config.json`` + ``model.safetensors``) whose config names the
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
 # task name -> "module:class"; modules are imported lazily by task_class().
 _TASKS: dict[str, str] = {
     "recognition": "constcl_zoo.tasks.recognition:VideoClassifier",
+    "tracking": "constcl_zoo.tasks.tracking:SiamFCTracker",
 }
 
 

@@ -1,0 +1,515 @@
+"""Single-object tracking: a SiamFC tracker on the encoder's dense features (``task="tracking"``).
+
+>>> tracker = load("my_tracker/")                  # a tracking checkpoint (python -m training track-train)
+>>> tracker = load("constcl_r3d14_w16", task="tracking", pretrained=False)   # any encoder, a fresh head
+>>> result = tracker.track("video.mp4", init_box=(x, y, w, h))      # boxes [N, 4] x,y,w,h px, scores [N], fps
+>>> tracker.init(frame, box); box, score = tracker.update(next_frame)   # frame by frame (uint8 RGB [H, W, 3])
+
+The paper's setting (§4, "Single object tracking", after VFS / SeCo / VINCE):
+
+* Backbone: the encoder's branch (``region`` by default: ``res5_region``; ``global`` and single-res5 encoders
+  work too) with res4 / res5 at spatial stride 1 and dilation 2 / 4 (the first block of a dilated stage at half
+  the dilation, as VFS), same weights (:func:`constcl_zoo.backbone.dilate_backbone`): feature stride 8.
+* Input: each frame with its ``temporal_radius`` (n = 2) neighbours on each side, 5 frames, the edge frames
+  repeated at the start and end of a video; the features are the centre time slice after res5. ``causal=True``
+  uses the 2n *past* frames and the last time slice instead, so nothing waits for future frames (live video):
+  a deviation from the paper, which looks 2 frames ahead.
+* Head: SiamFC cross-correlation with a learned 1x1 "adjust" conv on the exemplar and on the search features,
+  then a one-channel BatchNorm on the response (SiamFC's ``BNorm`` adjust option; its other option, a fixed
+  0.001 gain on the sum, assumes AlexNet's feature magnitudes). The correlation is the *mean* over channels and
+  exemplar cells (a sum scaled by ``1 / (C * hz * wz)``). In training the BatchNorm gives the logits unit
+  variance from the first step whatever the backbone's feature scale, so the logistic loss has a gradient to
+  follow (a learned scale that starts at 1 on a mean correlation leaves the logits ~0 and the loss at log 2);
+  its learned gain / bias and running statistics make the calibrated output scale and bias at inference. A
+  fresh head's BatchNorm is the identity.
+* Tracking: SiamFC's reference PyTorch tracker (exemplar 127 / search 255 crops, context 0.5, 3 scales of step
+  1.0375 run as one batch, scale penalty 0.9745, scale learning rate 0.59, response upsampled x16 bicubic, cosine
+  window 0.176), all in :class:`TrackerConfig`. At feature stride 8 and TF 'same' padding, 127 / 255 crops give
+  16x16 / 32x32 features and a 17x17 response — SiamFC's response size — and the crops' centres stay aligned
+  (both sizes go odd -> even -> even -> even through the stride-2 layers, so their padding offsets agree).
+
+Exemplar features are computed once, at ``init``. The backbone runs in the embedding path's precision plan
+(:mod:`constcl_zoo.precision`: bf16 autocast + channels_last_3d where the hardware has bf16) under
+``torch.inference_mode``; the head and the post-processing run in fp32.
+
+The tracking loop (:class:`SiamFC`) only needs two functions — exemplar features and scale responses — so the
+ONNX Runtime tracker (``export.tracking_runtime``) runs the same loop on exported graphs.
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..backbone import dilate_backbone
+from ..boxes import box_iou, xywh_to_xyxy
+from ..errors import ConstclZooError
+from .base import TaskConfig, TaskConfigError, TaskModel
+
+FrameSource = str | os.PathLike | np.ndarray | torch.Tensor | Iterable[np.ndarray]
+
+
+class TrackerInputError(ConstclZooError, ValueError):
+    """A box or frame the tracker cannot use (empty box, box outside the frame, wrong frame format, no init)."""
+
+
+@dataclass(frozen=True)
+class TrackerConfig:
+    """Every SiamFC parameter (the head config of a tracking checkpoint).
+
+    Sizes in pixels of the crops fed to the backbone: ``exemplar_size`` / ``search_size``. ``context``: the
+    exemplar crop's side is ``sqrt((w + p) * (h + p))`` with ``p = context * (w + h)``. ``num_scales`` search
+    scales ``scale_step ** k``, k centred on 0; the non-unit scales' responses are multiplied by
+    ``scale_penalty``; the box size moves ``scale_lr`` of the way to the winning scale. The response is upsampled
+    ``response_upsample`` x (bicubic) and mixed with a cosine (Hann) window of weight ``window_influence``.
+    ``temporal_radius``: n neighbours on each side of a frame (2n + 1 input frames); ``causal``: the 2n past
+    frames instead (see the module doc). ``adjust_channels``: output channels of the 1x1 adjust convs (0: the
+    encoder's feature channels, initialised to the identity).
+    """
+
+    exemplar_size: int = 127
+    search_size: int = 255
+    context: float = 0.5
+    num_scales: int = 3
+    scale_step: float = 1.0375
+    scale_penalty: float = 0.9745
+    scale_lr: float = 0.59
+    response_upsample: int = 16
+    window_influence: float = 0.176
+    temporal_radius: int = 2
+    causal: bool = False
+    adjust_channels: int = 0
+
+    def __post_init__(self) -> None:
+        if not (0 < self.exemplar_size < self.search_size):
+            raise TaskConfigError(f"head: need 0 < exemplar_size < search_size, got {self.exemplar_size}, "
+                                  f"{self.search_size}")
+        if self.num_scales < 1 or self.num_scales % 2 == 0:
+            raise TaskConfigError(f"head.num_scales must be odd and >= 1, got {self.num_scales}")
+        if self.temporal_radius < 0 or self.response_upsample < 1 or self.adjust_channels < 0:
+            raise TaskConfigError("head: temporal_radius, adjust_channels must be >= 0 and response_upsample >= 1")
+        if not (0.0 <= self.window_influence <= 1.0 and 0.0 <= self.scale_lr <= 1.0):
+            raise TaskConfigError("head: window_influence and scale_lr must be in [0, 1]")
+
+    @property
+    def num_frames(self) -> int:
+        return 2 * self.temporal_radius + 1
+
+    @property
+    def scale_factors(self) -> np.ndarray:
+        half = self.num_scales // 2
+        return self.scale_step ** np.linspace(-half, half, self.num_scales)
+
+
+@dataclass
+class TrackResult:
+    """``boxes [N, 4]`` float64 ``x, y, w, h`` pixels (frame 0: the initial box), ``scores [N]`` (sigmoid of the
+    response peak; 1 on frame 0), ``times [N]`` seconds the tracker spent on each frame (decoding excluded)."""
+
+    boxes: np.ndarray
+    scores: np.ndarray
+    times: np.ndarray
+
+    @property
+    def fps(self) -> float:
+        total = float(self.times.sum())
+        return len(self.times) / total if total > 0 else float("inf")
+
+    def __len__(self) -> int:
+        return len(self.boxes)
+
+
+def format_boxes(boxes: np.ndarray) -> str:
+    """``[N, 4]`` boxes as text, one ``x,y,w,h`` line a frame (the OTB / GOT-10k results format)."""
+    return "".join(",".join(f"{v:.2f}" for v in row) + "\n" for row in np.asarray(boxes, dtype=np.float64))
+
+
+def check_box(box: Sequence[float] | np.ndarray, frame_size: tuple[int, int] | None = None,
+              what: str = "box") -> np.ndarray:
+    """Validate an ``x, y, w, h`` pixel box (finite, positive size, overlapping the ``(H, W)`` frame when given);
+    returns it as float64 ``[4]``. Raises :class:`TrackerInputError` naming the problem."""
+    arr = np.asarray(box, dtype=np.float64).reshape(-1)
+    if arr.shape != (4,) or not np.isfinite(arr).all():
+        raise TrackerInputError(f"{what} must be 4 finite numbers x,y,w,h (pixels), got {list(np.ravel(box))}")
+    if arr[2] <= 0 or arr[3] <= 0:
+        raise TrackerInputError(f"{what} {_fmt(arr)} is empty: width and height must be > 0")
+    if frame_size is not None:
+        h, w = frame_size
+        inside = box_iou(xywh_to_xyxy(arr)[None], np.array([[0.0, 0.0, w, h]]))[0, 0]
+        if inside <= 0:
+            raise TrackerInputError(f"{what} {_fmt(arr)} lies outside the {w}x{h} frame")
+    return arr
+
+
+def _fmt(box: np.ndarray) -> str:
+    return "(" + ",".join(f"{v:g}" for v in box) + ")"
+
+
+def check_frame(frame: Any, index: int | str = "") -> torch.Tensor:
+    """A uint8 RGB frame ``[H, W, 3]`` (numpy or torch) as a CPU uint8 tensor."""
+    x = torch.from_numpy(np.ascontiguousarray(frame)) if isinstance(frame, np.ndarray) else frame
+    if not isinstance(x, torch.Tensor) or x.dtype != torch.uint8 or x.ndim != 3 or x.shape[-1] != 3 \
+            or 0 in x.shape:
+        desc = f"{getattr(frame, 'dtype', type(frame).__name__)} {tuple(getattr(frame, 'shape', ()))}"
+        raise TrackerInputError(f"frame {index}: expected uint8 RGB [H, W, 3], got {desc}".replace("frame :", "frame:"))
+    return x.cpu()
+
+
+def crop_and_resize(frames: Sequence[np.ndarray | torch.Tensor] | torch.Tensor, center: np.ndarray,
+                    sizes: Sequence[float], out_size: int, pad_color: torch.Tensor | np.ndarray) -> torch.Tensor:
+    """Square crops of side ``sizes[k]`` px centred on ``center (cx, cy)`` (continuous pixel coordinates) of
+    uint8 frames ``[T, H, W, 3]``, padded with ``pad_color [3]`` outside the frame and resized (bilinear, as
+    ``F.interpolate(align_corners=False)`` on the padded crop): ``[K, 3, T, out, out]`` float in [0, 255].
+
+    One affine warp per frame and size on the uint8 frame: only the ``out x out`` output pixels are computed, so
+    the cost does not grow with the crop's side (no padded float copy of the region)."""
+    import cv2
+
+    arrays = [f.numpy() if isinstance(f, torch.Tensor) else np.asarray(f) for f in frames]
+    border = tuple(float(v) for v in np.asarray(pad_color, dtype=np.float64).reshape(3))
+    out = np.empty((len(sizes), len(arrays), out_size, out_size, 3), dtype=np.uint8)
+    flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+    for k, size in enumerate(sizes):
+        s = float(size) / out_size  # input pixels per output pixel
+        # output pixel centre u + 0.5 -> input coordinate (x1 + (u + 0.5) * s) - 0.5, x1 = cx - size / 2
+        m = np.array([[s, 0.0, center[0] - size / 2 + 0.5 * s - 0.5],
+                      [0.0, s, center[1] - size / 2 + 0.5 * s - 0.5]])
+        for t, a in enumerate(arrays):
+            out[k, t] = cv2.warpAffine(a, m, (out_size, out_size), flags=flags, borderMode=cv2.BORDER_CONSTANT,
+                                       borderValue=border)
+    # [K, T, H, W, 3] memory viewed as [K, 3, T, H, W] is channels_last_3d: the CPU plan's layout, no copy there
+    return torch.from_numpy(out).permute(0, 4, 1, 2, 3).float()
+
+
+class SiamFC:
+    """The SiamFC tracking loop (reference PyTorch implementation's, in continuous pixel coordinates), for any
+    feature backend.
+
+    ``exemplar(clip [1, 3, T, Z, Z]) -> state`` computes what the exemplar contributes (once, at init);
+    ``respond(state, clips [S, 3, T, X, X]) -> responses [S, 1, h, w]`` scores the scales. Clips are normalised
+    to ``value_range``. ``feature_stride``: input pixels per response cell.
+    """
+
+    def __init__(self, cfg: TrackerConfig, value_range: tuple[float, float], feature_stride: int,
+                 exemplar: Callable[[torch.Tensor], Any], respond: Callable[[Any, torch.Tensor], torch.Tensor]) -> None:
+        self.cfg = cfg
+        self.value_range = value_range
+        self.feature_stride = feature_stride
+        self._exemplar = exemplar
+        self._respond = respond
+        self._history: collections.deque[torch.Tensor] = collections.deque(maxlen=2 * cfg.temporal_radius)
+        self._state: dict[str, Any] | None = None
+        self._hann: torch.Tensor | None = None  # the cosine window at the upsampled response size
+        self.timing: dict[str, float] = collections.defaultdict(float)
+
+    # -- frames ---------------------------------------------------------------------------------------------
+    def _window(self, frame: torch.Tensor, future: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """The 2n + 1 frames (each ``[H, W, 3]``, not copied) for ``frame``: past + frame + future (edge frames
+        repeated), or the 2n past frames + frame in causal mode."""
+        n = self.cfg.temporal_radius
+        past = list(self._history)
+        if self.cfg.causal:
+            past = past[-2 * n:] if n else []
+            frames = [past[0] if past else frame] * (2 * n - len(past)) + past + [frame]
+        else:
+            past = past[-n:] if n else []
+            fut = list(future[:n])
+            frames = [past[0] if past else frame] * (n - len(past)) + past + [frame] + fut
+            frames += [frames[-1]] * (2 * n + 1 - len(frames))
+        if any(f.shape != frame.shape for f in frames):
+            sizes = sorted({tuple(f.shape) for f in frames})
+            raise TrackerInputError(f"all frames must have the same size; got {sizes}")
+        return frames
+
+    def _normalise(self, crops: torch.Tensor) -> torch.Tensor:
+        lo, hi = self.value_range
+        return crops.mul_((hi - lo) / 255.0).add_(lo)
+
+    # -- API ------------------------------------------------------------------------------------------------
+    def init(self, frame: Any, box: Sequence[float], future: Sequence[Any] = ()) -> None:
+        """Start tracking the ``x, y, w, h`` pixel ``box`` in uint8 RGB ``frame [H, W, 3]``; ``future``: up to n
+        following frames (non-causal mode; missing ones are edge-repeated)."""
+        cfg = self.cfg
+        x = check_frame(frame, 0)
+        box = check_box(box, tuple(x.shape[:2]))
+        self._history.clear()
+        t0 = time.perf_counter()
+        window = self._window(x, [check_frame(f, "future") for f in future])
+        size = box[2:].copy()
+        center = box[:2] + size / 2
+        p = cfg.context * size.sum()
+        z_size = math.sqrt((size[0] + p) * (size[1] + p))
+        pad = x.float().mean(dim=(0, 1))  # SiamFC pads crops with the first frame's mean colour
+        z = self._normalise(crop_and_resize(window, center, [z_size], cfg.exemplar_size, pad))
+        t1 = time.perf_counter()
+        state = self._exemplar(z)
+        t2 = time.perf_counter()
+        self._state = {"center": center, "size": size, "z_size": z_size,
+                       "x_size": z_size * cfg.search_size / cfg.exemplar_size, "pad": pad, "z": state,
+                       "frame_size": tuple(x.shape[:2])}
+        self._history.append(x)
+        self.timing["pre_post"] += t1 - t0
+        self.timing["exemplar"] += t2 - t1
+
+    def update(self, frame: Any, future: Sequence[Any] = ()) -> tuple[np.ndarray, float]:
+        """Track into the next frame: ``(box [4] x, y, w, h px, score)``. ``future`` as in :meth:`init`."""
+        if self._state is None:
+            raise TrackerInputError("call tracker.init(frame, box) before tracker.update(frame)")
+        cfg, st = self.cfg, self._state
+        x = check_frame(frame)
+        if tuple(x.shape[:2]) != st["frame_size"]:
+            raise TrackerInputError(f"frame is {x.shape[1]}x{x.shape[0]}, the first frame was "
+                                    f"{st['frame_size'][1]}x{st['frame_size'][0]}")
+        t0 = time.perf_counter()
+        window = self._window(x, [check_frame(f, "future") for f in future])
+        factors = cfg.scale_factors
+        clips = self._normalise(crop_and_resize(window, st["center"], st["x_size"] * factors, cfg.search_size,
+                                                st["pad"]))
+        t1 = time.perf_counter()
+        responses = self._respond(st["z"], clips).float()
+        t2 = time.perf_counter()
+        box, score = self._locate(responses)
+        self._history.append(x)
+        self.timing["pre_post"] += (t1 - t0) + (time.perf_counter() - t2)
+        self.timing["search"] += t2 - t1
+        return box, score
+
+    def _locate(self, responses: torch.Tensor) -> tuple[np.ndarray, float]:
+        cfg, st = self.cfg, self._state
+        assert st is not None
+        factors = cfg.scale_factors
+        up = cfg.response_upsample * responses.shape[-1]
+        resp = F.interpolate(responses, size=(up, up), mode="bicubic", align_corners=False)[:, 0]
+        penalty = torch.full((cfg.num_scales,), cfg.scale_penalty, dtype=resp.dtype)
+        penalty[cfg.num_scales // 2] = 1.0
+        peaks = resp.flatten(1).amax(dim=1) * penalty
+        k = int(peaks.argmax())
+        score = float(torch.sigmoid(responses[k].max()))
+        r = resp[k] - resp[k].min()
+        r = r / (r.sum() + 1e-16)
+        if self._hann is None or self._hann.shape[-1] != up:
+            hann = torch.hann_window(up + 2, periodic=False, dtype=r.dtype)[1:-1]
+            window = torch.outer(hann, hann)
+            self._hann = window / window.sum()
+        r = (1 - cfg.window_influence) * r + cfg.window_influence * self._hann
+        row, col = divmod(int(r.argmax()), up)
+        disp = np.array([col, row], dtype=np.float64) - (up - 1) / 2
+        disp = disp * self.feature_stride / cfg.response_upsample * st["x_size"] * factors[k] / cfg.search_size
+        st["center"] = st["center"] + disp
+        scale = (1 - cfg.scale_lr) + cfg.scale_lr * factors[k]
+        st["size"] = st["size"] * scale
+        st["z_size"] *= scale
+        st["x_size"] *= scale
+        return np.concatenate([st["center"] - st["size"] / 2, st["size"]]), score
+
+    def track(self, video: FrameSource, init_box: Sequence[float], *, fps: float | None = None,
+              progress: Callable[[int], None] | None = None,
+              on_frame: Callable[[int, np.ndarray, np.ndarray, float], None] | None = None) -> TrackResult:
+        """Track ``init_box`` (``x, y, w, h`` px, on the first frame) through a video file, a folder of images, a
+        uint8 ``[T, H, W, 3]`` array or an iterable of frames. Frames stream (n frames of look-ahead in
+        non-causal mode). ``progress(i)`` / ``on_frame(i, rgb, box, score)`` are called after every frame."""
+        boxes, scores, times = [], [], []
+        n = 0 if self.cfg.causal else self.cfg.temporal_radius
+        for i, (frame, future) in enumerate(_with_future(_iter_rgb(video, fps), n)):
+            t0 = time.perf_counter()
+            if i == 0:
+                self.init(frame, init_box, future)
+                box, score = check_box(init_box), 1.0
+            else:
+                box, score = self.update(frame, future)
+            times.append(time.perf_counter() - t0)
+            boxes.append(box)
+            scores.append(score)
+            if on_frame is not None:
+                on_frame(i, frame, box, score)
+            if progress is not None:
+                progress(i)
+        if not boxes:
+            raise TrackerInputError("the video has no frames")
+        return TrackResult(np.stack(boxes), np.asarray(scores), np.asarray(times))
+
+
+def _iter_rgb(video: FrameSource, fps: float | None) -> Iterator[np.ndarray]:
+    from ..video import EmptyVideoError, iter_array_frames, iter_frames
+
+    if isinstance(video, (str, os.PathLike)):
+        if not Path(video).exists():
+            raise FileNotFoundError(f"no video file or image folder at {video}")
+        for frame in iter_frames(video):
+            yield frame.rgb
+    elif isinstance(video, (np.ndarray, torch.Tensor)):
+        for frame in iter_array_frames(video, fps or 30.0):
+            yield frame.rgb
+    else:
+        empty = True
+        for frame in video:
+            empty = False
+            yield frame
+        if empty:
+            raise EmptyVideoError("the frame sequence is empty")
+
+
+def _with_future(frames: Iterable[Any], n: int) -> Iterator[tuple[Any, list[Any]]]:
+    """``(frame, the next n frames)`` for every frame (fewer at the end), reading at most n frames ahead."""
+    buffer: collections.deque = collections.deque()
+    for frame in frames:
+        buffer.append(frame)
+        if len(buffer) > n:
+            yield buffer[0], list(buffer)[1:]
+            buffer.popleft()
+    while buffer:
+        yield buffer[0], list(buffer)[1:]
+        buffer.popleft()
+
+
+class SiamFCHead(nn.Module):
+    """1x1 adjust convs on each side, mean cross-correlation, a one-channel BatchNorm (output scale and bias).
+
+    ``forward(z [B, C, hz, wz], x [B, C, hx, wx]) -> [B, 1, hx - hz + 1, wx - wz + 1]`` (a ``z`` with B = 1 is
+    shared by every ``x``).
+    """
+
+    def __init__(self, in_channels: int, cfg: TrackerConfig) -> None:
+        super().__init__()
+        channels = cfg.adjust_channels or in_channels
+        self.adjust_z = nn.Conv2d(in_channels, channels, 1)
+        self.adjust_x = nn.Conv2d(in_channels, channels, 1)
+        self.norm = nn.BatchNorm2d(1)
+
+    def correlate(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Cross-correlate adjusted features (see the class doc)."""
+        b, c, h, w = x.shape
+        if z.shape[0] == 1:  # one exemplar for every search crop (tracking): a plain convolution
+            out = F.conv2d(x, z)
+        else:  # pairs (training): one group per pair
+            out = F.conv2d(x.reshape(1, b * c, h, w), z, groups=b)
+            out = out.reshape(b, 1, out.shape[-2], out.shape[-1])
+        return self.norm(out / (c * z.shape[-2] * z.shape[-1]))
+
+    def forward(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return self.correlate(self.adjust_z(z), self.adjust_x(x))
+
+
+class SiamFCTracker(TaskModel):
+    """A SiamFC tracker on an encoder (see the module doc). ``forward(exemplar, search) -> responses`` for
+    training; ``init`` / ``update`` / ``track`` for tracking."""
+
+    task = "tracking"
+    head_config_class = TrackerConfig
+    default_branch = "region"
+
+    def __init__(self, config: TaskConfig, encoder: Any = None) -> None:
+        super().__init__(config, encoder)
+        dilate_backbone(self.encoder.backbone)
+        self.precision = "auto"
+        self._loop: SiamFC | None = None
+
+    def build_head(self, config: TaskConfig) -> nn.Module:
+        return SiamFCHead(config.encoder.feature_dim, config.head)
+
+    def init_head(self, generator: torch.Generator) -> None:
+        head = self.head
+        with torch.no_grad():
+            for conv in (head.adjust_z, head.adjust_x):
+                out_c, in_c = conv.weight.shape[:2]
+                if out_c == in_c:
+                    conv.weight.copy_(torch.eye(in_c).view(in_c, in_c, 1, 1))
+                else:
+                    conv.weight.copy_(torch.randn(conv.weight.shape, generator=generator) / math.sqrt(in_c))
+                conv.bias.zero_()
+            head.norm.reset_parameters()  # gain 1, bias 0, running mean 0 / var 1: the identity in eval mode
+
+    @property
+    def tracker_config(self) -> TrackerConfig:
+        return self.config.head
+
+    @property
+    def feature_stride(self) -> int:
+        """Input pixels per feature cell (8 for the R3D backbones: res4 / res5 dilated)."""
+        bb = self.config.encoder.backbone
+        return bb.stem_stride[1] * bb.stem_pool_stride[1] * 2
+
+    def features(self, clips: torch.Tensor) -> torch.Tensor:
+        """``[B, 3, T, S, S]`` preprocessed clips -> ``[B, C, S/8, S/8]``: the centre time slice of the encoder's
+        dense features (the last one in causal mode)."""
+        fmap = self.encoder.forward_features(clips, (self.encoder.output_endpoint,))[self.encoder.output_endpoint] \
+            if hasattr(self.encoder, "output_endpoint") else self.encoder(clips)
+        return fmap[:, :, -1] if self.config.head.causal else fmap[:, :, fmap.shape[2] // 2]
+
+    def forward(self, exemplar: torch.Tensor, search: torch.Tensor) -> torch.Tensor:
+        """Responses ``[B, 1, h, w]`` (logits) of exemplar clips ``[B, 3, T, Z, Z]`` in search clips
+        ``[B, 3, T, X, X]``."""
+        return self.head(self.features(exemplar), self.features(search))
+
+    # -- tracking -------------------------------------------------------------------------------------------
+    def _features_fn(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        from ..precision import plan_context, prepare_model, resolve_precision, to_input
+
+        device = next(self.parameters()).device
+        plan = resolve_precision(self.precision, device)
+        prepare_model(self.encoder, plan)
+
+        def run(clips: torch.Tensor) -> torch.Tensor:
+            with plan_context(plan, device):
+                return self.features(to_input(clips, self.encoder, plan)).float()
+
+        return run
+
+    def _new_loop(self) -> SiamFC:
+        self.eval()
+        features = self._features_fn()
+        head = self.head
+        dtype = next(head.parameters()).dtype
+
+        def exemplar(z: torch.Tensor) -> torch.Tensor:
+            feats = features(z)
+            with torch.inference_mode():
+                return head.adjust_z(feats.to(dtype))
+
+        def respond(zf: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+            feats = features(x)
+            with torch.inference_mode():
+                return head.correlate(zf, head.adjust_x(feats.to(dtype)))
+
+        return SiamFC(self.config.head, tuple(self.config.preprocess.value_range), self.feature_stride,
+                      exemplar, respond)
+
+    def init(self, frame: Any, box: Sequence[float], future: Sequence[Any] = ()) -> None:
+        """Start tracking ``box`` (``x, y, w, h`` px) in ``frame`` (uint8 RGB ``[H, W, 3]``); see :class:`SiamFC`."""
+        self._loop = self._new_loop()
+        self._loop.init(frame, box, future)
+
+    def update(self, frame: Any, future: Sequence[Any] = ()) -> tuple[np.ndarray, float]:
+        """``(box [4] x, y, w, h px, score)`` in the next frame."""
+        if self._loop is None:
+            raise TrackerInputError("call tracker.init(frame, box) before tracker.update(frame)")
+        return self._loop.update(frame, future)
+
+    def track(self, video: FrameSource, init_box: Sequence[float], *, fps: float | None = None,
+              precision: str | None = None, **kwargs: Any) -> TrackResult:
+        """Track through a whole video (file, image folder, array or iterable of frames): :meth:`SiamFC.track`."""
+        if precision is not None:
+            self.precision = precision
+        self._loop = self._new_loop()
+        return self._loop.track(video, init_box, fps=fps, **kwargs)
+
+    @property
+    def timing(self) -> dict[str, float]:
+        """Seconds spent since the last ``init``/``track``: ``exemplar``, ``search`` (backbone + head) and
+        ``pre_post`` (crops, upsampling, box update)."""
+        return dict(self._loop.timing) if self._loop is not None else {}
+
+
+__all__ = ["SiamFC", "SiamFCHead", "SiamFCTracker", "TrackResult", "TrackerConfig", "TrackerInputError",
+           "check_box", "check_frame", "crop_and_resize", "format_boxes"]

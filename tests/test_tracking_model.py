@@ -1,0 +1,165 @@
+"""SiamFC tracker: dilated backbone, head, tracking loop geometry, temporal windows, load(task="tracking")."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from constcl_zoo import load
+from constcl_zoo.backbone import dilate_backbone
+from constcl_zoo.model import build_model
+from constcl_zoo.registry import arch_config
+from constcl_zoo.tasks.tracking import SiamFC, SiamFCTracker, TrackerConfig, TrackerInputError, crop_and_resize
+
+SMALL = {"exemplar_size": 63, "search_size": 127}
+
+
+@pytest.fixture(scope="module")
+def tracker():
+    torch.manual_seed(0)
+    return load("constcl_r3d14_w16", task="tracking", pretrained=False, head=SMALL)
+
+
+def test_dilated_backbone_keeps_weights_and_has_stride_8():
+    enc = load("constcl_r3d14_w16", branch="region", pretrained=False)
+    before = {k: v.clone() for k, v in enc.state_dict().items()}
+    dilate_backbone(enc.backbone)
+    assert all(torch.equal(before[k], v) for k, v in enc.state_dict().items())
+    dil = [b.spatial_conv.dilation[1] for s in ("res4", "res5_region") for b in getattr(enc.backbone, s)]
+    assert dil == [1, 2]   # one block per stage: each the first of its stage, at half the dilation
+    with torch.device("meta"):
+        big = build_model(arch_config("constcl_r3d50"), "region")
+    dilate_backbone(big.backbone)
+    dil = [b.spatial_conv.dilation[1] for s in ("res4", "res5_region") for b in getattr(big.backbone, s)]
+    assert dil == [1, 2, 2, 2, 2, 2, 2, 4, 4]
+    assert all(b.spatial_conv.stride == (1, 1, 1) for b in big.backbone.res5_region)
+    with torch.inference_mode():
+        out = enc(torch.randn(1, 3, 5, 127, 127))
+    assert out.shape == (1, 512, 3, 16, 16)
+
+
+def test_dilated_same_padding_is_symmetric_dilation():
+    from constcl_zoo.layers import Conv3dSame
+
+    conv = Conv3dSame(4, 4, (1, 3, 3))
+    conv.dilation = (1, 2, 2)
+    ref = nn.Conv3d(4, 4, (1, 3, 3), padding=(0, 2, 2), dilation=(1, 2, 2), bias=False)
+    ref.weight.data.copy_(conv.weight.data)
+    x = torch.randn(1, 4, 2, 9, 10)
+    torch.testing.assert_close(conv(x), ref(x))
+
+
+def test_load_tracking_and_roundtrip(tracker, tmp_path):
+    assert isinstance(tracker, SiamFCTracker) and tracker.config.encoder_branch == "region"
+    assert tracker.tracker_config.exemplar_size == 63 and tracker.feature_stride == 8
+    z, x = torch.randn(1, 3, 5, 63, 63), torch.randn(2, 3, 5, 127, 127)
+    with torch.inference_mode():
+        resp = tracker(z.expand(2, -1, -1, -1, -1), x)
+    assert resp.shape == (2, 1, 9, 9)
+    tracker.save_pretrained(tmp_path / "ckpt")
+    again = load(str(tmp_path / "ckpt"))
+    assert isinstance(again, SiamFCTracker) and again.tracker_config == tracker.tracker_config
+    with torch.inference_mode():
+        torch.testing.assert_close(again(z.expand(2, -1, -1, -1, -1), x), resp)
+    glob = load("constcl_r3d14_w16", task="tracking", branch="global", pretrained=False, head=SMALL)
+    assert glob.config.encoder_branch == "global"
+    with torch.inference_mode():
+        assert glob.features(z).shape == (1, 512, 8, 8)
+
+
+def _moving_square(n=6, step=4, size=(96, 128)):
+    frames = np.full((n, *size, 3), 40, dtype=np.uint8)
+    boxes = []
+    for i in range(n):
+        x, y = 30 + step * i, 30
+        frames[i, y:y + 24, x:x + 24] = (250, 60, 60)
+        frames[i, y + 8:y + 16, x + 8:x + 16] = (20, 220, 20)
+        boxes.append((x, y, 24, 24))
+    return frames, np.array(boxes, dtype=float)
+
+
+def test_track_api(tracker):
+    frames, gt = _moving_square()
+    result = tracker.track(frames, gt[0], precision="fp32")
+    assert result.boxes.shape == (6, 4) and result.scores.shape == (6,) and result.fps > 0
+    np.testing.assert_array_equal(result.boxes[0], gt[0])
+    assert set(tracker.timing) == {"exemplar", "search", "pre_post"}
+    tracker.init(frames[0], gt[0])
+    box, score = tracker.update(frames[1])
+    assert box.shape == (4,) and 0.0 <= score <= 1.0
+
+
+@pytest.mark.parametrize("box, match", [((0, 0, 0, 10), "empty"), ((500, 500, 10, 10), "outside"),
+                                        ((1, 2, 3), "4 finite"), ((np.nan, 0, 5, 5), "4 finite")])
+def test_bad_boxes(tracker, box, match):
+    frames, _ = _moving_square(2)
+    with pytest.raises(TrackerInputError, match=match):
+        tracker.init(frames[0], box)
+
+
+def test_update_before_init_and_bad_frame():
+    t = load("constcl_r3d14_w16", task="tracking", pretrained=False, head=SMALL)
+    with pytest.raises(TrackerInputError, match="init"):
+        t.update(np.zeros((32, 32, 3), np.uint8))
+    with pytest.raises(TrackerInputError, match="uint8 RGB"):
+        t.init(np.zeros((32, 32), np.float32), (1, 1, 5, 5))
+
+
+def _fake_loop(cfg, peak_offset, calls):
+    """A loop whose backend puts the response peak ``peak_offset`` cells (dx, dy) right/down of the centre at
+    the unit scale, and records every call."""
+
+    def exemplar(z):
+        calls.append(("z", tuple(z.shape)))
+        return "Z"
+
+    def respond(state, x):
+        calls.append(("x", tuple(x.shape)))
+        r = torch.zeros(x.shape[0], 1, 17, 17)
+        r[cfg.num_scales // 2, 0, 8 + peak_offset[1], 8 + peak_offset[0]] = 10.0
+        return r
+
+    return SiamFC(cfg, (-1.0, 1.0), 8, exemplar, respond)
+
+
+def test_loop_geometry_scales_in_one_batch_and_exemplar_once():
+    cfg = TrackerConfig(window_influence=0.0)
+    calls = []
+    loop = _fake_loop(cfg, (2, -1), calls)
+    frame = np.zeros((200, 300, 3), np.uint8)
+    loop.init(frame, (100, 80, 40, 20))
+    box, score = loop.update(frame)
+    # exemplar side sqrt((40+30)*(20+30)) ~ 59.2 px; search side = that * 255/127; a cell is 8 input px of 255
+    z = np.sqrt(70 * 50)
+    x = z * 255 / 127
+    expected = np.array([2, -1]) * 8 * x / 255
+    np.testing.assert_allclose(box[:2] + box[2:] / 2, np.array([120, 90]) + expected, atol=x / 255 * 8 / 16 + 1e-6)
+    np.testing.assert_allclose(box[2:], [40, 20])
+    assert score > 0.99
+    loop.update(frame)
+    assert [c[0] for c in calls] == ["z", "x", "x"]
+    assert calls[0][1] == (1, 3, 5, 127, 127) and calls[1][1] == (3, 3, 5, 255, 255)
+
+
+def test_temporal_windows_edge_repeat_and_causal():
+    tags = [torch.full((4, 4, 3), i, dtype=torch.uint8) for i in range(6)]
+    cfg = TrackerConfig()
+    loop = SiamFC(cfg, (0.0, 1.0), 8, None, None)
+    for t in tags[:3]:
+        loop._history.append(t)
+    ids = lambda w: [int(f[0, 0, 0]) for f in w]  # noqa: E731
+    assert ids(loop._window(tags[3], [tags[4]])) == [1, 2, 3, 4, 4]
+    loop._history.clear()
+    assert ids(loop._window(tags[0], [tags[1], tags[2]])) == [0, 0, 0, 1, 2]
+    causal = SiamFC(TrackerConfig(causal=True), (0.0, 1.0), 8, None, None)
+    causal._history.extend(tags[:2])
+    assert ids(causal._window(tags[2], [tags[3]])) == [0, 0, 0, 1, 2]
+
+
+def test_crop_pads_outside_with_color():
+    frames = torch.full((1, 10, 10, 3), 200, dtype=torch.uint8)
+    crop = crop_and_resize(frames, np.array([0.0, 0.0]), [10], 10, torch.tensor([1.0, 2.0, 3.0]))
+    assert crop.shape == (1, 3, 1, 10, 10)
+    assert crop[0, :, 0, 0, 0].tolist() == [1.0, 2.0, 3.0] and crop[0, 0, 0, -1, -1] == 200

@@ -1,0 +1,170 @@
+"""Tracking sequences on disk: OTB, GOT-10k and VOT folders, read into :class:`Sequence` s.
+
+* **OTB** (``<seq>/img/*.jpg`` + ``groundtruth_rect.txt``, ``x,y,w,h`` one frame a line, separated by commas,
+  tabs or spaces). Sequences with two targets (``Jogging``, ``Skating2``) have ``groundtruth_rect.1.txt`` and
+  ``groundtruth_rect.2.txt``: they become two sequences, ``Jogging.1`` and ``Jogging.2`` (an empty one, as
+  ``Human4``'s ``.1``, is skipped). Sequences whose
+  annotation covers only part of the frames use the OTB benchmark's frame ranges (a ``<seq>_frames.txt`` with
+  ``first,last`` — 1-based, inclusive — when there is one, else the benchmark's known ranges, e.g. ``David``
+  300-770).
+* **GOT-10k** (``<split>/list.txt`` naming the sequences; ``<seq>/*.jpg`` + ``groundtruth.txt``, ``x,y,w,h``).
+* **VOT** (``<seq>/groundtruth.txt`` of 8-value polygons ``x1,y1,...,x4,y4`` or 4-value boxes; images in
+  ``<seq>/`` or ``<seq>/color/`` or ``<seq>/imgs/``): a polygon's axis-aligned box is the min/max of its corners.
+
+:func:`read_dataset` reads a folder of sequences of any of these layouts (or one sequence folder).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from constcl_zoo.errors import ConstclZooError
+from constcl_zoo.video import IMAGE_EXTENSIONS, list_image_frames
+
+
+class TrackingDatasetError(ConstclZooError, ValueError):
+    """A sequence folder that cannot be read (no images, a malformed annotation line, counts that disagree)."""
+
+
+@dataclass(frozen=True)
+class Sequence:
+    """One annotated sequence: ``frames`` (image paths, in order) and ``boxes`` ``[N, 4]`` float64 ``x, y, w, h``
+    in pixels (top-left corner), one per frame."""
+
+    name: str
+    frames: tuple[Path, ...]
+    boxes: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+
+# The OTB-100 sequences whose images outnumber their annotation: the benchmark's (first, last) frame, 1-based.
+OTB_FRAME_RANGES: dict[str, tuple[int, int]] = {
+    "david": (300, 770), "football1": (1, 74), "freeman3": (1, 460), "freeman4": (1, 283), "diving": (1, 215),
+}
+
+_SEPARATORS = re.compile(r"[,\s]+")
+
+
+def read_box_file(path: str | os.PathLike) -> np.ndarray:
+    """Rows of numbers separated by commas, tabs or spaces -> ``[N, K]`` float64 (blank lines skipped).
+
+    4 values a row are ``x, y, w, h``; 8 are a VOT polygon (see :func:`polygons_to_xywh`). ``NaN`` is allowed
+    (GOT-10k marks frames without a target that way). Raises :class:`TrackingDatasetError` naming the line.
+    """
+    path = Path(path)
+    rows: list[list[float]] = []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            values = [float(v) for v in _SEPARATORS.split(line) if v]
+        except ValueError as exc:
+            raise TrackingDatasetError(f"{path}:{number}: not a row of numbers: {line!r}") from exc
+        if len(values) not in (4, 8) or (rows and len(values) != len(rows[0])):
+            raise TrackingDatasetError(f"{path}:{number}: expected 4 values (x,y,w,h) or 8 (a polygon) on every "
+                                       f"line, got {len(values)}")
+        rows.append(values)
+    if not rows:
+        raise TrackingDatasetError(f"{path}: no boxes")
+    return np.asarray(rows, dtype=np.float64)
+
+
+def polygons_to_xywh(values: np.ndarray) -> np.ndarray:
+    """``[N, 8]`` polygons (4 corners) or ``[N, 4]`` boxes -> ``[N, 4]`` axis-aligned ``x, y, w, h`` (the
+    polygon's min/max corners)."""
+    if values.shape[1] == 4:
+        return values
+    xs, ys = values[:, 0::2], values[:, 1::2]
+    x1, y1 = xs.min(axis=1), ys.min(axis=1)
+    return np.stack([x1, y1, xs.max(axis=1) - x1, ys.max(axis=1) - y1], axis=1)
+
+
+def _frame_range(folder: Path, name: str) -> tuple[int, int] | None:
+    ranges = sorted(folder.glob("*_frames.txt"))
+    if ranges:
+        values = _SEPARATORS.split(ranges[0].read_text().strip())
+        try:
+            first, last = int(values[0]), int(values[1])
+        except (IndexError, ValueError) as exc:
+            raise TrackingDatasetError(f"{ranges[0]}: expected 'first,last' frame numbers") from exc
+        return first, last
+    return OTB_FRAME_RANGES.get(name.lower())
+
+
+def _sequence(name: str, folder: Path, images: list[Path], boxes: np.ndarray) -> Sequence:
+    frame_range = _frame_range(folder, name.split(".")[0])
+    if frame_range is not None and len(images) != len(boxes):
+        first, last = frame_range
+        images = images[first - 1:last]
+    if len(images) != len(boxes):
+        raise TrackingDatasetError(f"{folder}: {len(images)} images but {len(boxes)} boxes for {name!r}; give the "
+                                   f"annotated frame range in a '{name.split('.')[0]}_frames.txt' (first,last)")
+    return Sequence(name, tuple(images), polygons_to_xywh(boxes))
+
+
+def read_otb_sequence(folder: str | os.PathLike) -> list[Sequence]:
+    """The sequence(s) of one OTB folder (two for a two-target sequence)."""
+    folder = Path(folder)
+    images = list_image_frames(folder / "img")
+    single = folder / "groundtruth_rect.txt"
+    # An empty groundtruth_rect.N.txt (Human4's .1) is no target.
+    multi = sorted(f for f in folder.glob("groundtruth_rect.*.txt") if f.read_text().strip())
+    if single.is_file() and not multi:
+        return [_sequence(folder.name, folder, images, read_box_file(single))]
+    if not multi:
+        raise TrackingDatasetError(f"{folder}: no groundtruth_rect.txt")
+    return [_sequence(f"{folder.name}.{f.name.split('.')[1]}", folder, images, read_box_file(f)) for f in multi]
+
+
+def _image_dir(folder: Path) -> Path:
+    for sub in ("img", "imgs", "color"):
+        if (folder / sub).is_dir():
+            return folder / sub
+    return folder
+
+
+def read_sequence(folder: str | os.PathLike) -> list[Sequence]:
+    """One sequence folder in any supported layout (OTB, GOT-10k or VOT; see the module doc)."""
+    folder = Path(folder)
+    if (folder / "groundtruth_rect.txt").is_file() or any(folder.glob("groundtruth_rect.*.txt")):
+        return read_otb_sequence(folder)
+    gt = folder / "groundtruth.txt"
+    if not gt.is_file():
+        raise TrackingDatasetError(f"{folder}: no groundtruth_rect.txt (OTB) or groundtruth.txt (GOT-10k, VOT)")
+    return [_sequence(folder.name, folder, list_image_frames(_image_dir(folder)), read_box_file(gt))]
+
+
+def _is_sequence(folder: Path) -> bool:
+    return any((folder / n).is_file() for n in ("groundtruth_rect.txt", "groundtruth.txt")) or \
+        any(folder.glob("groundtruth_rect.*.txt"))
+
+
+def read_dataset(root: str | os.PathLike) -> list[Sequence]:
+    """Every sequence under ``root``: one sequence folder, a GOT-10k split (``list.txt``), or a folder of sequence
+    folders (OTB / VOT / GOT-10k), sorted by name."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"no dataset folder at {root}")
+    if _is_sequence(root):
+        return read_sequence(root)
+    listing = root / "list.txt"
+    if listing.is_file():
+        names = [ln.strip() for ln in listing.read_text().splitlines() if ln.strip()]
+        folders = [root / n for n in names]
+    else:
+        folders = sorted(p for p in root.iterdir() if p.is_dir() and _is_sequence(p))
+    if not folders:
+        raise TrackingDatasetError(f"{root}: no sequence folders (each needs groundtruth_rect.txt or groundtruth.txt)")
+    return [seq for f in folders for seq in read_sequence(f)]
+
+
+__all__ = ["IMAGE_EXTENSIONS", "OTB_FRAME_RANGES", "Sequence", "TrackingDatasetError", "polygons_to_xywh",
+           "read_box_file", "read_dataset", "read_otb_sequence", "read_sequence"]
