@@ -25,7 +25,6 @@ import json
 import math
 import os
 import tempfile
-import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -140,21 +139,18 @@ def quantize(fp32_path: Path, out: Path, clips: np.ndarray, method: str = "minma
                  "percentile": CalibrationMethod.Percentile}[method]
     prepared = out.with_name(out.stem + ".pre.onnx")
     quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
-    with warnings.catch_warnings():
-        # the calibrator computes a range for every tensor, also for the float nodes' infinite ones (Pad(-inf)), and
-        # numpy warns about the NaN scales it gets there; those tensors are never quantized
-        warnings.filterwarnings("ignore", category=RuntimeWarning, module=r"onnxruntime\.quantization\.quant_utils")
-        quantize_static(str(prepared), str(out), _Windows(clips), quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, calibrate_method=calibrate,
-                        nodes_to_exclude=float_nodes(onnx.load(str(prepared))))
+    proto = onnx.load(str(prepared))
+    infinite = non_finite_consumers(proto)
+    # The calibrators collect every tensor of the op types to quantize; leaving out the op types of the nodes with
+    # infinite ranges keeps those tensors out of calibration (the histogram methods fail on them, MinMax gets NaN).
+    op_types = sorted({n.op_type for n in proto.graph.node} - {n.op_type for n in proto.graph.node
+                                                                if n.name in infinite})
+    quantize_static(str(prepared), str(out), _Windows(clips), quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, calibrate_method=calibrate,
+                    op_types_to_quantize=op_types, nodes_to_exclude=stem_convs(proto) + infinite)
     prepared.unlink()
     proto = onnx.load(str(out))
     return sum(n.op_type == "QuantizeLinear" for n in proto.graph.node)
-
-
-def float_nodes(proto) -> list[str]:
-    """Nodes left in float: :func:`stem_convs` and :func:`non_finite_consumers`."""
-    return stem_convs(proto) + non_finite_consumers(proto)
 
 
 def stem_convs(proto) -> list[str]:
