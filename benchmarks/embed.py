@@ -9,6 +9,10 @@
   channels_last_3d, ``torch.compile`` (fp32, inductor; compile time reported apart) and ONNX Runtime (CPU provider).
   ms/clip, clips/s, achieved GFLOP/s (FLOPs of one clip counted by ``torch.utils.flop_counter``) and its share of
   the measured GEMM peak of the same dtype, and the minimum cosine of the embeddings vs eager fp32.
+* ONNX Runtime int8 (``python -m export onnx --int8``: QDQ, per-channel weights), calibrated on windows of
+  ``tree.avi`` and checked on ``bikes.mp4`` (mean cosine vs fp32 PyTorch on those held-out windows, in the note
+  with the speed-up over ORT fp32 in the same rounds). int8 speed depends on the CPU's int8 dot-product
+  instructions (AVX512-VNNI / AVX-VNNI): the report records which the CPU has.
 * Decode + preprocess: windows/s of ``constcl_zoo.embed.iter_windows`` over real videos (no network).
 * Peak RSS: ``model.embed`` (precision auto) in a fresh process on a long video made by concatenating a real clip
   1x, 2x, 4x, 8x (stream copy, no re-encode); streaming decode keeps it flat as the length doubles.
@@ -140,6 +144,18 @@ def bench_modes(arch: str, batch: int, iters: int, skip: set[str], device: str =
             x = clip.cpu().numpy()  # ORT takes host arrays: the timing includes the copies, as a service pays them
             modes[f"ONNX Runtime ({provider.removesuffix('ExecutionProvider')})"] = (
                 "fp32", lambda: torch.from_numpy(embedder.run(x)).to(dev), "")
+            if "int8" not in skip and dev.type == "cpu":
+                from export.quantize import export_int8
+
+                start = time.perf_counter()
+                int8 = export_int8(load(arch, branch="global", pretrained=False), Path(tmp.name) / "int8.onnx",
+                                   [VIDEOS / "tree.avi"], held_out=[VIDEOS / "bikes.mp4"], calibration_windows=8,
+                                   source=arch)
+                int8_embedder = OnnxEmbedder(int8.path, providers=[provider])
+                modes["ONNX Runtime int8 (CPU)"] = (
+                    "int8", lambda: torch.from_numpy(int8_embedder.run(x)), f"held-out mean cosine "
+                    f"{int8.mean_cosine:.4f}, top-1 agreement {int8.top1_agreement:.0%}; export + calibration "
+                    f"{time.perf_counter() - start:.0f} s")
 
     outputs, times = {}, {name: [] for name in modes}
     with torch.inference_mode():
@@ -158,8 +174,11 @@ def bench_modes(arch: str, batch: int, iters: int, skip: set[str], device: str =
     tmp.cleanup()
     reference = outputs["eager fp32"]
     results = []
+    ort_fp32 = next((float(np.median(times[n])) for n in times if n.startswith("ONNX Runtime (")), None)
     for name, (dtype, _, note) in modes.items():
         best, median = min(times[name]), float(np.median(times[name]))
+        if dtype == "int8" and ort_fp32:
+            note = f"{ort_fp32 / median:.2f}x ORT fp32 (medians); " + note
         cos = torch.nn.functional.cosine_similarity(outputs[name], reference).min().item()
         results.append({"mode": name, "batch": batch, "dtype": dtype, "ms_per_clip": round(1000 * best / batch, 1),
                         "ms_per_clip_median": round(1000 * median / batch, 1), "clips_per_s": round(batch / best, 3),
@@ -246,7 +265,9 @@ def markdown(report: dict) -> str:
     lines = [f"`{report['arch']}`, {report['flops_per_clip'] / 1e9:.1f} GFLOP per clip; {report['device_name']} "
              f"({report['cpus']} CPUs), torch {report['torch']}; native bf16: "
              f"{report['native_bf16']}; `precision=\"auto\"` resolves to `{report['auto_precision']}` here. "
-             f"Measured GEMM peak: fp32 {peak['fp32']:.0f} GFLOP/s, bf16 {peak['bf16']:.3g} GFLOP/s.", "",
+             f"Measured GEMM peak: fp32 {peak['fp32']:.0f} GFLOP/s, bf16 {peak['bf16']:.3g} GFLOP/s.",
+             f"CPU: {report.get('cpu_model', '?')}; int8 dot-product instructions: "
+             f"{', '.join(report.get('int8_flags') or ['none (no AVX512-VNNI / AVX-VNNI)'])}.", "",
              f"Modes timed round-robin, {report['iters']} rounds after a warm-up call each; ms/clip is the fastest "
              f"call (the least disturbed on a shared machine), the median beside it.", "",
              "| mode | batch | ms/clip | median ms/clip | clips/s | GFLOP/s | % of GEMM peak | cosine vs fp32 | note |",
@@ -255,10 +276,10 @@ def markdown(report: dict) -> str:
         if r["clips_per_s"] is None:
             lines.append(f"| {r['mode']} | {r['batch']} | – | – | – | – | – | – | {r['note']} |")
             continue
-        pct = 100 * r["gflops"] / peak[r["dtype"]]
+        pct = f"{100 * r['gflops'] / peak[r['dtype']]:.0f}%" if r["dtype"] in peak else "–"
         lines.append(f"| {r['mode']} | {r['batch']} | {r['ms_per_clip']} | {r['ms_per_clip_median']} | "
                      f"{r['clips_per_s']} | "
-                     f"{r['gflops']} | {pct:.0f}% | "
+                     f"{r['gflops']} | {pct} | "
                      f"{r['cosine_vs_fp32']:.6f} | {r['note']} |")
     lines += ["", "Decode + preprocess (PyAV, one thread for preprocessing; no network):", "",
               "| video | size | frames | windows | frames/s | windows/s |", "|---|---|---|---|---|---|"]
@@ -273,13 +294,30 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def cpu_info() -> dict:
+    """The CPU's model name and its int8 dot-product flags (Linux ``/proc/cpuinfo``; empty elsewhere)."""
+    info = Path("/proc/cpuinfo")
+    if not info.is_file():
+        return {}
+    model, flags = "?", set()
+    for line in info.read_text(errors="replace").splitlines():
+        if line.startswith("model name") and model == "?":
+            model = line.split(":", 1)[1].strip()
+        if line.startswith("flags") and not flags:
+            flags = set(line.split(":", 1)[1].split())
+    wanted = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
+    present = [f for f in wanted if f in flags]
+    return {"cpu_model": model, "int8_flags": [f for f in present if "vnni" in f or f == "amx_int8"],
+            "simd_flags": present}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--arch", default="constcl_r3d50")
     parser.add_argument("--batch", type=int, nargs="+", default=[1], help="batch sizes (a sweep)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:i] (GPU: RSS skipped, ORT with CUDA)")
     parser.add_argument("--iters", type=int, default=3, help="round-robin rounds")
-    parser.add_argument("--skip", nargs="*", default=[], choices=["compile", "ort", "decode", "rss"],
+    parser.add_argument("--skip", nargs="*", default=[], choices=["compile", "ort", "int8", "decode", "rss"],
                         help="parts to skip")
     parser.add_argument("--force-bf16", action="store_true", help="run bf16 even where it is emulated (slow)")
     parser.add_argument("--rss-repeats", type=int, nargs="+", default=[1, 2, 4, 8])
@@ -317,7 +355,7 @@ def main() -> None:
               "iters": args.iters, "flops_per_clip": flops, "cpus": os.cpu_count(), "torch": torch.__version__,
               "native_bf16": auto.dtype == "bf16", "auto_precision": str(auto),
               "gemm_gflops": gemm, "modes": modes, "decode": decode, "rss_source": args.rss_video.name, "rss": rss,
-              "rss_arch": args.rss_arch,
+              "rss_arch": args.rss_arch, **cpu_info(),
               "command": " ".join([Path(sys.executable).name, *sys.argv])}
     suffix = "" if args.device == "cpu" else "_" + args.device.replace(":", "")
     out = args.out or ROOT / "benchmarks" / "results" / f"embed_{args.arch}{suffix}"

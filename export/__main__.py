@@ -41,6 +41,20 @@ def build_parser() -> argparse.ArgumentParser:
     onnx.add_argument("--external-data", action="store_true", help="weights in <out>.data beside the graph")
     onnx.add_argument("--opset", type=int, default=None, help="ONNX opset (default and minimum 18)")
     onnx.add_argument("--out", required=True, help="output .onnx file")
+    int8 = onnx.add_argument_group("int8 (static quantization for CPUs; see export/quantize.py)")
+    int8.add_argument("--int8", action="store_true",
+                      help="QDQ int8 graph (per-channel int8 weights, uint8 activations) calibrated on --calibration")
+    int8.add_argument("--calibration", nargs="+", default=None, metavar="VIDEO",
+                      help="videos whose windows calibrate the activation ranges (without --held-out, the second "
+                           "half of them is held out for the check)")
+    int8.add_argument("--held-out", nargs="+", default=None, metavar="VIDEO",
+                      help="videos for the int8 check (not used for calibration)")
+    int8.add_argument("--calibration-windows", type=positive_int, default=32,
+                      help="windows for calibration, and for the check (spread over the videos; default 32)")
+    int8.add_argument("--calibration-method", choices=("minmax", "entropy", "percentile"), default="minmax",
+                      help="activation range estimator (default minmax)")
+    int8.add_argument("--int8-min-cosine", type=positive_float, default=0.99,
+                      help="fail below this mean cosine of int8 vs fp32 PyTorch on held-out windows (default 0.99)")
 
     serve = sub.add_parser("serve", help="HTTP embedding service for an exported .onnx file (or a model, exported "
                                          "first to a temporary file)")
@@ -97,9 +111,13 @@ def _onnx_source(args: argparse.Namespace, tmp: str) -> Path:
 def _run(args: argparse.Namespace) -> int:
     if getattr(args, "with_rois", False) and args.branch != "region":
         raise UsageError("--with-rois needs --branch region (ROI features come from the region branch)")
+    if args.command == "onnx" and args.int8:
+        return _onnx_int8(args)
     if args.command == "onnx":
         from .onnx_export import export_from_name
 
+        if args.calibration or args.held_out:
+            raise UsageError("--calibration and --held-out are for --int8 exports; add --int8")
         out = prepare_output_file(args.out, "--out")
         report = export_from_name(args.model, out, branch=args.branch, with_rois=args.with_rois,
                                   fp16=args.fp16, external_data=args.external_data, opset=args.opset,
@@ -129,6 +147,27 @@ def _run(args: argparse.Namespace) -> int:
         print(f"wrote {folder}/config.pbtxt and {folder}/1/model.onnx")
         return 0
     return 2
+
+
+def _onnx_int8(args: argparse.Namespace) -> int:
+    from .quantize import export_int8_from_name, report_line
+
+    if not args.calibration:
+        raise UsageError("--int8 needs --calibration VIDEO... (real videos whose windows set the int8 ranges)")
+    for flag, value in (("--fp16", args.fp16), ("--with-rois", args.with_rois),
+                        ("--external-data", args.external_data)):
+        if value:
+            raise UsageError(f"--int8 does not combine with {flag}")
+    for video in [*args.calibration, *(args.held_out or [])]:
+        if not Path(video).is_file():
+            raise FileNotFoundError(f"no video at {video} (--calibration / --held-out take video files)")
+    out = prepare_output_file(args.out, "--out")
+    report = export_int8_from_name(args.model, out, args.calibration, branch=args.branch, random_init=args.random_init,
+                                   seed=args.seed, held_out=args.held_out, opset=args.opset,
+                                   calibration_windows=args.calibration_windows, method=args.calibration_method,
+                                   min_cosine=args.int8_min_cosine)
+    print(report_line(report))
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
