@@ -1,0 +1,1 @@
+"""Downstream task training and evaluation (one subpackage per task)."""
