@@ -37,22 +37,24 @@ class ClipPreprocess:
         return max(self.cfg.resize_short_side, round(height * scale)), max(self.cfg.resize_short_side,
                                                                             round(width * scale))
 
-    def __call__(self, frames: ArrayLike) -> torch.Tensor:
+    def __call__(self, frames: ArrayLike, crop: bool = True) -> torch.Tensor:
+        """``crop=False`` keeps the whole frame (resized only): ``[3, T, H', W']`` with the short side
+        ``resize_short_side`` — what localization needs, whose boxes cover the whole frame."""
         x = torch.from_numpy(np.ascontiguousarray(frames)) if isinstance(frames, np.ndarray) else frames
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"frames must be a numpy array or torch tensor, got {type(frames).__name__}")
         if x.dtype != torch.uint8:
             raise TypeError(f"frames must be uint8 RGB in [0, 255], got dtype {x.dtype}")
         if x.ndim == 5:
-            return torch.stack([self(clip) for clip in x])
+            return torch.stack([self(clip, crop) for clip in x])
         if x.ndim != 4 or x.shape[-1] != 3:
             raise ValueError(f"frames must be [T, H, W, 3] (or [B, T, H, W, 3]) RGB, got shape {tuple(x.shape)}")
         t, h, w, _ = x.shape
         if t == 0 or h == 0 or w == 0:
             raise ValueError(f"frames are empty: shape {tuple(x.shape)}")
         out_h, out_w = self.output_size(h, w)
-        crop = self.cfg.crop_size
-        top, left = (out_h - crop) // 2, (out_w - crop) // 2
+        crop_h, crop_w = (self.cfg.crop_size, self.cfg.crop_size) if crop else (out_h, out_w)
+        top, left = (out_h - crop_h) // 2, (out_w - crop_w) // 2
         lo, hi = self.cfg.value_range
         chunks = []
         for start in range(0, t, self.chunk_frames):  # bounds the float copy of large frames
@@ -60,7 +62,7 @@ class ClipPreprocess:
             if (out_h, out_w) != (h, w):
                 chunk = F.interpolate(chunk, size=(out_h, out_w), mode=self.cfg.interpolation,
                                       align_corners=False, antialias=True)
-            chunk = chunk[:, :, top:top + crop, left:left + crop]
+            chunk = chunk[:, :, top:top + crop_h, left:left + crop_w]
             chunks.append(chunk.clamp_(0, 255).mul_((hi - lo) / 255.0).add_(lo))
         return torch.cat(chunks).permute(1, 0, 2, 3).contiguous()
 

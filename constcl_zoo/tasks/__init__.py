@@ -4,6 +4,7 @@
 task               class                                       encoder branch       what it answers
 =================  ==========================================  ===================  =============================
 ``recognition``    :class:`~.recognition.VideoClassifier`      ``global``           which action a video shows
+``localization``   :class:`~.localization.ActionLocalizer`     ``region``           who does what, where, when
 =================  ==========================================  ===================  =============================
 
 A task checkpoint is a folder like an encoder's (``config.json`` + ``model.safetensors``) whose config names the
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
 # task name -> "module:class"; modules are imported lazily by task_class().
 _TASKS: dict[str, str] = {
     "recognition": "constcl_zoo.tasks.recognition:VideoClassifier",
+    "localization": "constcl_zoo.tasks.localization:ActionLocalizer",
 }
 
 
