@@ -9,7 +9,8 @@ import json
 
 import pytest
 
-from training.tasks.localization import ava, eval_ava
+from constcl_zoo import ava
+from training.tasks.localization import eval_ava
 from training.tasks.localization.evaluate import frame_map, voc_average_precision
 
 LABELS = [ava.AvaLabel(1, "a"), ava.AvaLabel(2, "b"), ava.AvaLabel(3, "c")]

@@ -242,11 +242,19 @@ class ActionLocalizer(TaskModel):
         return self.forward_head(self.forward_features(clip), boxes)
 
     def localize(self, video: Any, boxes: Any = None, times: Sequence[float] | None = None, *,
-                 score_threshold: float = 0.3, top_k: int = 5, detector: Any = None, interval_s: float = 1.0,
-                 fps: float | None = None, batch_size: int = 4, progress: Any = None) -> Localization:
+                 score_threshold: float = 0.3, top_k: int = 5, detector: Any = None, person_threshold: float = 0.0,
+                 interval_s: float = 1.0, fps: float | None = None, progress: Any = None) -> Localization:
         """Actions of every person at key frames of ``video`` (a file path, or uint8 ``[T, H, W, 3]`` frames with
-        ``fps``), with person tracks. See :func:`constcl_zoo.tasks.localization_infer.localize`."""
+        ``fps``), linked into person tracks.
+
+        ``boxes``: ``{time_s: [N, 4 or 5]}`` normalised (x1, y1, x2, y2[, score]) person boxes, or a list of them
+        with ``times=``; ``None``: ``detector`` (default :class:`~constcl_zoo.detection.HogPersonDetector`) finds
+        persons with score >= ``person_threshold`` on key frames every ``interval_s`` seconds (or at ``times``).
+        Each person lists at most ``top_k`` actions with probability >= ``score_threshold``. Returns a
+        :class:`~constcl_zoo.tasks.localization_infer.Localization` (``.frames``, ``.to_dict()``).
+        """
         from .localization_infer import localize
 
         return localize(self, video, boxes=boxes, times=times, score_threshold=score_threshold, top_k=top_k,
-                        detector=detector, interval_s=interval_s, fps=fps, batch_size=batch_size, progress=progress)
+                        detector=detector, person_threshold=person_threshold, interval_s=interval_s, fps=fps,
+                        progress=progress)

@@ -16,11 +16,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from constcl_zoo.ava import AvaLabel, group_persons, image_key, read_ava_csv, read_excluded, read_person_boxes
 from constcl_zoo.errors import ConstclZooError
 from constcl_zoo.preprocess import ClipPreprocess
 from constcl_zoo.video import VIDEO_EXTENSIONS
-
-from .ava import AvaLabel, group_persons, image_key, read_ava_csv, read_excluded, read_person_boxes
 
 
 class AvaDataError(ConstclZooError, ValueError):

@@ -35,10 +35,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from constcl_zoo.ava import AvaLabel, AvaRow, read_ava_csv, read_excluded, read_labelmap
 from constcl_zoo.boxes import box_iou
 from constcl_zoo.fileio import atomic_write
-
-from .ava import AvaLabel, AvaRow, read_ava_csv, read_excluded, read_labelmap
 
 IOU_THRESHOLD = 0.5
 MAX_DETECTIONS_PER_FRAME = 50

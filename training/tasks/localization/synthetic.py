@@ -43,9 +43,8 @@ from pathlib import Path
 
 import numpy as np
 
+from constcl_zoo.ava import AvaLabel, AvaRow, write_ava_csv, write_excluded, write_labelmap
 from constcl_zoo.fileio import atomic_write
-
-from .ava import AvaLabel, AvaRow, write_ava_csv, write_excluded, write_labelmap
 
 ACTIONS: tuple[AvaLabel, ...] = (AvaLabel(1, "move left"), AvaLabel(2, "move right"), AvaLabel(3, "move up"),
                                  AvaLabel(4, "move down"), AvaLabel(5, "grow"), AvaLabel(6, "shrink"),

@@ -1,4 +1,5 @@
-"""The AVA v2.2 file formats (also AVA-Kinetics'), read and written.
+"""The AVA v2.2 file formats (also AVA-Kinetics'), read and written: annotations, detections, person boxes,
+label maps and excluded timestamps (training and evaluation use them; ``constcl-zoo localize --boxes`` too).
 
 * **Annotations** ``ava_{train,val}_v2.2.csv``, no header: ``video_id, timestamp, x1, y1, x2, y2, action_id,
   person_id`` — one row per person and action at a key frame (1 fps, ``timestamp`` in whole seconds), box corners
