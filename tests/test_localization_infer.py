@@ -13,7 +13,7 @@ from constcl_zoo import load
 from constcl_zoo.commands import localize as localize_cmd
 from constcl_zoo.detection import Detections, HogPersonDetector, OnnxPersonDetector, PersonDetector
 from constcl_zoo.errors import run_command
-from constcl_zoo.tasks.localization_infer import KeyFrameResult, PersonResult, link_tracks, localize
+from constcl_zoo.tasks.localization_infer import KeyFrameResult, PersonResult, link_tracks
 from constcl_zoo.visualize import Mp4Writer
 
 LABELS = ["left", "right", "up"]

@@ -18,7 +18,7 @@ def test_trained_head_beats_random_head(tmp_path) -> None:
                                      warmup_steps=5, freeze_encoder=True, seed=0)
     task = LocalizationTask(config)
     random_map = task.validate(task.build_model()).mean_ap
-    model, metrics = train(config, tmp_path / "run", log=False)
+    _, metrics = train(config, tmp_path / "run", log=False)
     assert metrics["val_frame_mAP"] > random_map + 0.15, (metrics, random_map)
     # the checkpoint loads as a localizer and scores the same
     again = load(tmp_path / "run" / "model")
