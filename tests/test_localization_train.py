@@ -8,14 +8,14 @@ from constcl_zoo import load
 from training.tasks.localization.synthetic import SyntheticSpec, generate
 from training.tasks.localization.train import LocalizationData, LocalizationTask, LocalizationTrainConfig, train
 
-HEAD = {"type": "transformer", "num_frames": 8, "frame_stride": 1, "short_side": 64}
+HEAD = {"type": "transformer", "num_frames": 8, "frame_stride": 1, "short_side": 96}
 
 
 @pytest.mark.slow
 def test_trained_head_beats_random_head(tmp_path) -> None:
     root = generate(tmp_path / "synth", SyntheticSpec(num_videos=8, val_videos=2, seconds=6, seed=1))
-    config = LocalizationTrainConfig(data=LocalizationData(str(root)), head=HEAD, steps=80, batch_size=8, lr=2e-3,
-                                     warmup_steps=5, freeze_encoder=True, seed=0)
+    config = LocalizationTrainConfig(data=LocalizationData(str(root)), head=HEAD, steps=200, batch_size=8, lr=1e-3,
+                                     warmup_steps=20, freeze_encoder=False, seed=0)
     task = LocalizationTask(config)
     random_map = task.validate(task.build_model()).mean_ap
     _, metrics = train(config, tmp_path / "run", log=False)
