@@ -9,6 +9,7 @@ from . import archs as _archs  # noqa: F401  (registers the architectures)
 from . import pretrained as _pretrained  # noqa: F401  (registers the published weights)
 from .config import (
     BackboneConfig,
+    ConfigError,
     GlobalHeadConfig,
     ModelConfig,
     PreprocessConfig,
@@ -16,11 +17,11 @@ from .config import (
 )
 from .embed import VideoEmbeddings, WindowSpec
 from .errors import ConstclZooError
-from .factory import WeightsNotAvailableError, load
+from .factory import load
 from .model import ConstCLBase, GlobalEncoder, PretrainModel, RegionEncoder, build_model, init_weights
 from .preprocess import ClipPreprocess
-from .registry import PretrainedWeights, list_models, list_pretrained, register_weights
-from .video import EmptyVideoError, VideoDecodeError, VideoError, VideoTooShortError
+from .registry import PretrainedWeights, WeightsNotAvailableError, list_models, list_pretrained, register_weights
+from .video import EmptyVideoError, FrameSizeError, VideoDecodeError, VideoError, VideoTooShortError
 from .weights import CheckpointMismatchError, ChecksumError
 
 __version__ = "0.1.0"
@@ -30,9 +31,11 @@ __all__ = [
     "CheckpointMismatchError",
     "ChecksumError",
     "ClipPreprocess",
+    "ConfigError",
     "ConstCLBase",
     "ConstclZooError",
     "EmptyVideoError",
+    "FrameSizeError",
     "GlobalEncoder",
     "GlobalHeadConfig",
     "ModelConfig",

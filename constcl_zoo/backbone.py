@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from .config import BackboneConfig
+from .errors import InvalidArgumentError
 from .layers import Conv3dSame, MaxPool3dSame
 
 ENDPOINTS = ("stem", "res2", "res3", "res4", "res5", "res5_region")
@@ -88,10 +89,11 @@ class ResNet3D(nn.Module):
     def __init__(self, cfg: BackboneConfig, res5_branches: Sequence[str] = ("global",)) -> None:
         super().__init__()
         if len(cfg.temporal_kernels) != 4:
-            raise ValueError(f"the backbone has 4 stages (res2..res5); got {len(cfg.temporal_kernels)}")
+            raise InvalidArgumentError(f"the backbone has 4 stages (res2..res5); got {len(cfg.temporal_kernels)}")
         unknown = set(res5_branches) - {"global", "region"}
         if unknown or not res5_branches:
-            raise ValueError(f"res5_branches must be a non-empty subset of ('global', 'region'), got {res5_branches}")
+            raise InvalidArgumentError(
+                f"res5_branches must be a non-empty subset of ('global', 'region'), got {res5_branches}")
         self.cfg = cfg
         channels = cfg.stage_channels
         self.stem = Stem(cfg)
@@ -112,7 +114,7 @@ class ResNet3D(nn.Module):
         """Compute the named endpoints of ``x [N, 3, T, H, W]`` (and nothing past the deepest one needed)."""
         missing = [e for e in endpoints if e not in self.endpoints]
         if missing:
-            raise ValueError(f"unknown endpoint(s) {missing}; this backbone has {list(self.endpoints)}")
+            raise InvalidArgumentError(f"unknown endpoint(s) {missing}; this backbone has {list(self.endpoints)}")
         depth = max(_DEPTH[e] for e in endpoints) if endpoints else -1
         out: dict[str, torch.Tensor] = {}
         for name in ENDPOINTS[:4]:

@@ -13,6 +13,8 @@ from typing import TypeVar
 import numpy as np
 import torch
 
+from .errors import InvalidArgumentError, InvalidTypeError
+
 Array = TypeVar("Array", np.ndarray, torch.Tensor)
 
 _TOLERANCE = 1e-6
@@ -21,31 +23,31 @@ _TOLERANCE = 1e-6
 def check_boxes(boxes: object, batch: int | None = None, name: str = "boxes") -> torch.Tensor:
     """Validate normalised ``(x1, y1, x2, y2)`` boxes ``[B, N, 4]``; raise ``ValueError`` naming the bad box."""
     if not isinstance(boxes, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor [B, N, 4], got {type(boxes).__name__}")
+        raise InvalidTypeError(f"{name} must be a torch.Tensor [B, N, 4], got {type(boxes).__name__}")
     if not boxes.is_floating_point():
-        raise TypeError(f"{name} must be floating point, normalised to [0, 1]; got dtype {boxes.dtype}")
+        raise InvalidTypeError(f"{name} must be floating point, normalised to [0, 1]; got dtype {boxes.dtype}")
     if boxes.ndim != 3 or boxes.shape[-1] != 4:
-        raise ValueError(f"{name} must have shape [B, N, 4] (x1, y1, x2, y2), got {tuple(boxes.shape)}")
+        raise InvalidArgumentError(f"{name} must have shape [B, N, 4] (x1, y1, x2, y2), got {tuple(boxes.shape)}")
     if batch is not None and boxes.shape[0] != batch:
-        raise ValueError(f"{name} has {boxes.shape[0]} box sets for a batch of {batch} clips")
+        raise InvalidArgumentError(f"{name} has {boxes.shape[0]} box sets for a batch of {batch} clips")
     if boxes.shape[1] == 0:
-        raise ValueError(f"{name} has no boxes (N = 0)")
+        raise InvalidArgumentError(f"{name} has no boxes (N = 0)")
     if torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.onnx.is_in_onnx_export():
         return boxes
     finite = torch.isfinite(boxes).all(-1)
     if not finite.all():
         b, n = _first(~finite)
-        raise ValueError(f"{name}[{b}, {n}] = {boxes[b, n].tolist()} is not finite")
+        raise InvalidArgumentError(f"{name}[{b}, {n}] = {boxes[b, n].tolist()} is not finite")
     outside = ((boxes < -_TOLERANCE) | (boxes > 1 + _TOLERANCE)).any(-1)
     if outside.any():
         b, n = _first(outside)
-        raise ValueError(
+        raise InvalidArgumentError(
             f"{name}[{b}, {n}] = {_fmt(boxes[b, n])} lies outside [0, 1]; boxes are normalised "
             f"(x1, y1, x2, y2) — divide pixel boxes by (W, H, W, H)")
     flipped = (boxes[..., 2] < boxes[..., 0]) | (boxes[..., 3] < boxes[..., 1])
     if flipped.any():
         b, n = _first(flipped)
-        raise ValueError(
+        raise InvalidArgumentError(
             f"{name}[{b}, {n}] = {_fmt(boxes[b, n])} has x2 < x1 or y2 < y1; expected (x1, y1, x2, y2)")
     return boxes
 
@@ -72,7 +74,7 @@ def crop_boxes(boxes: torch.Tensor, window: tuple[float, float, float, float]) -
     """
     x1, y1, x2, y2 = window
     if not (x2 > x1 and y2 > y1):
-        raise ValueError(f"crop window {window} is empty; expected (x1, y1, x2, y2) with x2 > x1, y2 > y1")
+        raise InvalidArgumentError(f"crop window {window} is empty; expected (x1, y1, x2, y2) with x2 > x1, y2 > y1")
     origin = boxes.new_tensor([x1, y1, x1, y1])
     scale = boxes.new_tensor([x2 - x1, y2 - y1, x2 - x1, y2 - y1])
     return ((boxes - origin) / scale).clamp(0.0, 1.0)

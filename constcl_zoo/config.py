@@ -10,15 +10,73 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from .errors import ConstclZooError, InvalidArgumentError, InvalidTypeError
+
 CONFIG_FORMAT_VERSION = 1
 
 Family = Literal["constcl", "cvrl"]
+
+# Bounds a config must stay within before anything is built. They keep a hostile or mistyped config.json from
+# asking for absurd networks or buffers, and sit far above every published or sensible model.
+MAX_WIDTH = 1024  # backbone stem width (R3D-50: 64)
+MAX_BLOCKS_PER_STAGE = 64  # residual blocks in one stage (R3D-152: 36)
+MAX_KERNEL = 15  # any conv / pool kernel extent
+MAX_STRIDE = 8
+MAX_DIM = 65536  # MLP widths, head sizes
+MAX_LAYERS = 64  # MLP hidden layers, decoder layers and heads
+MAX_CONTEXT_LENGTH = 63
+MAX_ROI_CROP = 64  # ROIAlign output side (official: 4)
+MAX_NUM_FRAMES = 1024  # frames in one clip
+MAX_FRAME_STRIDE = 1024
+MAX_IMAGE_SIZE = 8192  # crop_size, resize_short_side (constcl_zoo.video.MAX_FRAME_SIDE)
+
+
+class ConfigError(ConstclZooError, ValueError):
+    """A config value out of its range, of the wrong type or not one of the allowed strings (names the field)."""
+
+
+def _fail(owner: object, name: str, value: Any, need: str) -> None:
+    raise ConfigError(f"{type(owner).__name__}.{name} = {value!r}: {need}")
+
+
+def _check_int(owner: object, name: str, lo: int, hi: int, value: Any = None) -> None:
+    value = getattr(owner, name) if value is None else value
+    if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
+        _fail(owner, name, value, f"must be an integer in [{lo}, {hi}]")
+
+
+def _check_float(owner: object, name: str, lo: float, hi: float, *, open_lo: bool = False,
+                 open_hi: bool = False) -> None:
+    value = getattr(owner, name)
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and \
+        (value > lo if open_lo else value >= lo) and (value < hi if open_hi else value <= hi)
+    if not ok:
+        _fail(owner, name, value, f"must be a finite number in {'(' if open_lo else '['}{lo:g}, {hi:g}"
+                                  f"{')' if open_hi else ']'}")
+
+
+def _check_ints(owner: object, name: str, length: int, lo: int, hi: int) -> None:
+    value = getattr(owner, name)
+    if not isinstance(value, tuple) or len(value) != length or not all(
+            isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi for v in value):
+        _fail(owner, name, value, f"must be {length} integers in [{lo}, {hi}]")
+
+
+def _check_choices(owner: object) -> None:
+    """Fields typed ``Literal[...]`` (or ``bool``) hold one of their allowed values."""
+    for name, hint in typing.get_type_hints(type(owner)).items():
+        value = getattr(owner, name)
+        if typing.get_origin(hint) is Literal and value not in typing.get_args(hint):
+            _fail(owner, name, value, f"must be one of {list(typing.get_args(hint))}")
+        if hint is bool and not isinstance(value, bool):
+            _fail(owner, name, value, "must be true or false")
 
 
 @dataclass(frozen=True)
@@ -39,6 +97,24 @@ class BackboneConfig:
     bn_eps: float = 1e-5
     bn_momentum: float = 0.1  # PyTorch convention; TF norm_momentum 0.9
     region_branch: bool = True
+
+    def __post_init__(self) -> None:
+        _check_choices(self)
+        _check_int(self, "width", 1, MAX_WIDTH)
+        kernels = self.temporal_kernels
+        if not isinstance(kernels, tuple) or len(kernels) != 4 or not all(
+                isinstance(stage, tuple) and 1 <= len(stage) <= MAX_BLOCKS_PER_STAGE for stage in kernels):
+            _fail(self, "temporal_kernels", kernels, f"must list 4 stages (res2..res5) of 1 to "
+                                                    f"{MAX_BLOCKS_PER_STAGE} temporal kernel sizes")
+        for stage in kernels:
+            for k in stage:
+                _check_int(self, "temporal_kernels", 1, MAX_KERNEL, k)
+        _check_ints(self, "stem_kernel", 3, 1, MAX_KERNEL)
+        _check_ints(self, "stem_stride", 3, 1, MAX_STRIDE)
+        _check_ints(self, "stem_pool_kernel", 3, 1, MAX_KERNEL)
+        _check_ints(self, "stem_pool_stride", 3, 1, MAX_STRIDE)
+        _check_float(self, "bn_eps", 0.0, 1.0, open_lo=True)
+        _check_float(self, "bn_momentum", 0.0, 1.0)
 
     @property
     def stage_channels(self) -> tuple[int, ...]:
@@ -66,6 +142,14 @@ class GlobalHeadConfig:
     bn_momentum: float = 0.1
     normalize_inputs: bool = False
 
+    def __post_init__(self) -> None:
+        _check_choices(self)
+        _check_int(self, "hidden_layers", 0, MAX_LAYERS)
+        _check_int(self, "hidden_dim", 1, MAX_DIM)
+        _check_int(self, "out_dim", 1, MAX_DIM)
+        _check_float(self, "bn_eps", 0.0, 1.0, open_lo=True)
+        _check_float(self, "bn_momentum", 0.0, 1.0)
+
 
 @dataclass(frozen=True)
 class RegionHeadConfig:
@@ -90,11 +174,20 @@ class RegionHeadConfig:
     vanilla_mlp: GlobalHeadConfig = field(default_factory=GlobalHeadConfig)
 
     def __post_init__(self) -> None:
-        if self.context_length < 0 or (self.context_length > 0 and self.context_length % 2 == 0):
-            raise ValueError(
-                f"context_length must be 0 (vanilla region contrast) or an odd number of frames, "
-                f"got {self.context_length}"
-            )
+        _check_choices(self)
+        _check_int(self, "context_length", 0, MAX_CONTEXT_LENGTH)
+        if self.context_length > 0 and self.context_length % 2 == 0:
+            _fail(self, "context_length", self.context_length,
+                  "must be 0 (vanilla region contrast) or an odd number of frames")
+        _check_int(self, "crop_size", 1, MAX_ROI_CROP)
+        _check_float(self, "sample_offset", 0.0, 1.0)
+        _check_int(self, "num_layers", 1, MAX_LAYERS)
+        _check_int(self, "num_heads", 1, MAX_LAYERS)
+        _check_int(self, "head_dim", 1, MAX_DIM)
+        _check_float(self, "layer_norm_eps", 0.0, 1.0, open_lo=True)
+        _check_float(self, "dropout", 0.0, 1.0, open_hi=True)
+        if not isinstance(self.vanilla_mlp, GlobalHeadConfig):
+            _fail(self, "vanilla_mlp", self.vanilla_mlp, "must be a GlobalHeadConfig")
 
 
 @dataclass(frozen=True)
@@ -114,6 +207,18 @@ class PreprocessConfig:
     interpolation: Literal["bilinear", "bicubic"] = "bilinear"
     channel_order: Literal["rgb"] = "rgb"
 
+    def __post_init__(self) -> None:
+        _check_choices(self)
+        _check_int(self, "num_frames", 1, MAX_NUM_FRAMES)
+        _check_int(self, "frame_stride", 1, MAX_FRAME_STRIDE)
+        _check_int(self, "crop_size", 1, MAX_IMAGE_SIZE)
+        _check_int(self, "resize_short_side", self.crop_size, MAX_IMAGE_SIZE)  # the crop fits the resized frame
+        lo_hi = self.value_range
+        if not (isinstance(lo_hi, tuple) and len(lo_hi) == 2 and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in lo_hi)
+                and lo_hi[0] < lo_hi[1]):
+            _fail(self, "value_range", lo_hi, "must be two finite numbers (low, high) with low < high")
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -128,10 +233,19 @@ class ModelConfig:
     provenance: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        _check_choices(self)
+        if not isinstance(self.arch, str) or not self.arch.strip():
+            _fail(self, "arch", self.arch, "must be a non-empty architecture name")
+        for name, kind in (("backbone", BackboneConfig), ("global_head", GlobalHeadConfig),
+                           ("preprocess", PreprocessConfig)):
+            if not isinstance(getattr(self, name), kind):
+                _fail(self, name, getattr(self, name), f"must be a {kind.__name__}")
+        if self.region_head is not None and not isinstance(self.region_head, RegionHeadConfig):
+            _fail(self, "region_head", self.region_head, "must be a RegionHeadConfig or None")
         if self.family == "cvrl" and (self.region_head is not None or self.backbone.region_branch):
-            raise ValueError("a 'cvrl' model has a single res5 and no region head")
+            raise ConfigError("a 'cvrl' model has a single res5 and no region head")
         if self.region_head is not None and not self.backbone.region_branch:
-            raise ValueError("a region head needs the backbone's region branch (backbone.region_branch=True)")
+            raise ConfigError("a region head needs the backbone's region branch (backbone.region_branch=True)")
 
     @property
     def feature_dim(self) -> int:
@@ -148,7 +262,7 @@ class ModelConfig:
         data = dict(data)
         version = data.pop("format_version", None)
         if version != CONFIG_FORMAT_VERSION:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"config format_version {version!r} is not supported (this release reads {CONFIG_FORMAT_VERSION})"
             )
         data.pop("weights", None)  # integrity record written by save_pretrained, not a model field
@@ -166,11 +280,11 @@ class ModelConfig:
         try:
             data = json.loads(path.read_text())
         except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}: not valid JSON ({exc})") from exc
+            raise ConfigError(f"{path}: not valid JSON ({exc})") from exc
         try:
             return cls.from_dict(data)
         except (TypeError, ValueError) as exc:
-            raise ValueError(f"{path}: {exc}") from exc
+            raise ConfigError(f"{path}: {exc}") from exc
 
 
 def to_jsonable(value: Any) -> Any:
@@ -187,20 +301,25 @@ def dataclass_from_dict(cls: type, data: Any, path: str = "config", numbers_as_s
     the dotted ``path`` of the bad value. ``numbers_as_str`` accepts numbers for ``str`` fields (command-line
     overrides parse ``-o run.name=1`` as a number)."""
     if not isinstance(data, dict):
-        raise TypeError(f"{path}: expected an object, got {type(data).__name__}")
+        raise InvalidTypeError(f"{path}: expected an object, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(fields))
     if unknown:
-        raise ValueError(f"{path}: unknown field(s) {unknown}")
+        raise ConfigError(f"{path}: unknown field(s) {unknown}")
     kwargs = {}
     for name, f in fields.items():
         if name not in data:
             if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                raise ValueError(f"{path}: missing field '{name}'")
+                raise ConfigError(f"{path}: missing field '{name}'")
             continue
         kwargs[name] = _coerce(hints[name], data[name], f"{path}.{name}", numbers_as_str)
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except ConfigError as exc:  # say where in the file the bad value is
+        if str(exc).startswith(f"{path}"):
+            raise
+        raise ConfigError(f"{path}: {exc}") from None
 
 
 def _coerce(hint: Any, value: Any, path: str, numbers_as_str: bool) -> Any:
@@ -215,21 +334,21 @@ def _coerce(hint: Any, value: Any, path: str, numbers_as_str: bool) -> Any:
         return _coerce(inner[0], value, path, numbers_as_str)
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
-            raise TypeError(f"{path}: expected a list, got {type(value).__name__}")
+            raise InvalidTypeError(f"{path}: expected a list, got {type(value).__name__}")
         if len(args) == 2 and args[1] is Ellipsis:
             return tuple(_coerce(args[0], v, f"{path}[{i}]", numbers_as_str) for i, v in enumerate(value))
         if len(args) != len(value):
-            raise ValueError(f"{path}: expected {len(args)} values, got {len(value)}")
+            raise ConfigError(f"{path}: expected {len(args)} values, got {len(value)}")
         return tuple(_coerce(a, v, f"{path}[{i}]", numbers_as_str)
                      for i, (a, v) in enumerate(zip(args, value, strict=True)))
     if origin is Literal:
         if value not in args:
-            raise ValueError(f"{path}: {value!r} is not one of {list(args)}")
+            raise ConfigError(f"{path}: {value!r} is not one of {list(args)}")
         return value
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if numbers_as_str and hint is str and isinstance(value, (int, float)) and not isinstance(value, bool):
         return str(value)
     if hint in (int, float, bool, str) and (not isinstance(value, hint) or (hint is int and isinstance(value, bool))):
-        raise TypeError(f"{path}: expected {hint.__name__}, got {type(value).__name__}")
+        raise InvalidTypeError(f"{path}: expected {hint.__name__}, got {type(value).__name__}")
     return value

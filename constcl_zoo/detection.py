@@ -23,7 +23,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from .errors import ConstclZooError
+from .errors import ConstclZooError, DependencyError
 
 
 class DetectorError(ConstclZooError, RuntimeError):
@@ -83,7 +83,7 @@ def _cv2() -> ModuleType:
 def _hog() -> object:
     cv2 = _cv2()
     if not hasattr(cv2, "HOGDescriptor"):
-        raise DetectorError(
+        raise DependencyError(
             f"OpenCV {cv2.__version__} has no HOG people detector (OpenCV 5 moved it out of the main modules); "
             f"install opencv-python-headless<5, or use another detector (e.g. OnnxPersonDetector)")
     hog = cv2.HOGDescriptor()

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .errors import InvalidArgumentError, InvalidTypeError
 from .preprocess import ClipPreprocess
 from .video import Frame, VideoTooShortError, iter_array_frames, iter_video_file
 
@@ -41,7 +42,7 @@ class WindowSpec:
         for name in ("clip_frames", "frame_stride", "stride"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+                raise InvalidArgumentError(f"{name} must be a positive integer, got {value!r}")
 
     @property
     def span(self) -> int:
@@ -100,11 +101,11 @@ def frames_of(video: VideoInput, fps: float | None = None) -> tuple[Iterator[Fra
     """A frame iterator and a display name for a file path or an in-memory ``[T, H, W, 3]`` uint8 video."""
     if isinstance(video, (str, os.PathLike)):
         if fps is not None:
-            raise ValueError("fps= is for in-memory videos; a file's frame times come from its container")
+            raise InvalidArgumentError("fps= is for in-memory videos; a file's frame times come from its container")
         return iter_video_file(video), str(Path(video))
     if isinstance(video, (np.ndarray, torch.Tensor)):
         return iter_array_frames(video, fps), "<array>"
-    raise TypeError(f"video must be a file path or a uint8 [T, H, W, 3] array, got {type(video).__name__}")
+    raise InvalidTypeError(f"video must be a file path or a uint8 [T, H, W, 3] array, got {type(video).__name__}")
 
 
 def iter_windows(frames: Iterable[Frame], preprocess: ClipPreprocess, spec: WindowSpec,
@@ -173,7 +174,7 @@ def _prefetch(items: Iterator, depth: int) -> Iterator:
 def iter_batches(windows: Iterable[_Window], batch_size: int) -> Iterator[list[_Window]]:
     """Group windows into lists of at most ``batch_size``."""
     if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        raise InvalidArgumentError(f"batch_size must be a positive integer, got {batch_size!r}")
     batch: list[_Window] = []
     for window in windows:
         batch.append(window)

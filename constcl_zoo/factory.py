@@ -5,24 +5,26 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .config import ModelConfig
+from .config import ConfigError, ModelConfig
+from .download import cache_root, download_file, downloads_dir
 from .errors import ConstclZooError
+from .fileio import atomic_write
 from .hub import HUB_PREFIX, download_checkpoint, parse_hub_name
 from .model import BRANCHES, ConstCLBase, build_model, init_weights
+from .pretrained import entry_for_source_file, source_file
 from .registry import (
     PretrainedWeights,
+    UnknownModelError,
+    WeightsNotAvailableError,
     arch_config,
-    default_weights,
     is_arch,
-    list_pretrained,
+    require_default_weights,
     unknown_name_message,
     weights_entry,
 )
@@ -34,8 +36,8 @@ from .weights import CONFIG_NAME, WEIGHTS_NAME, load_weights, read_weights_recor
 LOCAL_PREFIX = "local-dir:"
 
 
-class WeightsNotAvailableError(ConstclZooError, LookupError):
-    """``pretrained=True`` for a name that has no published weights."""
+class LoadArgumentError(ConstclZooError, ValueError):
+    """``load()`` arguments that contradict each other or the checkpoint (branch, dtype, revision, overrides)."""
 
 
 def load(name_or_path: str | os.PathLike, *, task: str | None = None, labels: Sequence[str] | None = None,
@@ -66,11 +68,11 @@ def load(name_or_path: str | os.PathLike, *, task: str | None = None, labels: Se
     The model carries ``.config`` and ``.preprocess`` (uint8 ``[T, H, W, 3]`` frames -> ``[3, T, H, W]`` clip).
     """
     if branch is not None and branch not in BRANCHES:
-        raise ValueError(f"branch must be one of {list(BRANCHES)}, got {branch!r}")
+        raise LoadArgumentError(f"branch must be one of {list(BRANCHES)}, got {branch!r}")
     if dtype is not None and not dtype.is_floating_point:
-        raise ValueError(f"dtype must be a floating dtype such as torch.float32 or torch.bfloat16, got {dtype}")
+        raise LoadArgumentError(f"dtype must be a floating dtype such as torch.float32 or torch.bfloat16, got {dtype}")
     if config_overrides and pretrained:
-        raise ValueError(f"architecture overrides {sorted(config_overrides)} only apply with pretrained=False; "
+        raise LoadArgumentError(f"architecture overrides {sorted(config_overrides)} only apply with pretrained=False; "
                          f"pretrained weights fix the architecture")
     task_cls = task_class(task) if task is not None else None
 
@@ -139,11 +141,11 @@ def _resolve(name: str, pretrained: bool, revision: str | None, cache_dir: str |
     local = Path(name[len(LOCAL_PREFIX):]).expanduser() if name.startswith(LOCAL_PREFIX) else Path(name)
     if is_tf_checkpoint(local):
         if revision is not None:
-            raise ValueError("revision= applies to Hub checkpoints, not to a TF checkpoint")
+            raise LoadArgumentError("revision= applies to Hub checkpoints, not to a TF checkpoint")
         return _from_folder(_converted(local, cache_dir), pretrained, extra_digests=[])
     if name.startswith(LOCAL_PREFIX) or local.is_dir() or os.sep in name or name.startswith("."):
         if revision is not None:
-            raise ValueError("revision= applies to Hub checkpoints, not to a local folder")
+            raise LoadArgumentError("revision= applies to Hub checkpoints, not to a local folder")
         if not local.is_dir():
             raise FileNotFoundError(f"no checkpoint folder at {local}")
         return _from_folder(local, pretrained, extra_digests=[])
@@ -152,17 +154,12 @@ def _resolve(name: str, pretrained: bool, revision: str | None, cache_dir: str |
     if entry is None and is_arch(name):
         if not pretrained:
             if revision is not None:
-                raise ValueError("revision= applies to pretrained weights; none are loaded with pretrained=False")
+                raise LoadArgumentError("revision= applies to pretrained weights; none are loaded with "
+                                        "pretrained=False")
             return arch_config(name), None, []
-        entry = default_weights(name)
-        if entry is None:
-            have = list_pretrained()
-            raise WeightsNotAvailableError(
-                f"{name!r} has no published weights. Names with weights: "
-                f"{', '.join(have) if have else 'none yet'}. Use pretrained=False for a random init, or load a "
-                f"checkpoint folder / 'hf-hub:org/repo'.")
+        entry = require_default_weights(name)
     if entry is None:
-        raise KeyError(unknown_name_message(name))
+        raise UnknownModelError(unknown_name_message(name))
     if not pretrained:
         return arch_config(entry.arch), None, []
     return _from_registry(entry, revision, cache_dir)
@@ -171,13 +168,21 @@ def _resolve(name: str, pretrained: bool, revision: str | None, cache_dir: str |
 def _from_registry(entry: PretrainedWeights, revision: str | None,
                    cache_dir: str | os.PathLike | None) -> tuple[ModelConfig, Path, list[tuple[str, str]]]:
     if entry.hf_hub_id is None:
+        if revision is not None:
+            raise LoadArgumentError(f"revision= applies to Hub checkpoints; {entry.name!r} is converted from "
+                             f"{entry.source_url}")
         converted = converted_dir(cache_dir) / entry.name
-        if (converted / CONFIG_NAME).is_file():
-            return _from_folder(converted, True, extra_digests=[])
-        raise WeightsNotAvailableError(
-            f"{entry.name!r} is not on the Hugging Face Hub. {entry.how_to_get or ''}".strip())
+        if not (converted / CONFIG_NAME).is_file():
+            if entry.source_url is None:
+                raise WeightsNotAvailableError(
+                    f"{entry.name!r} is not on the Hugging Face Hub. {entry.how_to_get or ''}".strip())
+            source = download_file(entry.source_url, downloads_dir(cache_dir) / source_file(entry.source_url),
+                                   sha256=entry.source_sha256, what=entry.name, manual=entry.how_to_get or "")
+            converted = _converted(source, cache_dir, entry)
+            source.unlink()  # the converted folder records its sha256, URL and size
+        return _from_folder(converted, True, extra_digests=[])
     if revision is not None and entry.revision is not None and revision != entry.revision:
-        raise ValueError(f"{entry.name!r} is pinned to revision {entry.revision!r}; use "
+        raise LoadArgumentError(f"{entry.name!r} is pinned to revision {entry.revision!r}; use "
                          f"'hf-hub:{entry.hf_hub_id}@{revision}' to load another revision")
     folder = download_checkpoint(entry.hf_hub_id, entry.revision or revision, cache_dir)
     digests = [(f"the registry entry {entry.name!r}", entry.sha256)] if entry.sha256 else []
@@ -185,20 +190,20 @@ def _from_registry(entry: PretrainedWeights, revision: str | None,
 
 
 def converted_dir(cache_dir: str | os.PathLike | None = None) -> Path:
-    """Where TF checkpoints converted by ``load()`` are kept: ``cache_dir``, else ``$CONSTCL_ZOO_CACHE``, else
-    ``~/.cache/constcl_zoo``; then ``converted/``."""
-    root = cache_dir or os.environ.get("CONSTCL_ZOO_CACHE") or Path.home() / ".cache" / "constcl_zoo"
-    return Path(root).expanduser() / "converted"
+    """Where TF checkpoints converted by ``load()`` are kept: ``<cache>/converted`` (cache: ``cache_dir``, else
+    ``$CONSTCL_ZOO_CACHE``, else ``~/.cache/constcl_zoo``)."""
+    return cache_root(cache_dir) / "converted"
 
 
-def _converted(source: Path, cache_dir: str | os.PathLike | None) -> Path:
-    """Convert a TF checkpoint once into the cache: named after its registry entry when it is a published file,
-    else after the sha256 of the file (tarball) or of the ``.index`` (which holds every tensor's CRC32C)."""
+def _converted(source: Path, cache_dir: str | os.PathLike | None, entry: PretrainedWeights | None = None) -> Path:
+    """Convert a TF checkpoint once into the cache: named after its registry entry (``entry``, else the entry
+    published as this file name), else after the sha256 of the file (tarball) or of the ``.index`` (which holds
+    every tensor's CRC32C). A file's sha256 (checked against the entry's ``source_sha256`` when known), size and
+    URL are recorded in the folder's ``config.json`` provenance and model card."""
     from .convert import convert_tf_checkpoint
-    from .pretrained import entry_for_source_file
     from .tf_checkpoint import find_checkpoint_prefix
 
-    entry = entry_for_source_file(source.name)
+    entry = entry or entry_for_source_file(source.name)
     if entry is not None:
         key = entry.name
     else:
@@ -206,17 +211,27 @@ def _converted(source: Path, cache_dir: str | os.PathLike | None) -> Path:
                            else f"{find_checkpoint_prefix(source)}.index")
         key = f"{source.name.split('.')[0]}-{digest[:16]}"
     target = converted_dir(cache_dir) / key
-    if (target / CONFIG_NAME).is_file():
+    if (target / CONFIG_NAME).is_file():  # write_checkpoint writes config.json last: the folder is complete
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".converting-", dir=target.parent))
-    try:
-        convert_tf_checkpoint(source, tmp, source_url=entry.source_url if entry else None,
-                              name=entry.name if entry else None)
-        os.replace(tmp, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    if entry is not None and entry.source_sha256 and source.is_file():
+        verify_sha256(source, entry.source_sha256, f"the registry entry {entry.name!r}")
+    convert_tf_checkpoint(source, target, source_url=entry.source_url if entry else None,
+                          name=entry.name if entry else None)
+    if source.is_file():
+        _record_source_size(target, source.stat().st_size)
     return target
+
+
+def _record_source_size(folder: Path, size: int) -> None:
+    """Add the converted file's size (bytes) to the provenance in ``config.json`` and to the model card."""
+    config_path = folder / CONFIG_NAME
+    data = json.loads(config_path.read_text())
+    data["provenance"]["source_size"] = size
+    atomic_write(config_path, json.dumps(data, indent=2) + "\n")
+    card = folder / "README.md"
+    if card.is_file():
+        text = card.read_text()
+        atomic_write(card, text.replace("\n- License:", f"\n- Size: {size} bytes\n- License:", 1))
 
 
 def _from_folder(folder: Path, pretrained: bool, extra_digests: list[tuple[str, str]]
@@ -240,7 +255,7 @@ def _override(config: ModelConfig, overrides: dict[str, Any]) -> ModelConfig:
     fields = sorted(k for k in data if k != "format_version")
     for key, value in overrides.items():
         if key not in fields:
-            raise ValueError(f"unknown config field {key!r}; fields: {fields}")
+            raise LoadArgumentError(f"unknown config field {key!r}; fields: {fields}")
         if dataclasses.is_dataclass(value):
             value = dataclasses.asdict(value)
         data[key] = _merge(data[key], value)
@@ -259,7 +274,7 @@ def read_config(config_path: str | os.PathLike) -> ModelConfig | TaskConfig:
     try:
         data = json.loads(config_path.read_text())
     except json.JSONDecodeError as exc:
-        raise ValueError(f"{config_path}: not valid JSON ({exc})") from exc
+        raise ConfigError(f"{config_path}: not valid JSON ({exc})") from exc
     if is_task_config(data):
         return TaskConfig.from_json(config_path)
     return ModelConfig.from_json(config_path)

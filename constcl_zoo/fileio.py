@@ -13,7 +13,9 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["atomic_write", "default_file_mode", "fsync_dir"]
+from .errors import UsageError
+
+__all__ = ["atomic_write", "default_file_mode", "fsync_dir", "prepare_output_dir", "prepare_output_file"]
 
 
 def default_file_mode() -> int:
@@ -70,4 +72,35 @@ def atomic_write(path: str | os.PathLike, data: bytes | str | Callable[[Path], N
         tmp.unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
+    return path
+
+
+def prepare_output_dir(path: str | os.PathLike, flag: str = "--out") -> Path:
+    """Create the output folder ``path`` if needed and check that a file can be written in it, before any work.
+
+    A file where a folder is expected, a folder that cannot be created or one without write permission raise a
+    one-line :class:`~constcl_zoo.errors.UsageError` naming ``flag`` (the command's option for it).
+    """
+    path = Path(path)
+    blocking = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        raise UsageError(f"{flag} {path}: {blocking} is a file, not a folder; choose another {flag}")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=path)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise UsageError(f"{flag} {path}: cannot write in this folder ({exc.strerror or exc}); choose another "
+                         f"{flag} or fix its permissions") from exc
+    return path
+
+
+def prepare_output_file(path: str | os.PathLike, flag: str = "--out") -> Path:
+    """Check that the output file ``path`` can be written (its folder as :func:`prepare_output_dir`; ``path`` is
+    not a folder), before any work."""
+    path = Path(path)
+    if path.is_dir():
+        raise UsageError(f"{flag} {path}: is a folder; give a file name")
+    prepare_output_dir(path.parent, flag)
     return path

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import GlobalHeadConfig, RegionHeadConfig
+from .errors import InvalidArgumentError
 from .layers import roi_align_mean
 
 
@@ -138,7 +139,7 @@ class InstanceReconstructor(nn.Module):
                 key_frames: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         n, _, t = features.shape[:3]
         if n % 2:
-            raise ValueError(f"expected both views stacked on the batch axis (even batch), got {n} clips")
+            raise InvalidArgumentError(f"expected both views stacked on the batch axis (even batch), got {n} clips")
         if key_frames is None:
             key_frames = torch.full((n,), t // 2, dtype=torch.long, device=features.device)
         if self.cfg.normalize_inputs:

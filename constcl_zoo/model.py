@@ -24,6 +24,7 @@ from torch import nn
 from .backbone import ResNet3D
 from .boxes import check_boxes
 from .config import ModelConfig
+from .errors import InvalidArgumentError, InvalidTypeError
 from .heads import InstanceReconstructor, ProjectionMLP
 from .layers import roi_align_mean
 from .preprocess import ClipPreprocess
@@ -70,26 +71,27 @@ class ConstCLBase(nn.Module):
     def check_clip(self, clip: object) -> torch.Tensor:
         """Raise a clear error unless ``clip`` is a preprocessed ``[B, 3, T, H, W]`` float tensor."""
         if not isinstance(clip, torch.Tensor):
-            raise TypeError(f"clip must be a torch.Tensor [B, 3, T, H, W], got {type(clip).__name__}")
+            raise InvalidTypeError(f"clip must be a torch.Tensor [B, 3, T, H, W], got {type(clip).__name__}")
         if not clip.is_floating_point():
-            raise TypeError(
+            raise InvalidTypeError(
                 f"clip has dtype {clip.dtype}; the model takes preprocessed float clips — "
                 f"call model.preprocess(frames) on uint8 [T, H, W, 3] frames first")
         if clip.ndim != 5:
             hint = " (add the batch axis: clip[None])" if clip.ndim == 4 else ""
-            raise ValueError(f"clip must have 5 dims [B, 3, T, H, W], got shape {tuple(clip.shape)}{hint}")
+            raise InvalidArgumentError(f"clip must have 5 dims [B, 3, T, H, W], got shape {tuple(clip.shape)}{hint}")
         if clip.shape[1] != 3:
             hint = " — it looks channels-last; use model.preprocess or clip.permute(0, 4, 1, 2, 3)" \
                 if clip.shape[-1] == 3 else ""
-            raise ValueError(f"clip must have 3 (RGB) channels on axis 1, got shape {tuple(clip.shape)}{hint}")
+            raise InvalidArgumentError(
+                f"clip must have 3 (RGB) channels on axis 1, got shape {tuple(clip.shape)}{hint}")
         if torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.onnx.is_in_onnx_export():
             return clip
         t, h, w = clip.shape[2:]
         if t < self.min_frames:
-            raise ValueError(f"clip has {t} frame(s); this model needs at least {self.min_frames} "
+            raise InvalidArgumentError(f"clip has {t} frame(s); this model needs at least {self.min_frames} "
                              f"(weights expect {self.config.preprocess.num_frames})")
         if h < _MIN_SPATIAL or w < _MIN_SPATIAL:
-            raise ValueError(f"clip frames are {h}x{w}; at least {_MIN_SPATIAL}x{_MIN_SPATIAL} is needed "
+            raise InvalidArgumentError(f"clip frames are {h}x{w}; at least {_MIN_SPATIAL}x{_MIN_SPATIAL} is needed "
                              f"(weights expect {self.config.preprocess.crop_size}x{self.config.preprocess.crop_size})")
         return clip
 
@@ -188,7 +190,7 @@ class RegionEncoder(_Embedder):
         elif isinstance(frame, int) and -t <= frame < t:
             frames = features[:, :, frame]
         else:
-            raise ValueError(f"frame must be 'center', 'mean' or an index into the {t} feature time steps, "
+            raise InvalidArgumentError(f"frame must be 'center', 'mean' or an index into the {t} feature time steps, "
                              f"got {frame!r}")
         region = self.config.region_head
         if normalize is None:
@@ -236,15 +238,17 @@ class PretrainModel(ConstCLBase):
         if not has_region:
             return out
         if boxes is None:
-            raise ValueError("a ConST-CL pretraining forward needs key-frame boxes [2B, N, 4]")
+            raise InvalidArgumentError("a ConST-CL pretraining forward needs key-frame boxes [2B, N, 4]")
         check_boxes(boxes, batch=clips.shape[0])
         t = feats["res5_region"].shape[2]
         if key_frames is not None:
             key_frames = torch.as_tensor(key_frames, device=clips.device).long()
             if key_frames.shape != (clips.shape[0],):
-                raise ValueError(f"key_frames must have shape [{clips.shape[0]}], got {tuple(key_frames.shape)}")
+                raise InvalidArgumentError(
+                    f"key_frames must have shape [{clips.shape[0]}], got {tuple(key_frames.shape)}")
             if (key_frames < 0).any() or (key_frames >= t).any():
-                raise ValueError(f"key_frames must index the {t} feature time steps, got {key_frames.tolist()}")
+                raise InvalidArgumentError(
+                    f"key_frames must index the {t} feature time steps, got {key_frames.tolist()}")
         out.update(self.region_head(feats["res5_region"], boxes, key_frames))
         return out
 
@@ -256,7 +260,7 @@ MODEL_CLASSES: dict[str, type[ConstCLBase]] = {"global": GlobalEncoder, "region"
 def build_model(config: ModelConfig, branch: str = "global") -> ConstCLBase:
     """Build (uninitialised) the network of ``config`` for ``branch``."""
     if branch not in MODEL_CLASSES:
-        raise ValueError(f"branch must be one of {list(BRANCHES)}, got {branch!r}")
+        raise InvalidArgumentError(f"branch must be one of {list(BRANCHES)}, got {branch!r}")
     return MODEL_CLASSES[branch](config)
 
 

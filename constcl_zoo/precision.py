@@ -23,6 +23,8 @@ from pathlib import Path
 
 import torch
 
+from .errors import InvalidArgumentError
+
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
 _BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
 
@@ -59,7 +61,7 @@ def cpu_has_native_bf16() -> bool:
 def resolve_precision(precision: str, device: torch.device | str) -> ExecutionPlan:
     """The plan for ``precision`` (``"auto"``, ``"fp32"`` or ``"bf16"``) on ``device``."""
     if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
+        raise InvalidArgumentError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
     if precision == "fp32":
         return ExecutionPlan("fp32", channels_last=False)
     if precision == "bf16":

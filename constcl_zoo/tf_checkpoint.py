@@ -11,14 +11,25 @@ Why our own: users converting the published CVRL checkpoints should not have to 
 
 Every block and tensor is checked against its CRC32C. Reading never executes anything from the file. String
 tensors (e.g. the object graph) are listed but not decoded; partitioned (sliced) variables are rejected.
+
+Bounded resources: a tensor is read from its shard with a seek and bounded chunks (never the whole shard), after
+its recorded size has been checked against its shape and dtype and against the shard's length. A ``.tar.gz`` is
+extracted member by member in bounded chunks, with caps on each member and on the total written
+(:data:`MAX_TAR_MEMBER_BYTES`, :data:`MAX_TAR_TOTAL_BYTES`, :data:`MAX_TAR_MEMBERS`; the environment variable
+``CONSTCL_ZOO_MAX_EXTRACT_MB`` or the ``max_*`` arguments of :func:`open_tf_checkpoint` change the byte caps):
+a small gzip bomb is refused as soon as it passes a cap, not after filling the disk.
 """
 
 from __future__ import annotations
 
 import contextlib
+import gzip
+import math
+import os
 import struct
 import tarfile
 import tempfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +45,18 @@ _NUMPY_DTYPES = {1: "<f4", 2: "<f8", 3: "<i4", 4: "u1", 5: "<i2", 6: "i1", 9: "<
                  19: "<f2", 22: "<u4", 23: "<u8"}
 _DT_BFLOAT16 = 14
 _DT_STRING = 7
+_CHUNK = 1 << 22  # bytes read (and CRC-checked) at a time from shards and tarball members
+
+MAX_TAR_MEMBER_BYTES = 2 * 2**30
+"""Largest file extracted from a checkpoint tarball (a ConST-CL R3D-50 trainer shard with optimizer slots is
+~0.6 GB)."""
+MAX_TAR_TOTAL_BYTES = 4 * 2**30
+"""Largest total extracted from one tarball."""
+MAX_TAR_MEMBERS = 10_000
+"""Most entries (files and folders) in one tarball (a checkpoint has a handful)."""
+MAX_INDEX_BYTES = 256 * 2**20
+"""Largest ``.index`` file read (it holds names and offsets only: the published ones are ~100 KB)."""
+EXTRACT_LIMIT_ENV = "CONSTCL_ZOO_MAX_EXTRACT_MB"
 
 
 class TFCheckpointError(ConstclZooError, ValueError):
@@ -53,10 +76,11 @@ class TensorEntry:
     sliced: bool
 
 
-def _crc32c(data: bytes) -> int:
+def _crc32c(data: bytes, crc: int = 0) -> int:
+    """CRC32C of ``data``, continuing ``crc`` (the CRC of the bytes before it)."""
     import google_crc32c
 
-    return google_crc32c.value(data)
+    return google_crc32c.extend(crc, data)
 
 
 def _masked(crc: int) -> int:
@@ -193,6 +217,9 @@ class TFCheckpoint:
         index = Path(f"{self.prefix}.index")
         if not index.is_file():
             raise TFCheckpointError(f"{index}: no such checkpoint index")
+        if index.stat().st_size > MAX_INDEX_BYTES:
+            raise TFCheckpointError(f"{index}: {index.stat().st_size} bytes, over the limit of {MAX_INDEX_BYTES} "
+                                    f"for a checkpoint index (which holds names and offsets only)")
         self.num_shards = 1
         self.entries: dict[str, TensorEntry] = {}
         for key, value in _Table(index.read_bytes(), index).items():
@@ -204,7 +231,6 @@ class TFCheckpoint:
                         raise TFCheckpointError(f"{index}: big-endian checkpoints are not supported")
                 continue
             self.entries[key.decode("utf-8")] = _parse_entry(value)
-        self._shards: dict[int, bytes] = {}
 
     def keys(self) -> list[str]:
         return sorted(self.entries)
@@ -215,33 +241,45 @@ class TFCheckpoint:
     def __contains__(self, name: str) -> bool:
         return name in self.entries
 
-    def _shard(self, shard: int) -> bytes:
-        if shard not in self._shards:
-            path = Path(f"{self.prefix}.data-{shard:05d}-of-{self.num_shards:05d}")
-            if not path.is_file():
-                raise TFCheckpointError(f"{path}: data shard missing")
-            self._shards[shard] = path.read_bytes()
-        return self._shards[shard]
+    def _shard_path(self, shard: int) -> Path:
+        path = Path(f"{self.prefix}.data-{shard:05d}-of-{self.num_shards:05d}")
+        if not path.is_file():
+            raise TFCheckpointError(f"{path}: data shard missing")
+        return path
 
     def read(self, name: str) -> np.ndarray:
         """The tensor ``name`` as a numpy array (bfloat16 is widened to float32)."""
         if name not in self.entries:
-            raise KeyError(f"{self.prefix}: no variable {name!r}")
+            raise TFCheckpointError(f"{self.prefix}: no variable {name!r}")
         entry = self.entries[name]
         if entry.sliced:
             raise TFCheckpointError(f"{self.prefix}: {name} is a partitioned variable, which is not supported")
         if entry.dtype == _DT_STRING or (entry.dtype not in _NUMPY_DTYPES and entry.dtype != _DT_BFLOAT16):
             raise TFCheckpointError(f"{self.prefix}: {name} has TF dtype {entry.dtype}, not readable as numbers")
-        data = self._shard(entry.shard)[entry.offset:entry.offset + entry.size]
-        if len(data) != entry.size:
+        dtype = np.dtype("<u2" if entry.dtype == _DT_BFLOAT16 else _NUMPY_DTYPES[entry.dtype])
+        if any(d < 0 for d in entry.shape) or entry.size != math.prod(entry.shape) * dtype.itemsize:
+            raise TFCheckpointError(f"{self.prefix}: {name} records {entry.size} bytes for shape "
+                                    f"{list(entry.shape)} of {dtype.itemsize}-byte values (corrupted index)")
+        path = self._shard_path(entry.shard)
+        if entry.offset + entry.size > path.stat().st_size:
             raise TFCheckpointError(f"{self.prefix}: {name} runs past the end of its data shard (truncated file)")
-        if entry.crc32c is not None and _masked(_crc32c(data)) != entry.crc32c:
+        data = bytearray(entry.size)
+        view, crc = memoryview(data), 0
+        with open(path, "rb") as f:
+            f.seek(entry.offset)
+            for start in range(0, entry.size, _CHUNK):
+                chunk = f.read(min(_CHUNK, entry.size - start))
+                if len(chunk) != min(_CHUNK, entry.size - start):
+                    raise TFCheckpointError(f"{self.prefix}: {name} runs past the end of its data shard "
+                                            f"(truncated file)")
+                crc = _crc32c(chunk, crc)
+                view[start:start + len(chunk)] = chunk
+        if entry.crc32c is not None and _masked(crc) != entry.crc32c:
             raise TFCheckpointError(f"{self.prefix}: {name} fails its CRC32C check (corrupted data)")
+        array = np.frombuffer(data, dtype)
         if entry.dtype == _DT_BFLOAT16:
-            array = (np.frombuffer(data, "<u2").astype(np.uint32) << 16).view(np.float32)
-        else:
-            array = np.frombuffer(data, _NUMPY_DTYPES[entry.dtype])
-        return array.reshape(entry.shape).copy()
+            array = (array.astype(np.uint32) << 16).view(np.float32)
+        return array.reshape(entry.shape)
 
 
 def is_tf_checkpoint(path: Path) -> bool:
@@ -269,14 +307,76 @@ def find_checkpoint_prefix(path: Path) -> Path:
     raise TFCheckpointError(f"{path}: not a TF checkpoint prefix, .index file, folder or .tar.gz")
 
 
+def _extract(tar: tarfile.TarFile, dest: Path, source: Path, max_member_bytes: int, max_total_bytes: int) -> None:
+    """Extract the files and folders of ``tar`` into ``dest``, streaming each member in bounded chunks and
+    stopping at the caps (checked against the header's size first, then on the bytes actually written)."""
+    def over(what: str, limit: int) -> TFCheckpointError:
+        return TFCheckpointError(f"{source}: {what} is over the limit of {limit} bytes; this is not a checkpoint "
+                                 f"tarball, or a larger one than expected (raise the limit with {EXTRACT_LIMIT_ENV}="
+                                 f"<MB>, or extract it yourself and pass the folder)")
+
+    total = 0
+    for count, member in enumerate(tar, start=1):
+        if count > MAX_TAR_MEMBERS:
+            raise TFCheckpointError(f"{source}: more than {MAX_TAR_MEMBERS} entries; not a checkpoint tarball")
+        try:  # 'data' refuses absolute paths, '..', links out of the folder and device files (PEP 706)
+            member = tarfile.data_filter(member, str(dest))
+        except tarfile.FilterError as exc:
+            raise TFCheckpointError(f"{source}: refused unsafe member {member.name!r} ({exc})") from exc
+        target = dest / member.name
+        if member.isdir():
+            target.mkdir(parents=True, exist_ok=True)
+            continue
+        if not member.isfile():
+            raise TFCheckpointError(f"{source}: member {member.name!r} is not a regular file or folder (a link or "
+                                    f"device); a checkpoint tarball holds only files")
+        if member.size > max_member_bytes:
+            raise over(f"member {member.name!r} ({member.size} bytes)", max_member_bytes)
+        if total + member.size > max_total_bytes:
+            raise over(f"the extracted total (at least {total + member.size} bytes, at {member.name!r})",
+                       max_total_bytes)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        written = 0
+        with tar.extractfile(member) as src, open(target, "wb") as out:
+            while chunk := src.read(_CHUNK):
+                written += len(chunk)
+                total += len(chunk)
+                if written > max_member_bytes:
+                    raise over(f"member {member.name!r}", max_member_bytes)
+                if total > max_total_bytes:
+                    raise over("the extracted total", max_total_bytes)
+                out.write(chunk)
+
+
+def _extract_limits(max_member_bytes: int | None, max_total_bytes: int | None) -> tuple[int, int]:
+    env = os.environ.get(EXTRACT_LIMIT_ENV, "").strip()
+    if env:
+        try:
+            env_bytes = int(float(env) * 2**20)
+        except ValueError:
+            raise TFCheckpointError(f"{EXTRACT_LIMIT_ENV}={env!r}: expected a size in MB, e.g. 8192") from None
+        return max_member_bytes or env_bytes, max_total_bytes or env_bytes
+    return max_member_bytes or MAX_TAR_MEMBER_BYTES, max_total_bytes or MAX_TAR_TOTAL_BYTES
+
+
 @contextlib.contextmanager
-def open_tf_checkpoint(source: str | Path) -> Iterator[TFCheckpoint]:
-    """Open a checkpoint given as a prefix, ``.index`` file, folder, or the published ``.tar.gz`` itself."""
+def open_tf_checkpoint(source: str | Path, *, max_member_bytes: int | None = None,
+                       max_total_bytes: int | None = None) -> Iterator[TFCheckpoint]:
+    """Open a checkpoint given as a prefix, ``.index`` file, folder, or the published ``.tar.gz`` itself.
+
+    A tarball is extracted into a temporary folder (removed afterwards) with caps on each member and on the total
+    (defaults :data:`MAX_TAR_MEMBER_BYTES` and :data:`MAX_TAR_TOTAL_BYTES`, or ``$CONSTCL_ZOO_MAX_EXTRACT_MB``
+    for both); going over one raises :class:`TFCheckpointError`.
+    """
     source = Path(source).expanduser()
     if source.is_file() and tarfile.is_tarfile(source):
-        with tempfile.TemporaryDirectory(prefix="constcl-tf-") as tmp, tarfile.open(source) as tar:
-            # 'data' refuses absolute paths, links out of the folder and device files (PEP 706).
-            tar.extractall(tmp, filter="data")
+        member_cap, total_cap = _extract_limits(max_member_bytes, max_total_bytes)
+        with tempfile.TemporaryDirectory(prefix="constcl-tf-") as tmp:
+            try:
+                with tarfile.open(source) as tar:
+                    _extract(tar, Path(tmp), source, member_cap, total_cap)
+            except (tarfile.TarError, EOFError, gzip.BadGzipFile, zlib.error) as exc:
+                raise TFCheckpointError(f"{source}: not a readable tarball ({exc})") from exc
             yield TFCheckpoint(find_checkpoint_prefix(Path(tmp)))
         return
     yield TFCheckpoint(find_checkpoint_prefix(source))

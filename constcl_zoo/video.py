@@ -9,6 +9,7 @@ not depend on the video's length.
 from __future__ import annotations
 
 import csv
+import io
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from types import ModuleType
 import numpy as np
 import torch
 
-from .errors import ConstclZooError
+from .errors import ConstclZooError, InvalidArgumentError, InvalidTypeError
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".ts")
 INSTALL_HINT = "pip install 'constcl-zoo[video]'"
@@ -38,6 +39,41 @@ class EmptyVideoError(VideoError):
 
 class VideoTooShortError(VideoError):
     """Fewer decoded frames than one clip spans."""
+
+
+class ManifestError(ConstclZooError, ValueError):
+    """A manifest that cannot be read: not UTF-8, no ``path`` column, no entries. The message names file and line."""
+
+
+class FrameSizeError(VideoError):
+    """A frame over the size limits (:data:`MAX_FRAME_SIDE`, :data:`MAX_FRAME_PIXELS`, :data:`MAX_ASPECT_RATIO`)."""
+
+
+# Limits on the frames we decode and preprocess. They bound the memory and time one frame can cost (a 66 KB
+# MJPEG file can hold 30000x2 frames) and sit well above real video: DCI 8K is 8192x4320, panoramas are 2:1 and
+# the widest cinema formats ~2.8:1. A frame over any limit raises FrameSizeError before it is converted to RGB.
+MAX_FRAME_SIDE = 8192
+"""Largest height or width, in pixels."""
+MAX_FRAME_PIXELS = 8192 * 4320
+"""Largest height x width (one uint8 RGB frame of this size is ~106 MB)."""
+MAX_ASPECT_RATIO = 10.0
+"""Largest ratio of the longer side to the shorter side."""
+
+
+def check_frame_size(height: int, width: int, where: str) -> None:
+    """Raise :class:`FrameSizeError` naming ``where`` (file and frame) unless a ``height`` x ``width`` frame is
+    within the limits; the one check of frame sizes, used by the decoder and by ``ClipPreprocess``."""
+    problems = []
+    if max(height, width) > MAX_FRAME_SIDE:
+        problems.append(f"a side over {MAX_FRAME_SIDE} px")
+    if height * width > MAX_FRAME_PIXELS:
+        problems.append(f"over {MAX_FRAME_PIXELS} pixels")
+    if height < 1 or width < 1 or max(height, width) > MAX_ASPECT_RATIO * min(height, width):
+        problems.append(f"an aspect ratio over {MAX_ASPECT_RATIO:g}:1")
+    if problems:
+        raise FrameSizeError(f"{where}: frame size {width}x{height} (width x height) has {' and '.join(problems)}; "
+                             f"constcl_zoo refuses such frames (limits in constcl_zoo.video: MAX_FRAME_SIDE, "
+                             f"MAX_FRAME_PIXELS, MAX_ASPECT_RATIO). Resize the video first, e.g. with ffmpeg -vf scale")
 
 
 @dataclass(frozen=True)
@@ -64,7 +100,8 @@ def iter_av_frames(path: str | os.PathLike, threads: int = 0) -> Iterator[tuple[
     nothing is converted to RGB here, so callers convert only the frames they keep. ``threads=0``: FFmpeg chooses.
 
     Raises :class:`VideoDecodeError` (file and frame index in the message) for a corrupt container or frame,
-    :class:`EmptyVideoError` when no frame decodes, ``FileNotFoundError`` for a missing file.
+    :class:`EmptyVideoError` when no frame decodes, :class:`FrameSizeError` for a frame over the size limits
+    (checked on the header and on every frame, before any RGB conversion), ``FileNotFoundError`` for a missing file.
     """
     av = require_av()
     path = Path(path)
@@ -78,6 +115,8 @@ def iter_av_frames(path: str | os.PathLike, threads: int = 0) -> Iterator[tuple[
         if not container.streams.video:
             raise EmptyVideoError(f"{path}: the file has no video stream")
         stream = container.streams.video[0]
+        if stream.codec_context.width and stream.codec_context.height:  # the header's size, before any decoding
+            check_frame_size(stream.codec_context.height, stream.codec_context.width, f"{path}: video stream")
         stream.thread_type = "AUTO"
         if threads:
             stream.codec_context.thread_count = threads
@@ -93,6 +132,7 @@ def iter_av_frames(path: str | os.PathLike, threads: int = 0) -> Iterator[tuple[
             except av.FFmpegError as exc:
                 raise VideoDecodeError(f"{path}: decoding failed at frame {index} "
                                        f"(after {index} good frames): {exc}") from exc
+            check_frame_size(frame.height, frame.width, f"{path}: frame {index}")  # a stream may change size
             yield index, period, frame
             index += 1
         if index == 0:
@@ -117,14 +157,16 @@ def iter_array_frames(frames: np.ndarray | torch.Tensor, fps: float, source: str
     if isinstance(frames, torch.Tensor):
         frames = frames.cpu().numpy()
     if not isinstance(frames, np.ndarray):
-        raise TypeError(f"{source}: frames must be a numpy array or torch tensor, got {type(frames).__name__}")
+        raise InvalidTypeError(f"{source}: frames must be a numpy array or torch tensor, got {type(frames).__name__}")
     if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
-        raise ValueError(f"{source}: frames must be uint8 [T, H, W, 3] RGB, got {frames.dtype} "
+        raise InvalidArgumentError(f"{source}: frames must be uint8 [T, H, W, 3] RGB, got {frames.dtype} "
                          f"{tuple(frames.shape)}")
     if not fps or fps <= 0:
-        raise ValueError(f"{source}: an in-memory video needs fps > 0 to give window times in seconds, got {fps!r}")
+        raise InvalidArgumentError(
+            f"{source}: an in-memory video needs fps > 0 to give window times in seconds, got {fps!r}")
     if frames.shape[0] == 0:
         raise EmptyVideoError(f"{source}: the array holds no frame")
+    check_frame_size(frames.shape[1], frames.shape[2], f"{source}: frames {list(frames.shape)}")
     for i in range(frames.shape[0]):
         yield Frame(i, i / fps, 1.0 / fps, frames[i])
 
@@ -146,21 +188,34 @@ class ManifestEntry:
 
 def read_manifest(manifest: str | os.PathLike) -> list[ManifestEntry]:
     """Entries of a manifest: a ``.csv`` with a ``path`` column, or text (``.txt``, ``.lst``, ...) with one path a
-    line, blank lines and ``#`` comments skipped. Relative paths are relative to the manifest's folder."""
+    line, blank lines and ``#`` comments skipped. Relative paths are relative to the manifest's folder.
+
+    Manifests are UTF-8, with or without a byte-order mark (as spreadsheet programs write CSV); anything else
+    raises :class:`ManifestError` naming the line.
+    """
     manifest = Path(manifest)
+    data = manifest.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        raise ManifestError(f"{manifest}, line {line}: not UTF-8 (byte 0x{data[exc.start]:02x}); save the manifest "
+                            f"as UTF-8 (e.g. iconv -f latin1 -t utf-8)") from None
     rows: list[tuple[int, str]]
     if manifest.suffix.lower() == ".csv":
-        with open(manifest, newline="") as f:
-            reader = csv.DictReader(f)
-            if reader.fieldnames is None or "path" not in reader.fieldnames:
-                raise ValueError(f"{manifest}: a CSV manifest needs a 'path' column, got {reader.fieldnames}")
-            rows = [(n, (row["path"] or "").strip()) for n, row in enumerate(reader, start=2)]
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        fields = [f.strip() for f in reader.fieldnames or []]
+        if "path" not in fields:
+            raise ManifestError(f"{manifest}: a CSV manifest needs a 'path' column, got {reader.fieldnames}")
+        column = (reader.fieldnames or [])[fields.index("path")]
+        rows = [(reader.line_num, (row[column] or "").strip()) for row in reader]
     else:
-        rows = [(n, ln.strip()) for n, ln in enumerate(manifest.read_text().splitlines(), start=1)]
+        rows = [(n, ln.strip()) for n, ln in enumerate(text.splitlines(), start=1)]
     entries = [ManifestEntry(Path(p), Path(p) if Path(p).is_absolute() else manifest.parent / p, n)
                for n, p in rows if p and not p.startswith("#")]
     if not entries:
-        raise ValueError(f"{manifest}: the manifest lists no videos")
+        raise ManifestError(f"{manifest}: the manifest lists no videos; give one path a line (a .csv: a 'path' "
+                            f"column)")
     return entries
 
 

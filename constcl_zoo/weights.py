@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,6 +19,7 @@ from safetensors.torch import save_file
 
 from .config import ModelConfig
 from .errors import ConstclZooError
+from .fileio import atomic_write
 from .model import ConstCLBase, build_model
 
 if TYPE_CHECKING:
@@ -32,7 +31,7 @@ _LIST_LIMIT = 20
 
 
 class CheckpointMismatchError(ConstclZooError, RuntimeError):
-    """The weights file does not fit the architecture (missing, unexpected or mis-shaped keys)."""
+    """The weights file does not fit the architecture (missing, unexpected, mis-shaped or wrongly typed keys)."""
 
 
 class ChecksumError(ConstclZooError, RuntimeError):
@@ -64,7 +63,7 @@ def verify_sha256(path: str | Path, expected: str, source: str) -> None:
     if actual != expected.lower():
         raise ChecksumError(
             f"{path}: sha256 {actual} does not match {expected} recorded by {source}; the file is corrupted or "
-            f"was replaced. Delete it and download it again (e.g. load(..., cache_dir=...) on a clean cache).")
+            f"was replaced. Delete it (a Hub download: its snapshot in the Hub cache) and download or save it again.")
 
 
 def save_checkpoint(model: ConstCLBase, directory: str | Path) -> Path:
@@ -74,26 +73,20 @@ def save_checkpoint(model: ConstCLBase, directory: str | Path) -> Path:
 
 def write_checkpoint(config: ModelConfig | TaskConfig, tensors: dict[str, torch.Tensor], directory: str | Path,
                      branch: str) -> Path:
-    """Write ``config.json`` + ``model.safetensors`` (float32) for an encoder (:class:`ModelConfig`) or a task
-    model (:class:`~constcl_zoo.tasks.base.TaskConfig`); temporaries are renamed into place."""
+    """Write ``model.safetensors`` (float32) then ``config.json``, each atomically (:func:`atomic_write`), for an
+    encoder (:class:`ModelConfig`) or a task model (:class:`~constcl_zoo.tasks.base.TaskConfig`).
+
+    ``config.json`` comes last and records the weights' sha256, so a folder with a ``config.json`` is complete
+    (``load()`` checks the digest).
+    """
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    weights_tmp = _temp_path(directory, WEIGHTS_NAME)
-    save_file({k: v.float().contiguous() if v.is_floating_point() else v.contiguous() for k, v in tensors.items()},
-              weights_tmp, metadata={"format": "pt", "arch": config.arch, "branch": branch,
-                        **({"task": config.task} if hasattr(config, "task") else {})})
-    record = {"file": WEIGHTS_NAME, "sha256": sha256_of(weights_tmp), "branch": branch, "dtype": "float32"}
-    config_tmp = _temp_path(directory, CONFIG_NAME)
-    config.to_json(config_tmp, extra={"weights": record})
-    os.replace(weights_tmp, directory / WEIGHTS_NAME)
-    os.replace(config_tmp, directory / CONFIG_NAME)
+    state = {k: v.float().contiguous() if v.is_floating_point() else v.contiguous() for k, v in tensors.items()}
+    weights = atomic_write(directory / WEIGHTS_NAME, lambda tmp: save_file(
+        state, str(tmp), metadata={"format": "pt", "arch": config.arch, "branch": branch,
+                                   **({"task": config.task} if hasattr(config, "task") else {})}))
+    record = {"file": WEIGHTS_NAME, "sha256": sha256_of(weights), "branch": branch, "dtype": "float32"}
+    atomic_write(directory / CONFIG_NAME, lambda tmp: config.to_json(tmp, extra={"weights": record}))
     return directory
-
-
-def _temp_path(directory: Path, name: str) -> Path:
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=directory)
-    os.close(fd)
-    return Path(tmp)
 
 
 def read_weights_record(config_path: str | Path) -> dict:
@@ -101,15 +94,25 @@ def read_weights_record(config_path: str | Path) -> dict:
     return json.loads(Path(config_path).read_text()).get("weights") or {}
 
 
-def _reference_shapes(model: torch.nn.Module) -> dict[str, tuple[int, ...]]:
-    """Every key a checkpoint for ``model`` may hold: for an encoder, the whole architecture (all branches and
-    heads, built on the meta device), so a branch loads from a full pretraining checkpoint; for a task model,
-    exactly its own keys (a task checkpoint stores the task model)."""
+def _reference_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Every tensor a checkpoint for ``model`` may hold (shapes and dtypes): for an encoder, the whole architecture
+    (all branches and heads, built on the meta device), so a branch loads from a full pretraining checkpoint; for a
+    task model, exactly its own tensors (a task checkpoint stores the task model)."""
     if not isinstance(model, ConstCLBase):
-        return {k: tuple(v.shape) for k, v in format_state(model).items()}
+        return format_state(model)
     with torch.device("meta"):
         full = build_model(model.config, "full")
-    return {k: tuple(v.shape) for k, v in format_state(full).items()}
+    return format_state(full)
+
+
+_FLOAT_DTYPES = ("F64", "F32", "F16", "BF16", "F8_E4M3", "F8_E5M2")  # safetensors dtype names
+
+
+def _dtype_mismatch(file_dtype: str, model_tensor: torch.Tensor) -> bool:
+    """Floating tensors must be stored as floating point (any width: they are cast on load), others exactly."""
+    if model_tensor.is_floating_point():
+        return file_dtype not in _FLOAT_DTYPES
+    return file_dtype != str(model_tensor.dtype).removeprefix("torch.")
 
 
 def _listing(title: str, items: list[str]) -> str:
@@ -121,27 +124,35 @@ def _listing(title: str, items: list[str]) -> str:
 def load_weights(model: torch.nn.Module, weights_path: str | Path) -> torch.nn.Module:
     """Load a safetensors file into ``model`` (an encoder or a task model), strictly (see module docstring)."""
     weights_path = Path(weights_path)
-    reference = _reference_shapes(model)
+    tensors = _reference_tensors(model)
+    reference = {k: tuple(v.shape) for k, v in tensors.items()}
     needed = format_state(model)
     try:
         handle = safe_open(str(weights_path), framework="pt")
     except Exception as exc:  # safetensors raises its own error types for truncated/garbled headers
-        raise CheckpointMismatchError(f"{weights_path}: not a readable safetensors file ({exc})") from exc
+        raise CheckpointMismatchError(f"{weights_path}: not a readable safetensors file ({exc}); it is truncated or "
+                                      f"damaged: download or save it again") from exc
     with handle as f:
-        file_shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+        slices = {k: f.get_slice(k) for k in f.keys()}
+        file_shapes = {k: tuple(v.get_shape()) for k, v in slices.items()}
         unexpected = sorted(k for k in file_shapes if k not in reference)
         misshaped = sorted(f"{k}: file {list(file_shapes[k])}, model {list(reference[k])}"
                            for k in file_shapes if k in reference and file_shapes[k] != reference[k])
+        mistyped = sorted(f"{k}: file {slices[k].get_dtype()}, model {str(tensors[k].dtype).removeprefix('torch.')}"
+                          for k in file_shapes if k in reference and _dtype_mismatch(slices[k].get_dtype(), tensors[k]))
         missing = sorted(k for k in needed if k not in file_shapes)
-        if unexpected or misshaped or missing:
+        if unexpected or misshaped or mistyped or missing:
             parts = [f"{weights_path} does not match architecture {model.config.arch!r} "
-                     f"(branch {model.branch!r}):"]
+                     f"(branch {model.branch!r}); load it with the config.json it was saved with:"]
             if missing:
                 parts.append(_listing("missing keys", missing))
             if unexpected:
                 parts.append(_listing("unexpected keys", unexpected))
             if misshaped:
                 parts.append(_listing("mis-shaped keys", misshaped))
+            if mistyped:
+                parts.append(_listing("keys of the wrong dtype (floating tensors must be stored as floating "
+                                      "point)", mistyped))
             raise CheckpointMismatchError("\n".join(parts))
         state = {k: f.get_tensor(k) for k in needed}
     result = model.load_state_dict(state, strict=False)

@@ -1,4 +1,7 @@
-"""``python -m export {onnx,serve,triton} ...`` — see each sub-command's ``--help``."""
+"""``python -m export {onnx,serve,triton} ...`` — see each sub-command's ``--help``.
+
+Errors are one line and exit status 2 (``--debug`` or ``CONSTCL_ZOO_DEBUG=1``: the traceback).
+"""
 
 from __future__ import annotations
 
@@ -8,59 +11,97 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from constcl_zoo.cli import CLI_SPELLINGS
+from constcl_zoo.commands.argtypes import positive_float, positive_int
+from constcl_zoo.errors import UsageError, add_debug_flag, run_command
+from constcl_zoo.fileio import prepare_output_dir, prepare_output_file
 
-def _add_model_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", help="registered name, checkpoint folder or hf-hub:org/repo")
-    parser.add_argument("--branch", choices=("global", "region"), default="global")
-    parser.add_argument("--with-rois", action="store_true", help="region graph taking boxes [B, N, 4]")
+PROG = "python -m export"
+
+
+def _add_model_args(parser: argparse.ArgumentParser, rois: bool = True) -> None:
+    """The options of a model exported on the way (``onnx``; ``serve`` / ``triton`` given a model, not a file)."""
+    parser.add_argument("--branch", choices=("global", "region"), default=None,
+                        help="encoder branch (default: global; a task checkpoint: its own)")
+    if rois:
+        parser.add_argument("--with-rois", action="store_true", help="region graph taking boxes [B, N, 4]")
     parser.add_argument("--fp16", action="store_true", help="fp16 weights and compute (float32 I/O)")
-    parser.add_argument("--external-data", action="store_true", help="weights in <out>.data beside the graph")
-    parser.add_argument("--opset", type=int, default=17)
-    parser.add_argument("--random-init", action="store_true", help="random weights (pretrained=False)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--random-init", action="store_true",
+                        help="random weights (for a model without published weights; smoke tests)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of --random-init")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m export", description=__doc__)
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
     onnx = sub.add_parser("onnx", help="export to ONNX (self-checked with ONNX Runtime)")
+    onnx.add_argument("model", help="registered name, checkpoint folder or hf-hub:org/repo")
     _add_model_args(onnx)
+    onnx.add_argument("--external-data", action="store_true", help="weights in <out>.data beside the graph")
+    onnx.add_argument("--opset", type=int, default=None, help="ONNX opset (default and minimum 18)")
     onnx.add_argument("--out", required=True, help="output .onnx file")
 
-    serve = sub.add_parser("serve", help="HTTP embedding service for an exported .onnx file")
-    serve.add_argument("model", help="an .onnx file written by `python -m export onnx`")
+    serve = sub.add_parser("serve", help="HTTP embedding service for an exported .onnx file (or a model, exported "
+                                         "first to a temporary file)")
+    serve.add_argument("model", help="an .onnx file written by `python -m export onnx`, or a model to export first")
+    _add_model_args(serve, rois=False)
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--max-batch", type=int, default=8)
+    serve.add_argument("--max-batch", type=positive_int, default=8)
     serve.add_argument("--max-wait-ms", type=float, default=5.0)
-    serve.add_argument("--max-upload-mb", type=float, default=100.0)
-    serve.add_argument("--max-clips", type=int, default=64)
-    serve.add_argument("--timeout-s", type=float, default=60.0, help="per-request time limit")
-    serve.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads")
+    serve.add_argument("--max-upload-mb", type=positive_float, default=100.0)
+    serve.add_argument("--max-clips", type=positive_int, default=64)
+    serve.add_argument("--timeout-s", type=positive_float, default=60.0, help="per-request time limit")
+    serve.add_argument("--header-timeout-s", type=positive_float, default=10.0,
+                       help="a connection whose request head is not complete this long after its first byte is "
+                            "closed (slow clients)")
+    serve.add_argument("--body-timeout-s", type=positive_float, default=30.0,
+                       help="a request body not received within this time gets 408 and the connection is closed")
+    serve.add_argument("--keep-alive-s", type=positive_float, default=5.0, help="idle keep-alive connection limit")
+    serve.add_argument("--max-connections", type=positive_int, default=64,
+                       help="open connections; requests beyond get 503")
+    serve.add_argument("--decode-workers", type=positive_int, default=2, help="threads decoding uploaded videos")
+    serve.add_argument("--threads", type=positive_int, default=None, help="ONNX Runtime intra-op threads")
     serve.add_argument("--provider", action="append", default=None,
                        help="ONNX Runtime provider(s) to try, in order (default: TensorRT, CUDA, CPU)")
 
     triton = sub.add_parser("triton", help="write a Triton Inference Server model repository")
     triton.add_argument("model", help="an exported .onnx file, or a model to export first (as for `onnx`)")
+    _add_model_args(triton)
     triton.add_argument("--out", required=True, help="model repository folder")
     triton.add_argument("--name", default=None, help="model name in the repository (default: from MODEL)")
-    triton.add_argument("--max-batch", type=int, default=8)
+    triton.add_argument("--max-batch", type=positive_int, default=8)
     triton.add_argument("--max-queue-delay-us", type=int, default=2000)
-    triton.add_argument("--branch", choices=("global", "region"), default="global")
-    triton.add_argument("--with-rois", action="store_true")
-    triton.add_argument("--fp16", action="store_true")
-    triton.add_argument("--random-init", action="store_true")
-    triton.add_argument("--seed", type=int, default=0)
+    for command in (onnx, serve, triton):
+        add_debug_flag(command)
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def _onnx_source(args: argparse.Namespace, tmp: str) -> Path:
+    """``args.model`` itself when it is an ``.onnx`` file, else the model exported into ``tmp``."""
+    from .onnx_export import export_from_name
+
+    source = Path(args.model)
+    if source.suffix == ".onnx":
+        if not source.is_file():
+            raise FileNotFoundError(f"no ONNX file at {source}; write one with `{PROG} onnx MODEL --out {source}`")
+        return source
+    name = getattr(args, "name", None) or source.name.replace(":", "_")
+    onnx_path = Path(tmp) / f"{name}.onnx"
+    export_from_name(args.model, onnx_path, branch=args.branch, with_rois=getattr(args, "with_rois", False),
+                     fp16=args.fp16, random_init=args.random_init, seed=args.seed)
+    return onnx_path
+
+
+def _run(args: argparse.Namespace) -> int:
+    if getattr(args, "with_rois", False) and args.branch != "region":
+        raise UsageError("--with-rois needs --branch region (ROI features come from the region branch)")
     if args.command == "onnx":
         from .onnx_export import export_from_name
 
-        report = export_from_name(args.model, args.out, branch=args.branch, with_rois=args.with_rois,
+        out = prepare_output_file(args.out, "--out")
+        report = export_from_name(args.model, out, branch=args.branch, with_rois=args.with_rois,
                                   fp16=args.fp16, external_data=args.external_data, opset=args.opset,
                                   random_init=args.random_init, seed=args.seed)
         print(f"wrote {report.path}: inputs {report.inputs}, outputs {report.outputs}; ONNX Runtime vs PyTorch "
@@ -71,27 +112,28 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         config = ServeConfig(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
                              max_upload_bytes=int(args.max_upload_mb * 2**20), max_clips=args.max_clips,
-                             request_timeout_s=args.timeout_s)
-        serve(args.model, host=args.host, port=args.port, config=config, threads=args.threads,
-              providers=args.provider)
+                             request_timeout_s=args.timeout_s, header_timeout_s=args.header_timeout_s,
+                             body_timeout_s=args.body_timeout_s, keep_alive_s=args.keep_alive_s,
+                             max_connections=args.max_connections, decode_workers=args.decode_workers)
+        with tempfile.TemporaryDirectory() as tmp:
+            serve(str(_onnx_source(args, tmp)), host=args.host, port=args.port, config=config,
+                  threads=args.threads, providers=args.provider)
         return 0
     if args.command == "triton":
-        from .onnx_export import export_from_name
         from .triton import write_repository
 
-        source = Path(args.model)
+        out = prepare_output_dir(args.out, "--out")
         with tempfile.TemporaryDirectory() as tmp:
-            if source.suffix != ".onnx":
-                name = args.name or source.name.replace("/", "_").replace(":", "_")
-                onnx_path = Path(tmp) / f"{name}.onnx"
-                export_from_name(args.model, onnx_path, branch=args.branch, with_rois=args.with_rois,
-                                 fp16=args.fp16, random_init=args.random_init, seed=args.seed)
-                source = onnx_path
-            folder = write_repository(source, args.out, name=args.name, max_batch=args.max_batch,
+            folder = write_repository(_onnx_source(args, tmp), out, name=args.name, max_batch=args.max_batch,
                                       max_queue_delay_us=args.max_queue_delay_us)
         print(f"wrote {folder}/config.pbtxt and {folder}/1/model.onnx")
         return 0
     return 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return run_command(f"{PROG} {args.command}", lambda: _run(args), debug=args.debug, spellings=CLI_SPELLINGS)
 
 
 if __name__ == "__main__":

@@ -11,10 +11,8 @@ on another batch size and box count must match PyTorch within ``1e-4 * max |torc
 
 from __future__ import annotations
 
-import io
 import json
 import os
-import warnings
 from dataclasses import asdict
 from pathlib import Path
 
@@ -23,9 +21,18 @@ import torch
 from torch import nn
 
 from constcl_zoo import __version__
+from constcl_zoo.errors import InvalidArgumentError, InvalidTypeError
 from constcl_zoo.tasks.localization import ActionLocalizer
 
-from .onnx_export import META_PREFIX, MIN_OPSET, TOLERANCE, ExportCheckError, ExportReport, _dims, _set_output_dims
+from .onnx_export import (
+    META_PREFIX,
+    MIN_OPSET,
+    TOLERANCE,
+    ExportCheckError,
+    ExportReport,
+    _dims,
+    _known_export_noise,
+)
 
 
 class _LocalizerGraph(nn.Module):
@@ -47,29 +54,29 @@ def _example(model: ActionLocalizer, size: tuple[int, int], batch: int, boxes: i
 
 
 def export_localizer_onnx(model: ActionLocalizer, out: str | os.PathLike, *, height: int | None = None,
-                          width: int | None = None, opset: int = MIN_OPSET, source: str = "",
+                          width: int | None = None, opset: int | None = None, source: str = "",
                           check: bool = True) -> ExportReport:
     """Export ``model`` to ``out`` (module docstring) and self-check it with ONNX Runtime."""
     import onnx
 
     if not isinstance(model, ActionLocalizer):
-        raise TypeError(f"export_localizer_onnx takes an ActionLocalizer, got {type(model).__name__}")
+        raise InvalidTypeError(f"export_localizer_onnx takes an ActionLocalizer, got {type(model).__name__}")
+    opset = MIN_OPSET if opset is None else opset
     if opset < MIN_OPSET:
-        raise ValueError(f"opset must be >= {MIN_OPSET}, got {opset}")
+        raise InvalidArgumentError(f"opset must be >= {MIN_OPSET} (the dynamo ONNX exporter's minimum), got {opset}")
     short = model.clip_preprocess.cfg.resize_short_side
     size = (height or short, width or round(short * 4 / 3))
     model = model.float().eval()
     graph = _LocalizerGraph(model).eval()
     args = _example(model, size, batch=2, boxes=3, seed=0)
-    dynamic = {"clip": {0: "batch"}, "boxes": {0: "batch", 1: "num_boxes"}, "scores": {0: "batch", 1: "num_boxes"}}
-    buffer = io.BytesIO()
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        traced_shape = graph(*args).shape
-        torch.onnx.export(graph, args, buffer, dynamo=False, opset_version=opset, input_names=["clip", "boxes"],
-                          output_names=["scores"], dynamic_axes=dynamic, do_constant_folding=True)
-    proto = onnx.load_from_string(buffer.getvalue())
-    _set_output_dims(proto.graph.output[0], traced_shape, dynamic["scores"])
+    # The boxes' batch axis is the clips' (forward_head checks it): Dim.DYNAMIC lets torch.export tie the two, as
+    # in onnx_export._example.
+    dynamic = {"clip": {0: torch.export.Dim("batch")},
+               "boxes": {0: torch.export.Dim.DYNAMIC, 1: torch.export.Dim("num_boxes")}}
+    with torch.no_grad(), _known_export_noise():
+        program = torch.onnx.export(graph, args, dynamo=True, opset_version=opset, input_names=["clip", "boxes"],
+                                    output_names=["scores"], dynamic_shapes=dynamic, optimize=True, verbose=False)
+    proto = program.model_proto
     metadata = {"task": "localization", "config": json.dumps(model.config.to_dict()),
                 "preprocess": json.dumps(asdict(model.clip_preprocess.cfg)), "crop": "false",
                 "labels": json.dumps(list(model.labels)), "label_ids": json.dumps(list(model.label_ids)),

@@ -8,17 +8,22 @@ with ``--fp16``, which stores fp16 weights and computes in fp16):
 * ``region --with-rois``: ``clip, boxes [batch, num_boxes, 4] -> roi_features [batch, num_boxes, C]`` (normalised
   ``(x1, y1, x2, y2)`` boxes on the centre feature frame, the training ROIAlign)
 
-``batch`` (and ``num_boxes``) are dynamic axes. The export checks itself: ONNX Runtime runs random inputs of a
-batch size (and box count) different from the traced ones and must match PyTorch within
+``batch`` (and ``num_boxes``) are dynamic axes. The graph comes from the exporter torch recommends,
+``torch.onnx.export(..., dynamo=True)`` (``torch.export`` + onnxscript). It writes opset 18 and cannot go lower for
+these graphs (asked for 17, ONNX's version converter stops at ``Pad``: "No Adapter To Version 17"), hence
+``MIN_OPSET = 18``. The export checks itself: ONNX Runtime runs random inputs of a batch size (and box count)
+different from the exported example's and must match PyTorch within
 ``max |ORT - torch| <= tol * max |torch|`` (``tol`` 1e-4 for fp32; 1e-2 for fp16, compared with fp32 PyTorch).
 """
 
 from __future__ import annotations
 
-import io
+import contextlib
 import json
+import logging
 import os
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,10 +32,10 @@ import torch
 from torch import nn
 
 from constcl_zoo import ModelConfig, __version__, load
-from constcl_zoo.errors import ConstclZooError
+from constcl_zoo.errors import ConstclZooError, InvalidArgumentError
 from constcl_zoo.model import ConstCLBase
 
-MIN_OPSET = 17
+MIN_OPSET = 18
 META_PREFIX = "constcl_zoo."
 TOLERANCE = {"fp32": 1e-4, "fp16": 1e-2}
 
@@ -69,17 +74,21 @@ def input_shape(config: ModelConfig) -> tuple[int, int, int, int]:
 
 
 def export_onnx(model: ConstCLBase, out: str | os.PathLike, *, with_rois: bool = False, fp16: bool = False,
-                external_data: bool = False, opset: int = MIN_OPSET, source: str = "",
+                external_data: bool = False, opset: int | None = None, source: str = "",
                 check: bool = True) -> ExportReport:
-    """Export ``model`` (a ``global`` or ``region`` network) to ``out``; self-check with ONNX Runtime."""
+    """Export ``model`` (a ``global`` or ``region`` network) to ``out``; self-check with ONNX Runtime.
+
+    ``opset``: the ONNX opset to write (default and minimum :data:`MIN_OPSET`).
+    """
     import onnx
 
     if model.branch not in ("global", "region"):
-        raise ValueError(f"export takes a 'global' or 'region' network, got branch {model.branch!r}")
+        raise InvalidArgumentError(f"export takes a 'global' or 'region' network, got branch {model.branch!r}")
     if with_rois and model.branch != "region":
-        raise ValueError("--with-rois needs --branch region")
+        raise InvalidArgumentError("--with-rois needs --branch region")
+    opset = MIN_OPSET if opset is None else opset
     if opset < MIN_OPSET:
-        raise ValueError(f"opset must be >= {MIN_OPSET}, got {opset}")
+        raise InvalidArgumentError(f"opset must be >= {MIN_OPSET} (the dynamo ONNX exporter's minimum), got {opset}")
     out = Path(out)
     precision = "fp16" if fp16 else "fp32"
     model = model.float().eval()
@@ -90,15 +99,11 @@ def export_onnx(model: ConstCLBase, out: str | os.PathLike, *, with_rois: bool =
     graph = _Graph(model, with_rois, torch.float16 if fp16 else torch.float32).eval()
     args, names, dynamic = _example(model.config, with_rois, batch=2, boxes=3)
     output_name = "roi_features" if with_rois else ("embeddings" if model.branch == "global" else "features")
-    dynamic[output_name] = {0: "batch", 1: "num_boxes"} if with_rois else {0: "batch"}
-    buffer = io.BytesIO()
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore", torch.jit.TracerWarning)  # shape checks traced as constants: expected
-        traced_shape = graph(*args).shape
-        torch.onnx.export(graph, args, buffer, dynamo=False, opset_version=opset, input_names=names,
-                          output_names=[output_name], dynamic_axes=dynamic, do_constant_folding=True)
-    proto = onnx.load_from_string(buffer.getvalue())
-    _set_output_dims(proto.graph.output[0], traced_shape, dynamic[output_name])
+    with torch.no_grad(), _known_export_noise():
+        program = torch.onnx.export(graph, args, dynamo=True, opset_version=opset, input_names=names,
+                                    output_names=[output_name], dynamic_shapes=dynamic, optimize=True,
+                                    verbose=False)
+    proto = program.model_proto
     config = model.config.to_dict()
     metadata = {"config": json.dumps(config), "preprocess": json.dumps(config["preprocess"]), "branch": model.branch,
                 "with_rois": json.dumps(with_rois), "precision": precision, "source": source,
@@ -134,23 +139,15 @@ def load_like(model: ConstCLBase) -> ConstCLBase:
 def _example(config: ModelConfig, with_rois: bool, batch: int, boxes: int, seed: int = 0):
     gen = torch.Generator().manual_seed(seed)
     clip = torch.randn(batch, *input_shape(config), generator=gen)
+    batch_dim = torch.export.Dim("batch")
     if not with_rois:
-        return (clip,), ["clip"], {"clip": {0: "batch"}}
+        return (clip,), ["clip"], {"clip": {0: batch_dim}}
     xy = torch.rand(batch, boxes, 2, generator=gen) * 0.6
     box = torch.cat([xy, xy + 0.1 + torch.rand(batch, boxes, 2, generator=gen) * 0.3], dim=-1)
-    return (clip, box), ["clip", "boxes"], {"clip": {0: "batch"}, "boxes": {0: "batch", 1: "num_boxes"}}
-
-
-def _set_output_dims(value_info, shape: torch.Size, dynamic: dict[int, str]) -> None:
-    """Name the dynamic output axes and fix the others (ONNX shape inference leaves them as made-up names)."""
-    dims = value_info.type.tensor_type.shape.dim
-    del dims[:]
-    for axis, size in enumerate(shape):
-        dim = dims.add()
-        if axis in dynamic:
-            dim.dim_param = dynamic[axis]
-        else:
-            dim.dim_value = int(size)
+    # The boxes' batch axis is the clips' (roi_features checks it): Dim.DYNAMIC lets torch.export tie the two
+    # together, where a second use of the named Dim would make the exporter warn that the name is a duplicate.
+    return (clip, box), ["clip", "boxes"], {"clip": {0: batch_dim},
+                                            "boxes": {0: torch.export.Dim.DYNAMIC, 1: torch.export.Dim("num_boxes")}}
 
 
 def _dims(value_info) -> list[int | str]:
@@ -176,10 +173,52 @@ def self_check(path: Path, reference: ConstCLBase, with_rois: bool, tolerance: f
     return abs_diff, rel
 
 
-def export_from_name(name: str, out: str | os.PathLike, *, branch: str = "global", with_rois: bool = False,
-                     fp16: bool = False, external_data: bool = False, opset: int = MIN_OPSET,
+@contextlib.contextmanager
+def _known_export_noise() -> Iterator[None]:
+    """Silence the two messages torch 2.13's dynamo exporter prints on a normal export, and nothing else.
+
+    * ``torchvision is not installed. Skipping torchvision::nms`` (and ``roi_align``, ...): logged while the
+      exporter builds its operator registry; we use no torchvision operator (our ROIAlign is pure torch).
+    * ``FutureWarning: `isinstance(treespec, LeafSpec)` is deprecated``: raised inside ``torch.export``'s own
+      ``run_decompositions`` (a ``copy.deepcopy`` of its module call graph), not by anything we pass; torch fixes
+      these internal uses one by one (pytorch/pytorch#167470, #169421).
+    """
+    registry_log = logging.getLogger("torch.onnx._internal.exporter._registration")
+
+    def keep(record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("torchvision is not installed")
+
+    registry_log.addFilter(keep)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+                                    category=FutureWarning)
+            yield
+    finally:
+        registry_log.removeFilter(keep)
+
+
+def export_from_name(name: str, out: str | os.PathLike, *, branch: str | None = None, with_rois: bool = False,
+                     fp16: bool = False, external_data: bool = False, opset: int | None = None,
                      random_init: bool = False, seed: int = 0) -> ExportReport:
-    """:func:`export_onnx` of ``load(name, branch=branch)`` (``random_init``: ``pretrained=False``)."""
+    """Export ``load(name, branch=branch)`` (``random_init``: ``pretrained=False``), by what it loads as: an
+    encoder through :func:`export_onnx` (``branch`` default ``"global"``), a localization task checkpoint through
+    :func:`export.localization_onnx.export_localizer_onnx` (clip + boxes -> action scores)."""
+    from constcl_zoo.tasks.localization import ActionLocalizer
+
     model = load(name, branch=branch, pretrained=not random_init, seed=seed)
+    source = name + (f" (random init, seed {seed})" if random_init else "")
+    if isinstance(model, ActionLocalizer):
+        from .localization_onnx import export_localizer_onnx
+
+        unused = [flag for flag, on in (("--with-rois", with_rois), ("--fp16", fp16),
+                                        ("--external-data", external_data)) if on]
+        if unused:
+            raise InvalidArgumentError(f"{name} is an action localizer (clip + boxes -> action scores); "
+                                       f"{', '.join(unused)} apply to encoder exports only: drop them")
+        return export_localizer_onnx(model, out, opset=opset, source=source)
+    if not isinstance(model, ConstCLBase):
+        raise InvalidArgumentError(f"{name} loads as {type(model).__name__}; ONNX export takes an encoder or an "
+                                   "action localizer checkpoint")
     return export_onnx(model, out, with_rois=with_rois, fp16=fp16, external_data=external_data, opset=opset,
-                       source=name + (f" (random init, seed {seed})" if random_init else ""))
+                       source=source)

@@ -21,12 +21,16 @@ import torch
 
 from constcl_zoo import ClipPreprocess, ModelConfig
 from constcl_zoo.embed import VideoEmbeddings, VideoInput, embed_frames
-from constcl_zoo.errors import ConstclZooError
+from constcl_zoo.errors import ConstclZooError, InvalidArgumentError
 
 from .onnx_export import META_PREFIX, input_shape
 
 log = logging.getLogger(__name__)
 GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
+
+
+class ProviderError(ConstclZooError, RuntimeError):
+    """No ONNX Runtime execution provider could create a session for the model."""
 
 
 class OnnxMetadataError(ConstclZooError, ValueError):
@@ -75,7 +79,7 @@ def create_session(path: str | os.PathLike, providers: list[str] | None = None, 
         if session.get_providers()[0] == provider:
             return session, provider
         errors.append(f"{provider}: the session fell back to {session.get_providers()[0]}")
-    raise RuntimeError(f"{path}: no execution provider could run the model: " + "; ".join(errors))
+    raise ProviderError(f"{path}: no execution provider could run the model: " + "; ".join(errors))
 
 
 class OnnxEmbedder:
@@ -109,10 +113,10 @@ class OnnxEmbedder:
         """Float32 ``[B, 3, T, crop, crop]`` clips, or ``ValueError`` naming the expected shape."""
         clips = np.asarray(clips)
         if clips.ndim != 5 or tuple(clips.shape[1:]) != self.clip_shape:
-            raise ValueError(f"clips must have shape [B, {', '.join(map(str, self.clip_shape))}] "
+            raise InvalidArgumentError(f"clips must have shape [B, {', '.join(map(str, self.clip_shape))}] "
                              f"(preprocessed), got {tuple(clips.shape)}")
         if not np.issubdtype(clips.dtype, np.floating):
-            raise ValueError(f"clips must be float (preprocessed to {self.config.preprocess.value_range}), "
+            raise InvalidArgumentError(f"clips must be float (preprocessed to {self.config.preprocess.value_range}), "
                              f"got {clips.dtype}")
         return np.ascontiguousarray(clips, dtype=np.float32)
 
@@ -121,7 +125,7 @@ class OnnxEmbedder:
         feeds = {"clip": self.check_clips(clips)}
         if self.with_rois:
             if boxes is None:
-                raise ValueError(f"{self.path} takes boxes [B, N, 4] with the clips (exported --with-rois)")
+                raise InvalidArgumentError(f"{self.path} takes boxes [B, N, 4] with the clips (exported --with-rois)")
             feeds["boxes"] = np.asarray(boxes, dtype=np.float32)
         return self.session.run([self.output_name], feeds)[0]
 
@@ -129,9 +133,10 @@ class OnnxEmbedder:
               batch_size: int = 8, fps: float | None = None) -> VideoEmbeddings:
         """Sliding-window features of a whole video (see :func:`constcl_zoo.embed.embed_frames`)."""
         if self.with_rois:
-            raise ValueError(f"{self.path} needs boxes per clip; embed() works on the global/region graphs")
+            raise InvalidArgumentError(f"{self.path} needs boxes per clip; embed() works on the global/region graphs")
         if clip_frames not in (None, self.config.preprocess.num_frames):
-            raise ValueError(f"this ONNX graph takes clips of exactly {self.config.preprocess.num_frames} frames")
+            raise InvalidArgumentError(
+                f"this ONNX graph takes clips of exactly {self.config.preprocess.num_frames} frames")
 
         def run(clips: torch.Tensor) -> torch.Tensor:
             return torch.from_numpy(self.run(clips.numpy()))

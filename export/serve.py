@@ -9,8 +9,14 @@
 * ``GET /healthz`` (the process and its batcher are alive), ``GET /readyz`` (the model has run once),
   ``GET /metrics`` (Prometheus: requests by status, latency histogram, batch sizes, clips), ``/docs`` and
   ``/openapi.json``.
-* Limits: upload size (413), clips per request (413), request time (408). Every bad request gets a 4xx JSON
-  ``{"detail": ...}``; the worker never dies on input.
+* Limits: upload size (413), clips per request (413), request time (408; the request's decoding stops at its
+  next frame). Every bad request gets a 4xx JSON ``{"detail": ...}``; the worker never dies on input. An
+  unexpected error gets a JSON 500, is counted in ``constcl_internal_errors_total`` and leaves the connection open.
+* Connections (see :class:`ServeConfig`): uvicorn's own ``limit_concurrency`` (503 beyond it),
+  ``timeout_keep_alive``, ``h11_max_incomplete_event_size`` (header bytes) and ``timeout_graceful_shutdown``;
+  uvicorn has no time limit on receiving a request, so :class:`HeaderTimeoutH11Protocol` drops a connection whose
+  request head is not complete ``header_timeout_s`` after its first byte (or after connecting), and the
+  :class:`BodyTimeout` middleware answers 408 and closes when the body takes longer than ``body_timeout_s``.
 """
 
 from __future__ import annotations
@@ -19,21 +25,27 @@ import asyncio
 import contextlib
 import io
 import logging
+import math
 import tempfile
+import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
 import numpy as np
-from fastapi import FastAPI, File, HTTPException, Request, UploadFile
+from fastapi import FastAPI, File, HTTPException, UploadFile
 from fastapi.responses import JSONResponse, PlainTextResponse
+from numpy.lib import format as npy_format
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from pydantic import BaseModel
 
+from constcl_zoo.config import ConfigError
 from constcl_zoo.embed import WindowSpec, frames_of, iter_windows
-from constcl_zoo.video import VideoError
+from constcl_zoo.errors import ConstclZooError, InvalidArgumentError
+from constcl_zoo.video import Frame, VideoError
 
 from .runtime import OnnxEmbedder
 
@@ -68,12 +80,25 @@ class ServeConfig:
     max_upload_bytes: int = 100 * 2**20
     max_clips: int = 64
     request_timeout_s: float = 60.0
+    header_timeout_s: float = 10.0  # from a request's first byte (or the connection) to its complete head
+    body_timeout_s: float = 30.0  # from the complete head to the end of the body
+    keep_alive_s: float = 5.0  # an idle keep-alive connection is closed after this (uvicorn timeout_keep_alive)
+    max_connections: int = 64  # open connections; requests beyond get 503 (uvicorn limit_concurrency)
+    max_header_bytes: int = 16384  # request head size (uvicorn h11_max_incomplete_event_size)
+    decode_workers: int = 2  # threads decoding uploaded videos (their own pool, not the default executor)
+    graceful_shutdown_s: float = 10.0  # uvicorn timeout_graceful_shutdown
 
     def __post_init__(self) -> None:
-        if self.max_batch < 1 or self.max_clips < 1 or self.max_upload_bytes < 1:
-            raise ValueError(f"max_batch, max_clips and max_upload_bytes must be >= 1: {self}")
-        if self.max_wait_ms < 0 or self.request_timeout_s <= 0:
-            raise ValueError(f"max_wait_ms must be >= 0 and request_timeout_s > 0: {self}")
+        for name in ("max_batch", "max_clips", "max_upload_bytes", "max_connections", "max_header_bytes",
+                     "decode_workers"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"ServeConfig.{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("request_timeout_s", "header_timeout_s", "body_timeout_s", "keep_alive_s",
+                     "graceful_shutdown_s"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"ServeConfig.{name} must be > 0 seconds, got {getattr(self, name)}")
+        if self.max_wait_ms < 0:
+            raise ConfigError(f"ServeConfig.max_wait_ms must be >= 0, got {self.max_wait_ms}")
 
 
 class Metrics:
@@ -90,6 +115,12 @@ class Metrics:
                                     buckets=(1, 2, 4, 8, 16, 32, 64, 128), registry=self.registry)
         self.clips = Counter("constcl_clips", "Clips embedded", registry=self.registry)
         self.queue = Gauge("constcl_queue_clips", "Clips waiting for the model", registry=self.registry)
+        self.internal_errors = Counter("constcl_internal_errors", "Requests answered 500 (any path)", ["path"],
+                                       registry=self.registry)
+        self.decode_jobs = Gauge("constcl_decode_jobs", "Video decoding jobs running or queued",
+                                 registry=self.registry)
+        self.frames_decoded = Counter("constcl_frames_decoded", "Video frames decoded for requests",
+                                      registry=self.registry)
 
 
 class MicroBatcher:
@@ -99,6 +130,7 @@ class MicroBatcher:
                  metrics: Metrics) -> None:
         self.run, self.max_batch, self.max_wait = run, max_batch, max_wait_ms / 1000.0
         self.metrics = metrics
+        self.executor = ThreadPoolExecutor(1, thread_name_prefix="constcl-model")  # the model's own thread
         self.queue: asyncio.Queue[tuple[np.ndarray, asyncio.Future]] = asyncio.Queue()
         self.task: asyncio.Task | None = None
 
@@ -110,6 +142,11 @@ class MicroBatcher:
             self.task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self.task
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+    async def call(self, fn: Callable, *args):
+        """Run ``fn(*args)`` on the model thread."""
+        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
     @property
     def alive(self) -> bool:
@@ -154,7 +191,7 @@ class MicroBatcher:
                 continue
             self.metrics.batch_size.observe(len(batch))
             try:
-                out = await asyncio.to_thread(self.run, np.stack([clip for clip, _ in batch]))
+                out = await self.call(self.run, np.stack([clip for clip, _ in batch]))
             except Exception as exc:  # handed to the requests; the loop lives on
                 for _, future in batch:
                     if not future.done():
@@ -194,37 +231,163 @@ class UploadLimit:
         return f"upload of {size} bytes is over the limit of {self.limit} bytes"
 
 
+class BodyTimeout:
+    """ASGI middleware: 408 when a request's body is not received within ``timeout_s`` of its head.
+
+    uvicorn bounds idle keep-alive connections and header sizes but not the time a client may take to send a body
+    (a client that stalls mid-upload holds its connection and its spooled upload forever). This bounds the whole
+    body, not the gap between chunks, so a trickle is cut off too. The app sees an ``HTTPException(408)`` from
+    ``receive``, answered as JSON by FastAPI; the body is unfinished, so the connection is then closed.
+    """
+
+    def __init__(self, app, timeout_s: float) -> None:
+        self.app, self.timeout_s = app, timeout_s
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        deadline = asyncio.get_running_loop().time() + self.timeout_s
+        body_done = False
+
+        async def timed():
+            nonlocal body_done
+            if body_done:  # after the body only a disconnect can come; waiting for it needs no deadline
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), deadline - asyncio.get_running_loop().time())
+            except TimeoutError:
+                raise HTTPException(408, f"the request body was not received within {self.timeout_s:g} s",
+                                    headers={"Connection": "close"}) from None
+            body_done = message["type"] != "http.request" or not message.get("more_body", False)
+            return message
+
+        return await self.app(scope, timed, send)
+
+
+class Observe:
+    """ASGI middleware: counts and times ``/v1/embeddings`` requests by status, and turns any exception that
+    escapes the app into a JSON 500 (counted in ``constcl_internal_errors_total``) instead of Starlette's plain
+    text one, so the error is visible in ``/metrics`` and the connection stays usable."""
+
+    def __init__(self, app, metrics: Metrics) -> None:
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        start, status = time.perf_counter(), [None]
+
+        async def send_status(message) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        except Exception as exc:
+            log.exception("internal error on %s", scope.get("path"))
+            if status[0] is not None:  # the response had started: nothing sane can follow; uvicorn closes
+                raise
+            status[0] = 500
+            await JSONResponse({"detail": f"internal error ({type(exc).__name__}); it is logged and counted in "
+                                          f"/metrics"}, status_code=500)(scope, receive, send)
+        finally:
+            if status[0] == 500:
+                self.metrics.internal_errors.labels(path=scope.get("path", "")).inc()
+            if scope.get("path") == "/v1/embeddings" and status[0] is not None:
+                self.metrics.requests.labels(status=str(status[0])).inc()
+                self.metrics.latency.observe(time.perf_counter() - start)
+
+
+def header_timeout_protocol(timeout_s: float) -> type:
+    """uvicorn's h11 protocol with a deadline on request heads: a connection is closed when a request head is not
+    complete ``timeout_s`` after the connection opened or after the first byte of the next request.
+
+    uvicorn's ``timeout_keep_alive`` only runs between requests, once a response is sent, and is cancelled by the
+    first byte of the next request; a client that connects and sends nothing, or trickles a head byte by byte
+    (slowloris), otherwise holds its connection forever (and ``limit_concurrency`` counts it)."""
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class HeaderTimeoutH11Protocol(H11Protocol):
+        def connection_made(self, transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._head_timer: asyncio.TimerHandle | None = None
+            self._watch_head()
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            self._watch_head()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            if self._head_timer is not None:
+                self._head_timer.cancel()
+            super().connection_lost(exc)
+
+        def _waiting_for_head(self) -> bool:
+            return self.cycle is None or self.cycle.response_complete
+
+        def _watch_head(self) -> None:
+            if self._waiting_for_head() and self.timeout_keep_alive_task is None:
+                if self._head_timer is None and not self.transport.is_closing():
+                    self._head_timer = self.loop.call_later(timeout_s, self._head_timeout)
+            elif self._head_timer is not None:  # a request is in progress, or the keep-alive timer runs instead
+                self._head_timer.cancel()
+                self._head_timer = None
+
+        def _head_timeout(self) -> None:
+            self._head_timer = None
+            if self._waiting_for_head() and not self.transport.is_closing():
+                self.logger.info("closing a connection whose request head took over %g s", timeout_s)
+                self.transport.close()
+
+    return HeaderTimeoutH11Protocol
+
+
+def _cancellable(frames: Iterable[Frame], cancel: threading.Event, metrics: Metrics) -> Iterator[Frame]:
+    """``frames`` until ``cancel`` is set (checked before each frame is decoded)."""
+    iterator = iter(frames)
+    while not cancel.is_set():
+        try:
+            frame = next(iterator)
+        except StopIteration:
+            return
+        metrics.frames_decoded.inc()
+        yield frame
+    raise _Cancelled
+
+
+class _Cancelled(ConstclZooError):
+    """A decoding job whose request timed out or went away (nobody waits for its result)."""
+
+
 def create_app(embedder: OnnxEmbedder, config: ServeConfig | None = None) -> FastAPI:
     """The FastAPI app around ``embedder`` (an :class:`~export.runtime.OnnxEmbedder` without ROI input)."""
     config = config or ServeConfig()
     if embedder.with_rois:
-        raise ValueError(f"{embedder.path} takes boxes (exported --with-rois); serve a global or region export")
+        raise InvalidArgumentError(
+            f"{embedder.path} takes boxes (exported --with-rois); serve a global or region export")
     metrics = Metrics()
     batcher = MicroBatcher(embedder.run, config.max_batch, config.max_wait_ms, metrics)
+    decode_pool = ThreadPoolExecutor(config.decode_workers, thread_name_prefix="constcl-decode")
     state = {"ready": False}
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
         batcher.start()
         warm = np.zeros((1, *embedder.clip_shape), np.float32)
-        await asyncio.to_thread(embedder.run, warm)  # first run allocates; /readyz waits for it
+        await batcher.call(embedder.run, warm)  # first run allocates; /readyz waits for it
         state["ready"] = True
         yield
         await batcher.stop()
+        decode_pool.shutdown(wait=False, cancel_futures=True)
 
     app = FastAPI(title="ConST-CL embedding service", version="1", lifespan=lifespan,
                   description=f"{embedder.config.arch} ({embedder.branch} branch) on {embedder.provider}")
+    # added last = outermost: Observe sees every response and exception, then the size, then the time limit
+    app.add_middleware(BodyTimeout, timeout_s=config.body_timeout_s)
     app.add_middleware(UploadLimit, limit=config.max_upload_bytes)
+    app.add_middleware(Observe, metrics=metrics)
     app.state.metrics, app.state.batcher, app.state.config = metrics, batcher, config
-
-    @app.middleware("http")
-    async def observe(request: Request, call_next: Callable[[Request], Awaitable]):
-        start = time.perf_counter()
-        response = await call_next(request)
-        if request.url.path == "/v1/embeddings":
-            metrics.requests.labels(status=str(response.status_code)).inc()
-            metrics.latency.observe(time.perf_counter() - start)
-        return response
 
     @app.get("/healthz")
     async def healthz() -> JSONResponse:
@@ -261,34 +424,74 @@ def create_app(embedder: OnnxEmbedder, config: ServeConfig | None = None) -> Fas
         if data.startswith(NPY_MAGIC) or name.lower().endswith(".npy"):
             clips = _read_npy(data, name)
         else:
-            clips, windows = await asyncio.to_thread(_decode_video, data, name)
+            cancel = threading.Event()
+            metrics.decode_jobs.inc()
+            try:
+                clips, windows = await asyncio.get_running_loop().run_in_executor(
+                    decode_pool, _decode_video, data, name, cancel)
+            finally:
+                cancel.set()  # a timed-out or cancelled request: its decoding stops before the next frame
         try:
             out = await batcher.submit(clips)
         except ValueError as exc:  # shape/dtype problems found by the embedder
             raise HTTPException(422, f"{name}: {exc}") from None
+        if not np.isfinite(out).all():  # JSON has no inf/nan; such output means inputs far outside the range
+            raise HTTPException(422, f"{name}: the model's output is not finite for these clips; clips must be "
+                                     f"preprocessed to {list(embedder.config.preprocess.value_range)}")
         metrics.clips.inc(len(clips))
         # a JSONResponse skips FastAPI's per-element encoder (slow for [B, D] floats)
         return JSONResponse({"model": embedder.config.arch, "branch": embedder.branch, "shape": list(out.shape),
                              "embeddings": out.tolist(), "windows": windows})
 
     def _read_npy(data: bytes, name: str) -> np.ndarray:
+        """Clips from ``.npy`` bytes. The header is parsed and checked (shape, dtype, clip count, byte count)
+        before any array exists: ``np.load`` would allocate whatever shape the header claims."""
+        buffer = io.BytesIO(data)
         try:
-            array = np.load(io.BytesIO(data), allow_pickle=False)
-        except (ValueError, OSError, EOFError) as exc:
+            version = npy_format.read_magic(buffer)
+            if version not in ((1, 0), (2, 0)):
+                raise InvalidArgumentError(f"format version {version[0]}.{version[1]} (1.0 and 2.0 are read)")
+            read_header = npy_format.read_array_header_1_0 if version == (1, 0) else npy_format.read_array_header_2_0
+            shape, fortran, dtype = read_header(buffer)
+        except (ValueError, OSError, EOFError, TypeError, SyntaxError) as exc:
             raise HTTPException(400, f"{name}: not a readable .npy array ({exc})") from None
-        if array.ndim == 4:
-            array = array[None]
+        if dtype.hasobject:
+            raise HTTPException(400, f"{name}: not a readable .npy array (object arrays need pickle, which this "
+                                     f"service never loads)")
+        clip_shape = tuple(embedder.clip_shape)
+        if len(shape) not in (4, 5) or tuple(shape[-4:]) != clip_shape:
+            raise HTTPException(422, f"{name}: clips must have shape [B, {', '.join(map(str, clip_shape))}] "
+                                     f"(preprocessed), got {tuple(shape)}")
+        count = shape[0] if len(shape) == 5 else 1
+        if count > config.max_clips:
+            raise HTTPException(413, f"{name}: {count} clips; the limit is {config.max_clips} per request")
+        if dtype.kind != "f":
+            raise HTTPException(422, f"{name}: clips must be float (preprocessed to "
+                                     f"{list(embedder.config.preprocess.value_range)}), got {dtype}")
+        size = math.prod(shape) * dtype.itemsize
+        if len(data) - buffer.tell() != size:
+            raise HTTPException(400, f"{name}: not a readable .npy array (the header's shape {tuple(shape)} needs "
+                                     f"{size} bytes of data, the file holds {len(data) - buffer.tell()})")
+        array = np.frombuffer(data, dtype, math.prod(shape), buffer.tell())
+        array = array.reshape(shape[::-1]).T if fortran else array.reshape(shape)
         try:
-            clips = embedder.check_clips(array)
+            clips = embedder.check_clips(array[None] if len(shape) == 4 else array)
         except ValueError as exc:
             raise HTTPException(422, f"{name}: {exc}") from None
-        if len(clips) > config.max_clips:
-            raise HTTPException(413, f"{name}: {len(clips)} clips; the limit is {config.max_clips} per request")
         if not np.isfinite(clips).all():
-            raise HTTPException(422, f"{name}: the clips contain NaN or infinite values")
+            raise HTTPException(422, f"{name}: the clips contain NaN or infinite values (or values too large "
+                                     f"for float32)")
         return clips
 
-    def _decode_video(data: bytes, name: str) -> tuple[np.ndarray, list[dict]]:
+    def _decode_video(data: bytes, name: str, cancel: threading.Event) -> tuple[np.ndarray, list[dict]]:
+        try:
+            return _decode_frames(data, name, cancel)
+        finally:
+            metrics.decode_jobs.dec()
+
+    def _decode_frames(data: bytes, name: str, cancel: threading.Event) -> tuple[np.ndarray, list[dict]]:
+        if cancel.is_set():  # timed out while queued for a worker
+            raise _Cancelled
         suffix = Path(name).suffix if len(Path(name).suffix) <= 8 else ""
         with tempfile.NamedTemporaryFile(suffix=suffix) as tmp:
             tmp.write(data)
@@ -297,14 +500,14 @@ def create_app(embedder: OnnxEmbedder, config: ServeConfig | None = None) -> Fas
             frames, _ = frames_of(tmp.name)
             clips, windows = [], []
             try:
-                for window in iter_windows(frames, embedder.preprocess, spec, name):
+                for window in iter_windows(_cancellable(frames, cancel, metrics), embedder.preprocess, spec, name):
                     if len(clips) == config.max_clips:
                         raise HTTPException(413, f"{name}: more than {config.max_clips} windows; the limit is "
                                                  f"{config.max_clips} clips per request (send a shorter video)")
                     clips.append(window.clip.numpy())
                     windows.append({"start_s": window.start_s, "end_s": window.end_s,
                                     "start_frame": window.start_frame, "end_frame": window.end_frame})
-            except HTTPException:
+            except (HTTPException, _Cancelled):
                 raise
             except (VideoError, FileNotFoundError) as exc:
                 raise HTTPException(422, str(exc).replace(tmp.name, name)) from None
@@ -322,5 +525,13 @@ def serve(model: str, host: str = "127.0.0.1", port: int = 8000, config: ServeCo
     import uvicorn
 
     embedder = OnnxEmbedder(model, providers=providers, threads=threads)
+    config = config or ServeConfig()
     app = create_app(embedder, config)
-    uvicorn.run(app, host=host, port=port, log_level="info", timeout_keep_alive=30)
+    uvicorn.run(app, host=host, port=port, log_level="info", **uvicorn_options(config))
+
+
+def uvicorn_options(config: ServeConfig) -> dict:
+    """The uvicorn settings that carry :class:`ServeConfig`'s connection limits (h11 with a head deadline)."""
+    return {"http": header_timeout_protocol(config.header_timeout_s), "limit_concurrency": config.max_connections,
+            "timeout_keep_alive": config.keep_alive_s, "h11_max_incomplete_event_size": config.max_header_bytes,
+            "timeout_graceful_shutdown": config.graceful_shutdown_s}

@@ -14,6 +14,10 @@ from pathlib import Path
 
 import onnx
 
+from constcl_zoo.errors import InvalidArgumentError
+
+from .runtime import OnnxMetadataError
+
 ONNX_TO_TRITON = {onnx.TensorProto.FLOAT: "TYPE_FP32", onnx.TensorProto.FLOAT16: "TYPE_FP16",
                   onnx.TensorProto.INT64: "TYPE_INT64", onnx.TensorProto.INT32: "TYPE_INT32"}
 
@@ -22,10 +26,11 @@ def _tensor_lines(value_info, kind: str) -> str:
     tensor = value_info.type.tensor_type
     dims = tensor.shape.dim
     if not dims or not dims[0].dim_param:
-        raise ValueError(f"{kind} {value_info.name!r}: the first axis must be the dynamic batch axis")
+        raise InvalidArgumentError(f"{kind} {value_info.name!r}: the first axis must be the dynamic batch axis")
     rest = [d.dim_value if d.dim_value > 0 else -1 for d in dims[1:]]
     if tensor.elem_type not in ONNX_TO_TRITON:
-        raise ValueError(f"{kind} {value_info.name!r}: ONNX element type {tensor.elem_type} has no Triton mapping")
+        raise InvalidArgumentError(
+            f"{kind} {value_info.name!r}: ONNX element type {tensor.elem_type} has no Triton mapping")
     return (f'  {{\n    name: "{value_info.name}"\n    data_type: {ONNX_TO_TRITON[tensor.elem_type]}\n'
             f'    dims: [ {", ".join(map(str, rest))} ]\n  }}')
 
@@ -34,7 +39,7 @@ def triton_config(model: onnx.ModelProto, name: str, max_batch: int = 8, preferr
                   max_queue_delay_us: int = 2000, instances: int = 1) -> str:
     """The ``config.pbtxt`` text for an exported model."""
     if max_batch < 1:
-        raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+        raise InvalidArgumentError(f"max_batch must be >= 1, got {max_batch}")
     preferred = [b for b in (preferred_batch or (max_batch // 2, max_batch)) if 1 <= b <= max_batch]
     inputs = ",\n".join(_tensor_lines(v, "input") for v in model.graph.input)
     outputs = ",\n".join(_tensor_lines(v, "output") for v in model.graph.output)
@@ -52,7 +57,8 @@ def write_repository(onnx_path: str | os.PathLike, out: str | os.PathLike, name:
     model = onnx.load(str(onnx_path), load_external_data=False)
     meta = {p.key: p.value for p in model.metadata_props}
     if "constcl_zoo.config" not in meta:
-        raise ValueError(f"{onnx_path}: not a `python -m export onnx` file (no constcl_zoo.config metadata)")
+        raise OnnxMetadataError(f"{onnx_path}: not a `python -m export onnx` file (no constcl_zoo.config "
+                                f"metadata); export the model with `python -m export onnx`")
     name = name or onnx_path.stem
     folder = Path(out) / name
     version = folder / "1"

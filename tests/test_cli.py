@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from constcl_zoo import GlobalEncoder, load
-from constcl_zoo.cli import collect_jobs, load_embeddings, main, read_metadata, write_atomic
+from constcl_zoo.cli import main
+from constcl_zoo.commands.embed import collect_jobs, load_embeddings, read_metadata
 
 from .conftest import TINY
 from .test_embed import random_frames, write_video
@@ -53,7 +54,7 @@ def test_embed_folder_writes_documented_format_and_index(videos, tmp_path):
     assert not list(out.rglob(".*tmp*"))  # no temporary files left behind
 
 
-def test_rerun_skips_finished_files(videos, tmp_path, monkeypatch):
+def test_rerun_skips_finished_files(videos, tmp_path, monkeypatch, capsys):
     out = tmp_path / "out"
     assert main(["embed", str(videos), "--out", str(out), *ARGS]) == 0
     (out / "sub" / "b.avi.safetensors").unlink()  # as if the first run died before this one
@@ -66,10 +67,15 @@ def test_rerun_skips_finished_files(videos, tmp_path, monkeypatch):
     assert calls == [videos / "sub" / "b.avi"]
     assert all(p.stat().st_mtime_ns == t for p, t in before.items())
     assert len(json.loads((out / "index.json").read_text())["videos"]) == 3
-    # different window settings on the same folder: refused per file, nothing overwritten
-    assert main(["embed", str(videos), "--out", str(out), *ARGS, "--stride", "8"]) == 1
-    failed = json.loads((out / "index.json").read_text())["failed"]
-    assert len(failed) == 3 and "exists with stride='16'" in failed[0]["error"]
+    assert "3 video(s) done (2 skipped as already done, 1 embedded)" in capsys.readouterr().err
+    # different window settings on the same folder: refused before any work; files and index untouched
+    index_before = (out / "index.json").read_bytes()
+    assert main(["embed", str(videos), "--out", str(out), *ARGS, "--stride", "8"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert "other settings" in err and "stride='16' (this run: '8')" in err and "--overwrite" in err
+    assert (out / "index.json").read_bytes() == index_before
+    assert all(p.stat().st_mtime_ns == t for p, t in before.items())
 
 
 def test_sharding_by_torchrun_env(videos, tmp_path, monkeypatch):
@@ -113,16 +119,3 @@ def test_manifest_inputs_and_name_clashes(videos, tmp_path, capsys):
     (videos / "bad.txt").write_text("missing.avi\n")
     assert main(["embed", str(videos / "bad.txt"), "--out", str(tmp_path / "o"), *ARGS]) == 2
     assert "bad.txt, line 1: no video file at" in capsys.readouterr().err
-
-
-def test_write_atomic_leaves_old_file_on_failure(tmp_path):
-    target = tmp_path / "x.bin"
-    target.write_bytes(b"old")
-
-    def boom(tmp):
-        tmp.write_bytes(b"partial")
-        raise OSError("disk full")
-
-    with pytest.raises(OSError, match="disk full"):
-        write_atomic(target, boom)
-    assert target.read_bytes() == b"old" and list(tmp_path.iterdir()) == [target]

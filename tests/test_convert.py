@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import gzip
 import io
 import json
 import subprocess
 import tarfile
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +33,7 @@ def _convert(shapes: dict[str, tuple[int, ...]], **kwargs):
     return convert_variables(shapes, lambda n: formula_value(n, shapes[n]), **kwargs)
 
 
+@pytest.mark.slow
 def test_constcl_layout_maps_every_variable(constcl_variables):
     config, tensors, layout = _convert(constcl_variables, context_length=3)
     assert layout == "constcl" and config.region_head.context_length == 3
@@ -46,6 +49,7 @@ def test_constcl_layout_maps_every_variable(constcl_variables):
                                   formula_value(bn, (2048,)))
 
 
+@pytest.mark.slow
 def test_unknown_missing_and_misshaped_variables_are_refused(constcl_variables):
     extra = {**constcl_variables, "model/layer_with_weights-3/kernel": (2048, 10)}
     with pytest.raises(ConversionError, match=r"1 variable\(s\) the converter does not understand:\n"
@@ -71,6 +75,7 @@ def test_optimizer_slots_and_counters_are_skipped(constcl_variables):
     assert model_variables(keys) == constcl_variables
 
 
+@pytest.mark.slow
 def test_cvrl_layout_from_reference_key_list():
     shapes = reference_key_list("cvrl_fullmodel_ckpt_vars_TF2.20_random.txt")
     variables = model_variables(shapes)
@@ -94,22 +99,89 @@ def test_reader_rejects_garbage_and_unsafe_tarballs(tmp_path):
         info = tarfile.TarInfo("../outside.index")
         info.size = 3
         tar.addfile(info, io.BytesIO(b"abc"))
-    with pytest.raises(tarfile.TarError), open_tf_checkpoint(evil):
+    with pytest.raises(TFCheckpointError, match=r"evil.tar.gz: refused unsafe member '../outside.index'"), \
+            open_tf_checkpoint(evil):
         pass
     assert not (tmp_path.parent / "outside.index").exists()
 
 
-def test_registry_names_say_what_to_download(tmp_path):
+def _gzip_bomb(path: Path, members: int, member_bytes: int) -> Path:
+    """A .tar.gz of ``members`` files of zeros: ~1000x smaller than what it expands to."""
+    with tarfile.open(path, "w:gz") as tar:
+        for i in range(members):
+            info = tarfile.TarInfo(f"ckpt/ckpt-1.data-{i:05d}-of-{members:05d}")
+            info.size = member_bytes
+            tar.addfile(info, io.BytesIO(bytes(member_bytes)))
+    return path
+
+
+def test_tarball_caps_stop_extraction(tmp_path, monkeypatch):
+    """Caps on each member and on the total, counted while extracting; the temporary folder is removed."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    bomb = _gzip_bomb(tmp_path / "bomb.tar.gz", members=1, member_bytes=64 * 2**20)
+    assert bomb.stat().st_size < 200_000
+    with pytest.raises(TFCheckpointError, match=r"bomb.tar.gz: member 'ckpt/ckpt-1.data-00000-of-00001' "
+                                                r"\(67108864 bytes\) is over the limit of 8388608 bytes"), \
+            open_tf_checkpoint(bomb, max_member_bytes=8 * 2**20):
+        pass
+    many = _gzip_bomb(tmp_path / "many.tar.gz", members=4, member_bytes=3 * 2**20)
+    with pytest.raises(TFCheckpointError, match="the extracted total .* is over the limit of 8388608 bytes"), \
+            open_tf_checkpoint(many, max_total_bytes=8 * 2**20):
+        pass
+    monkeypatch.setenv("CONSTCL_ZOO_MAX_EXTRACT_MB", "2")  # the environment sets both caps
+    with pytest.raises(TFCheckpointError, match="over the limit of 2097152 bytes.*CONSTCL_ZOO_MAX_EXTRACT_MB"), \
+            open_tf_checkpoint(many):
+        pass
+    assert list((tmp_path / "tmp").iterdir()) == []  # nothing left behind
+
+
+def test_tarball_claiming_a_huge_member_is_refused_by_default(tmp_path):
+    """A header declaring a 5 GB member (the tarball itself is tiny) is refused before anything is written."""
+    info = tarfile.TarInfo("ckpt-1.data-00000-of-00001")
+    info.size = 5 * 2**30
+    fake = tmp_path / "huge.tar.gz"
+    with gzip.open(fake, "wb") as f:
+        f.write(info.tobuf(tarfile.GNU_FORMAT) + bytes(1 << 20))
+    with pytest.raises(TFCheckpointError, match=r"\(5368709120 bytes\) is over the limit of 2147483648 bytes"), \
+            open_tf_checkpoint(fake):
+        pass
+
+
+def test_shard_reads_check_recorded_sizes(tmp_path, monkeypatch):
+    """Entries are read with a seek and bounded chunks; a recorded size that disagrees with the shape, or runs
+    past the shard, is refused before any buffer of that size is allocated."""
+    from constcl_zoo.tf_checkpoint import TensorEntry
+
+    shard = tmp_path / "ckpt.data-00000-of-00001"
+    values = np.arange(10, dtype="<f4")
+    shard.write_bytes(values.tobytes())
+    ckpt = TFCheckpoint.__new__(TFCheckpoint)
+    ckpt.prefix, ckpt.num_shards = tmp_path / "ckpt", 1
+    ckpt.entries = {"ok": TensorEntry(1, (2, 5), 0, 0, 40, None, False),
+                    "huge": TensorEntry(1, (2**40,), 0, 0, 2**42, None, False),
+                    "lying": TensorEntry(1, (2**40,), 0, 0, 40, None, False)}
+    monkeypatch.setattr("constcl_zoo.tf_checkpoint._CHUNK", 16)  # several chunks for the 40 bytes
+    np.testing.assert_array_equal(ckpt.read("ok"), values.reshape(2, 5))
+    with pytest.raises(TFCheckpointError, match="huge runs past the end of its data shard"):
+        ckpt.read("huge")
+    with pytest.raises(TFCheckpointError, match=r"lying records 40 bytes for shape \[1099511627776\]"):
+        ckpt.read("lying")
+
+
+def test_registry_names_say_what_to_download(tmp_path, monkeypatch):
+    monkeypatch.setenv("CONSTCL_ZOO_OFFLINE", "1")  # online, load() downloads it (tests/test_download.py)
     with pytest.raises(WeightsNotAvailableError) as err:
         load("cvrl_r3d50.k400_200ep", cache_dir=tmp_path)
     msg = str(err.value)
     assert "https://storage.googleapis.com/tf_model_garden/vision/cvrl/r3d_1x_k400_200ep.tar.gz" in msg
-    assert "python -m training.convert_tf /path/to/r3d_1x_k400_200ep.tar.gz --out DIR" in msg
+    assert "python -m training convert-tf /path/to/r3d_1x_k400_200ep.tar.gz --out DIR" in msg
     # `load("cvrl_r3d50")` means its default weights, the K600 800-epoch model
     with pytest.raises(WeightsNotAvailableError, match="r3d_1x_k600_800ep.tar.gz"):
         load("cvrl_r3d50", cache_dir=tmp_path)
 
 
+@pytest.mark.slow
 def test_reader_matches_tensorflow_and_detects_corruption(tmp_path):
     """A checkpoint written by TensorFlow (the parity venv) reads back exactly; one flipped bit is refused."""
     from .test_parity_cvrl import TF_PYTHON, _require_tf

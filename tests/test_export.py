@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import functools
 import json
+import logging
+import os
 import shutil
+import subprocess
+import sys
 import tempfile
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +25,7 @@ from tritonclient.grpc import model_config_pb2
 
 from constcl_zoo import ClipPreprocess, ModelConfig, load
 from export.__main__ import main as export_main
-from export.onnx_export import ExportCheckError, export_onnx, self_check
+from export.onnx_export import MIN_OPSET, ExportCheckError, _known_export_noise, export_onnx, self_check
 from export.runtime import OnnxEmbedder, OnnxMetadataError, create_session, read_metadata
 from export.triton import write_repository
 
@@ -26,19 +33,58 @@ from .conftest import TINY, random_boxes, tiny_clip
 from .test_embed import random_frames
 
 SEED = 5
+ROOT = Path(__file__).resolve().parents[1]
 _TMP = Path(tempfile.mkdtemp(prefix="constcl-export-"))
 atexit.register(shutil.rmtree, _TMP, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _torch_log_records() -> Iterator[list[logging.LogRecord]]:
+    """Warnings and errors logged under ``torch`` while in the block (torch's logging stops propagation at
+    ``torch`` and at ``torch.onnx``, where the exporter logs, each with its own stderr handler)."""
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = records.append
+    loggers = [logging.getLogger("torch"), logging.getLogger("torch.onnx")]
+    for logger in loggers:
+        logger.addHandler(handler)
+    try:
+        yield records
+    finally:
+        for logger in loggers:
+            logger.removeHandler(handler)
 
 
 @functools.cache
 def exported(branch: str = "global", with_rois: bool = False, fp16: bool = False,
              external_data: bool = False) -> Path:
-    """The tiny model (seed 5) exported once per variant for the whole test session."""
+    """The tiny model (seed 5) exported once per variant for the whole test session; the export must be quiet."""
     folder = _TMP / f"{branch}-{with_rois}-{fp16}-{external_data}"
     out = folder / "model.onnx"
-    export_onnx(load(TINY, branch=branch, pretrained=False, seed=SEED), out, with_rois=with_rois, fp16=fp16,
-                external_data=external_data, source="tiny")
+    model = load(TINY, branch=branch, pretrained=False, seed=SEED)
+    with warnings.catch_warnings(record=True) as caught, _torch_log_records() as logged:
+        warnings.simplefilter("always")
+        export_onnx(model, out, with_rois=with_rois, fp16=fp16, external_data=external_data, source="tiny")
+    assert [str(w.message) for w in caught] == [], "the export raised warnings"
+    assert [r.getMessage() for r in logged] == [], "the export logged warnings"
     return out
+
+
+@functools.cache
+def cli_exported() -> tuple[Path, str, str]:
+    """``python -m export onnx`` of the tiny region network (seed 5) in a fresh process: (path, stdout, stderr)."""
+    out = _TMP / "cli" / "region.onnx"
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"}  # the warnings a user sees by default
+    done = subprocess.run([sys.executable, "-m", "export", "onnx", TINY, "--random-init", "--seed", str(SEED),
+                           "--branch", "region", "--out", str(out)], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    return out, done.stdout, done.stderr
+
+
+def _output_dims(path: Path) -> list[int | str]:
+    proto = onnx.load(str(path), load_external_data=False)
+    return [d.dim_param or d.dim_value for d in proto.graph.output[0].type.tensor_type.shape.dim]
 
 
 def _rel_err(got: np.ndarray, want: torch.Tensor) -> float:
@@ -49,9 +95,10 @@ def _rel_err(got: np.ndarray, want: torch.Tensor) -> float:
 def test_global_export_dynamic_batch_metadata_and_opset():
     path = exported()
     proto = onnx.load(str(path))
-    assert max(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")) >= 17
+    assert max(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")) == MIN_OPSET == 18
     dims = [d.dim_param or d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim]
     assert dims == ["batch", 3, 8, 112, 112]
+    assert [o.name for o in proto.graph.output] == ["embeddings"] and _output_dims(path) == ["batch", 512]
     meta = read_metadata(path)
     model = load(TINY, branch="global", pretrained=False, seed=SEED)
     assert ModelConfig.from_dict(json.loads(meta["config"])) == model.config
@@ -67,11 +114,15 @@ def test_global_export_dynamic_batch_metadata_and_opset():
             assert _rel_err(got, model(clip)) <= 1e-4
 
 
+@pytest.mark.slow
 def test_region_with_rois_has_dynamic_box_count():
     path = exported("region", with_rois=True)
     session, _ = create_session(path)
     names = [i.name for i in session.get_inputs()]
     assert names == ["clip", "boxes"]
+    assert [i.shape for i in session.get_inputs()] == [["batch", 3, 8, 112, 112], ["batch", "num_boxes", 4]]
+    assert _output_dims(path) == ["batch", "num_boxes", 512]
+    assert read_metadata(path)["with_rois"] == "true" and read_metadata(path)["output"] == "roi_features"
     model = load(TINY, branch="region", pretrained=False, seed=SEED)
     for batch, n in ((1, 1), (2, 7)):
         clip, boxes = tiny_clip(batch=batch, size=112, seed=n), random_boxes(batch, n, seed=n)
@@ -81,6 +132,7 @@ def test_region_with_rois_has_dynamic_box_count():
             assert _rel_err(got, model.roi_features(clip, boxes)) <= 1e-4
 
 
+@pytest.mark.slow
 def test_fp16_with_external_data():
     path = exported(fp16=True, external_data=True)
     data = path.with_name("model.onnx.data")
@@ -89,11 +141,28 @@ def test_fp16_with_external_data():
     conv_weights = [t for t in proto.graph.initializer if t.data_type == onnx.TensorProto.FLOAT16]
     assert len(conv_weights) > 10  # weights are stored in fp16 ...
     assert proto.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT  # ... I/O stays float32
+    assert proto.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert _output_dims(path) == ["batch", 512] and read_metadata(path)["precision"] == "fp16"
     embedder = OnnxEmbedder(path)
     clip = tiny_clip(batch=2, size=112, seed=9)
     with torch.no_grad():
         want = load(TINY, branch="global", pretrained=False, seed=SEED)(clip)
     assert _rel_err(embedder.run(clip.numpy()), want) <= 1e-2
+
+
+def test_export_noise_filter_drops_only_the_two_known_messages():
+    registry = logging.getLogger("torch.onnx._internal.exporter._registration")
+    with warnings.catch_warnings(record=True) as caught, _torch_log_records() as logged:
+        warnings.simplefilter("always")
+        with _known_export_noise():
+            registry.warning("torchvision is not installed. Skipping %s", "torchvision::nms")
+            registry.warning("'%s' does not have a 'default' overload", "x::y")
+            warnings.warn("`isinstance(treespec, LeafSpec)` is deprecated, use ...", FutureWarning, stacklevel=1)
+            warnings.warn("another FutureWarning", FutureWarning, stacklevel=1)
+        registry.warning("torchvision is not installed. Skipping %s", "after the export")
+    assert [str(w.message) for w in caught] == ["another FutureWarning"]
+    assert [r.getMessage() for r in logged] == ["'x::y' does not have a 'default' overload",
+                                                "torchvision is not installed. Skipping after the export"]
 
 
 def test_self_check_fails_on_a_wrong_export():
@@ -104,19 +173,35 @@ def test_self_check_fails_on_a_wrong_export():
 
 def test_export_argument_errors(tmp_path):
     model = load(TINY, branch="global", pretrained=False)
-    with pytest.raises(ValueError, match="opset must be >= 17"):
-        export_onnx(model, tmp_path / "m.onnx", opset=16)
+    with pytest.raises(ValueError, match="opset must be >= 18"):
+        export_onnx(model, tmp_path / "m.onnx", opset=17)
     with pytest.raises(ValueError, match="--with-rois needs --branch region"):
         export_onnx(model, tmp_path / "m.onnx", with_rois=True)
     with pytest.raises(ValueError, match="'global' or 'region'"):
         export_onnx(load(TINY, branch="full", pretrained=False), tmp_path / "m.onnx")
 
 
-def test_export_cli(tmp_path, capsys):
-    out = tmp_path / "cli.onnx"
-    assert export_main(["onnx", TINY, "--random-init", "--branch", "region", "--out", str(out)]) == 0
-    assert "ONNX Runtime vs PyTorch max abs diff" in capsys.readouterr().out
-    assert read_metadata(out)["branch"] == "region"
+@pytest.mark.slow
+def test_export_cli_prints_one_line_and_no_warnings():
+    out, stdout, stderr = cli_exported()
+    assert stderr == ""
+    (line,) = stdout.splitlines()
+    assert line.startswith(f"wrote {out}: ") and "ONNX Runtime vs PyTorch max abs diff" in line
+    assert read_metadata(out)["branch"] == "region" and read_metadata(out)["source"].startswith(TINY)
+
+
+@pytest.mark.slow
+def test_region_features_dynamic_batch_parity():
+    out, _, _ = cli_exported()
+    assert _output_dims(out) == ["batch", 512, 4, 4, 4]
+    session, _ = create_session(out)
+    model = load(TINY, branch="region", pretrained=False, seed=SEED)
+    for batch in (1, 3):
+        clip = tiny_clip(batch=batch, size=112, seed=batch)
+        (got,) = session.run(None, {"clip": clip.numpy()})
+        assert got.shape == (batch, 512, 4, 4, 4)
+        with torch.no_grad():
+            assert _rel_err(got, model(clip)) <= 1e-4
 
 
 def test_runtime_embedder_matches_torch_embed():
@@ -151,6 +236,7 @@ def _parse(folder: Path) -> model_config_pb2.ModelConfig:
     return text_format.Parse((folder / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
 
 
+@pytest.mark.slow
 def test_triton_repository_parses_with_tritons_schema(tmp_path):
     folder = write_repository(exported(), tmp_path / "repo", name="constcl_tiny", max_batch=16)
     config = _parse(folder)
@@ -167,6 +253,7 @@ def test_triton_repository_parses_with_tritons_schema(tmp_path):
     assert [list(o.dims) for o in rois.output] == [[-1, 512]]
 
 
+@pytest.mark.slow
 def test_triton_cli_exports_a_model_name(tmp_path):
     repo = tmp_path / "model_repository"
     assert export_main(["triton", TINY, "--random-init", "--branch", "region", "--out", str(repo),

@@ -22,6 +22,8 @@ from constcl_zoo.weights import sha256_of
 from .conftest import TINY, tiny_clip
 from .hub_server import OlahServer, commit_folder
 
+pytestmark = pytest.mark.slow  # a real Hub-compatible server (olah) and subprocess loads
+
 _RUNNER = textwrap.dedent("""
     import json, sys, torch
     from constcl_zoo import PretrainedWeights, load, register_weights
@@ -88,12 +90,18 @@ def test_hub_download_revisions_then_offline_cache(hub):
               ["hf-hub:org/tiny", {"revision": hub["sha_v1"]}],
               ["hf-hub:org/tiny", {"revision": "v1", "branch": "region"}],
               ["hf-hub:org/tiny@nope", {}],
-              ["hf-hub:org/tiny@v1", {"revision": "main"}]], online)
+              ["hf-hub:org/tiny@v1", {"revision": "main"}],
+              ["hf-hub:org/missing", {}]], online)
     assert _close(r[0], hub["a"]) and _close(r[2], hub["a"]), r[:3]
     assert _close(r[1], hub["b"]) and not _close(r[1], hub["a"])
     assert "out" in r[3]
     assert r[4]["error"] == "HubError", r[4]
-    assert r[5]["error"] == "ValueError" and "pins revision 'v1'" in r[5]["message"]
+    # olah answers "repository not found" for an unknown revision (the Hub says "revision not found")
+    assert r[4]["message"].startswith("hf-hub:org/tiny@nope: repository not found at ")
+    assert "(or it has no revision 'nope'): check the name and revision" in r[4]["message"], r[4]
+    assert r[5]["error"] == "HubNameError" and "pins revision 'v1'" in r[5]["message"]  # a HubError and ValueError
+    assert r[6]["error"] == "HubError", r[6]
+    assert r[6]["message"].startswith("hf-hub:org/missing: repository not found at ") and "hf login" in r[6]["message"]
 
     # Pre-filled cache, offline, and the endpoint dead: branch, tag and sha still resolve.
     offline = {"HF_ENDPOINT": "http://127.0.0.1:9", "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": hub["cache"]}
@@ -101,6 +109,13 @@ def test_hub_download_revisions_then_offline_cache(hub):
               [f"hf-hub:org/tiny@{hub['sha_v1']}", {}], ["hf-hub:org/never-downloaded", {}]], offline)
     assert _close(r[0], hub["a"]) and _close(r[2], hub["a"]) and _close(r[1], hub["b"]), r
     assert r[3]["error"] == "HubError" and "not in the local Hub cache" in r[3]["message"]
+    assert "set HF_HUB_OFFLINE=0 with network access" in r[3]["message"]
+
+    # Online, but the Hub cannot be reached and nothing is cached: the message says so, not "offline mode".
+    dead = {"HF_ENDPOINT": "http://127.0.0.1:9", "HF_HUB_CACHE": str(Path(hub["cache"]).parent / "empty-cache")}
+    (r,) = _run([["hf-hub:org/tiny@v1", {}]], dead)
+    assert r["error"] == "HubError" and "the Hub at http://127.0.0.1:9 cannot be reached" in r["message"], r
+    assert "check the network connection" in r["message"]
 
 
 def test_registry_sha256_is_verified_after_download(hub, tmp_path):

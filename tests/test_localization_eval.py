@@ -4,13 +4,12 @@ after each detection in score order, then the VOC AP sum over recall steps."""
 
 from __future__ import annotations
 
-import argparse
 import json
 
 import pytest
 
 from constcl_zoo import ava
-from training.tasks.localization import eval_ava
+from training.__main__ import main as training_main
 from training.tasks.localization.evaluate import frame_map, voc_average_precision
 
 LABELS = [ava.AvaLabel(1, "a"), ava.AvaLabel(2, "b"), ava.AvaLabel(3, "c")]
@@ -160,26 +159,17 @@ def test_bad_csv_names_file_and_line(tmp_path, content: str, fragment: str) -> N
     assert f"{path}:1" in str(info.value)
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m training")
-    eval_ava.add_parser(parser.add_subparsers(dest="command"))
-    return parser
-
-
 def test_eval_ava_command(tmp_path, capsys) -> None:
     ava.write_ava_csv(tmp_path / "gt.csv", [gt(1, B1, 1), gt(1, B2, 2)])
     ava.write_ava_csv(tmp_path / "det.csv", [det(1, B1, 1, 0.9), det(1, B1, 2, 0.8)], scores=True)
     ava.write_labelmap(tmp_path / "labels.pbtxt", LABELS)
-    args = _parser().parse_args(["eval-ava", "--gt", str(tmp_path / "gt.csv"), "--detections",
-                                 str(tmp_path / "det.csv"), "--labelmap", str(tmp_path / "labels.pbtxt"),
-                                 "--out", str(tmp_path / "r.json")])
-    assert args.func(args) == 0
+    assert training_main(["eval-ava", "--gt", str(tmp_path / "gt.csv"), "--detections", str(tmp_path / "det.csv"),
+                          "--labelmap", str(tmp_path / "labels.pbtxt"), "--out", str(tmp_path / "r.json")]) == 0
     result = json.loads((tmp_path / "r.json").read_text())
     assert result["mAP"] == pytest.approx(0.5) and result["per_class"] == {"1": 1.0, "2": 0.0}
     assert "frame-mAP@0.5 0.5000" in capsys.readouterr().out
 
-    args = _parser().parse_args(["eval-ava", "--gt", str(tmp_path / "missing.csv"), "--detections",
-                                 str(tmp_path / "det.csv"), "--labelmap", str(tmp_path / "labels.pbtxt")])
-    assert args.func(args) == 2
+    assert training_main(["eval-ava", "--gt", str(tmp_path / "missing.csv"), "--detections",
+                          str(tmp_path / "det.csv"), "--labelmap", str(tmp_path / "labels.pbtxt")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "--gt: no file at" in err

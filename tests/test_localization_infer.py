@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 
 import numpy as np
 import pytest
 import torch
 
-from constcl_zoo import load
-from constcl_zoo.commands import localize as localize_cmd
+from constcl_zoo import cli, load
 from constcl_zoo.detection import Detections, HogPersonDetector, OnnxPersonDetector, PersonDetector
-from constcl_zoo.errors import run_command
 from constcl_zoo.tasks.localization_infer import KeyFrameResult, PersonResult, link_tracks
 from constcl_zoo.visualize import Mp4Writer
 
@@ -130,10 +127,7 @@ def test_onnx_person_detector(tmp_path) -> None:
 
 
 def _cli(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="constcl-zoo")
-    localize_cmd.add_parser(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["localize", *argv])
-    return args.func(args)
+    return cli.main(["localize", *argv])  # the console script's entry point (COMMANDS lists localize)
 
 
 def test_cli_writes_video_and_json(tmp_path, capsys) -> None:
@@ -174,20 +168,23 @@ def test_cli_errors_are_one_line_exit_2(tmp_path, capsys, argv, message) -> None
     assert _cli(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("constcl-zoo localize: error:") and message in err and "\n" not in err
-    assert run_command("x", lambda: _cli(argv)) == 2
 
 
-def test_onnx_export_dynamic_boxes(tmp_path) -> None:
+def test_onnx_export_of_a_localization_checkpoint(tmp_path, capsys) -> None:
+    """`python -m export onnx CHECKPOINT` dispatches a localization checkpoint to the localizer graph: clip + boxes
+    -> scores with a dynamic box count, self-checked, labels in the metadata."""
     pytest.importorskip("onnxruntime")
     import onnxruntime as ort
 
-    from export.localization_onnx import export_localizer_onnx
+    from export.__main__ import main as export_main
 
     model = _model()
-    report = export_localizer_onnx(model, tmp_path / "loc.onnx")
-    assert report.relative_diff <= 1e-4
-    assert report.inputs["boxes"] == ["batch", "num_boxes", 4] and report.outputs["scores"] == ["batch", "num_boxes", 3]
+    model.save_pretrained(tmp_path / "loc")
+    assert export_main(["onnx", str(tmp_path / "loc"), "--out", str(tmp_path / "loc.onnx")]) == 0
+    assert "ONNX Runtime vs PyTorch" in capsys.readouterr().out
     session = ort.InferenceSession(str(tmp_path / "loc.onnx"), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["clip", "boxes"]
+    assert session.get_outputs()[0].shape[1:] == ["num_boxes", 3]
     meta = session.get_modelmeta().custom_metadata_map
     assert json.loads(meta["constcl_zoo.labels"]) == LABELS and meta["constcl_zoo.task"] == "localization"
     clip = np.random.default_rng(0).uniform(-1, 1, (1, 3, 4, 48, 64)).astype(np.float32)
@@ -197,3 +194,7 @@ def test_onnx_export_dynamic_boxes(tmp_path) -> None:
     with torch.no_grad():
         want = torch.sigmoid(model(torch.from_numpy(clip), torch.from_numpy(boxes))).numpy()
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    # encoder-only flags are refused in one line
+    assert export_main(["onnx", str(tmp_path / "loc"), "--fp16", "--out", str(tmp_path / "x.onnx")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "action localizer" in err and "--fp16" in err and "\n" not in err

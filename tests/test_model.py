@@ -255,6 +255,16 @@ def test_full_model_needs_enough_frames_for_context(tiny_full):
 
 
 def test_config_validation():
+    from constcl_zoo.config import BackboneConfig, ConfigError, GlobalHeadConfig, PreprocessConfig
+
+    with pytest.raises(ConfigError, match=r"PreprocessConfig.interpolation = 'nearest': must be one of"):
+        PreprocessConfig(interpolation="nearest")  # Literal fields are checked on direct construction too
+    with pytest.raises(ConfigError, match=r"BackboneConfig.stem_stride = \(2, 0, 2\)"):
+        BackboneConfig(stem_stride=(2, 0, 2))
+    with pytest.raises(ConfigError, match=r"GlobalHeadConfig.bn_momentum = nan"):
+        GlobalHeadConfig(bn_momentum=float("nan"))
+    with pytest.raises(ConfigError, match=r"BackboneConfig.width = True"):
+        BackboneConfig(width=True)
     with pytest.raises(ValueError, match="odd"):
         arch_config("constcl_r3d50").region_head.__class__(context_length=4)
     with pytest.raises(ValueError, match="single res5"):

@@ -8,6 +8,8 @@ import sys
 import zipfile
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 REPO_PACKAGES = {"training", "export", "demos", "tests", "benchmarks"}
 
@@ -25,10 +27,35 @@ def test_constcl_zoo_does_not_import_repository_packages():
     assert not offenders
 
 
-def test_wheel_contains_only_constcl_zoo(tmp_path):
-    subprocess.run([sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "-q", "-w", str(tmp_path)],
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> Path:
+    """The wheel ``pip wheel .`` builds (in an isolated build environment, as a user's pip would)."""
+    out = tmp_path_factory.mktemp("wheel")
+    subprocess.run([sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "-q", "-w", str(out)],
                    check=True, capture_output=True)
-    (wheel,) = tmp_path.glob("constcl_zoo-*.whl")
-    top = {name.split("/")[0] for name in zipfile.ZipFile(wheel).namelist()}
-    assert top == {"constcl_zoo", wheel.name.split("-")[0] + "-" + wheel.name.split("-")[1] + ".dist-info"}
-    assert "constcl_zoo/layers/roi_align.py" in zipfile.ZipFile(wheel).namelist()
+    (built,) = out.glob("constcl_zoo-*.whl")
+    return built
+
+
+def _dist_info(wheel: Path) -> str:
+    return wheel.name.split("-")[0] + "-" + wheel.name.split("-")[1] + ".dist-info"
+
+
+@pytest.mark.slow
+def test_wheel_contains_only_constcl_zoo(wheel):
+    names = zipfile.ZipFile(wheel).namelist()
+    assert {name.split("/")[0] for name in names} == {"constcl_zoo", _dist_info(wheel)}
+    assert "constcl_zoo/layers/roi_align.py" in names
+
+
+@pytest.mark.slow
+def test_wheel_declares_the_apache_license_and_ships_its_text(wheel):
+    with zipfile.ZipFile(wheel) as archive:
+        metadata = archive.read(f"{_dist_info(wheel)}/METADATA").decode().splitlines()
+        license_text = archive.read(f"{_dist_info(wheel)}/licenses/LICENSE").decode()
+    assert "License-Expression: Apache-2.0" in metadata  # PEP 639 (core metadata 2.4)
+    assert "License-File: LICENSE" in metadata
+    assert not [line for line in metadata if line.startswith("License:")]  # no legacy free-text field
+    assert license_text == (ROOT / "LICENSE").read_text()
+    assert "Apache License\n                           Version 2.0, January 2004" in license_text
+    assert "END OF TERMS AND CONDITIONS" in license_text

@@ -20,10 +20,12 @@ from constcl_zoo import load
 from constcl_zoo.boxes import xyxy_to_yxyx
 from constcl_zoo.convert import convert_variables, model_variables
 from constcl_zoo.weights import write_checkpoint
-from training.losses import global_contrastive_loss, local_contrastive_loss
+from training.pretrain.losses import global_contrastive_loss, local_contrastive_loss
 
 from .conftest import reference_key_list
 from .parity.formula import formula_input, formula_value
+
+pytestmark = pytest.mark.slow  # full-size R3D-50 forwards
 
 GOLDEN = Path(__file__).parent / "fixtures" / "constcl_golden.npz"
 TOLERANCE = 1e-4

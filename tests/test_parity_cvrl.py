@@ -17,12 +17,13 @@ import pytest
 import torch
 
 from constcl_zoo import load
-from training.convert_tf import main as convert_main
+from training.__main__ import main as training_main
 
 HERE = Path(__file__).parent
 TF_PYTHON = Path(os.environ.get("CONSTCL_TF_PYTHON",
                                 Path.home() / ".cache/constcl-zoo/tf-venv/bin/python")).expanduser()
 TOLERANCE = 1e-4
+pytestmark = pytest.mark.slow  # the official code in TensorFlow, full-size R3D-50 forwards
 
 
 def _require_tf() -> None:
@@ -55,7 +56,7 @@ def _close(ours: np.ndarray, official: np.ndarray, label: str) -> None:
 @pytest.mark.parametrize("case", ["16x224", "odd"])
 def test_parity_cvrl_endpoints_and_head(official, tmp_path, case):
     folder = tmp_path / "full"
-    assert convert_main([str(official / "full_ckpt"), "--out", str(folder)]) == 0
+    assert training_main(["convert-tf", str(official / "full_ckpt"), "--out", str(folder)]) == 0
     model = load(folder, branch="full")
     data = np.load(official / f"outputs_{case}.npz")
     clip = torch.from_numpy(data["input"]).permute(0, 4, 1, 2, 3)

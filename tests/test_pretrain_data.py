@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from constcl_zoo.boxes import crop_boxes, hflip_boxes
-from training.augment import augment_view
-from training.config import AugmentConfig, BoxConfig, cpu_smoke
-from training.dataset import PretrainDataset, StreamSampler, views_first
-from training.regions import (
+from training.pretrain.augment import augment_view
+from training.pretrain.config import AugmentConfig, BoxConfig, cpu_smoke
+from training.pretrain.dataset import PretrainDataset, StreamSampler, views_first
+from training.pretrain.regions import (
     detector_boxes,
     hog_person_boxes,
     random_boxes,
@@ -21,8 +21,8 @@ from training.regions import (
     segment_boxes,
     view_boxes,
 )
-from training.sampling import clip_indices, pair_key_frames, sample_gap, sample_view_starts
-from training.videos import (
+from training.pretrain.sampling import clip_indices, pair_key_frames, sample_gap, sample_view_starts
+from training.pretrain.videos import (
     VideoDecodeError,
     VideoEntry,
     VideoIndex,
@@ -199,7 +199,7 @@ def test_region_proposals_on_a_real_frame(method):
     frame = read_frames(VIDEOS / "vtest.avi", [100], "opencv")[0]
     cfg = BoxConfig(method=method, num_boxes=16 if method != "hog" else 4)
     rng = np.random.default_rng(0)
-    from training.augment import ViewGeometry
+    from training.pretrain.augment import ViewGeometry
 
     full = ViewGeometry((0.0, 0.0, 1.0, 1.0), False)
     boxes = view_boxes(cfg, frame, full, rng, video="vtest.avi", frame_index=100)
@@ -224,7 +224,7 @@ def test_detector_file_boxes(tmp_path):
     got = detector_boxes("/videos/clip.mp4", 18, 4, str(tmp_path))
     np.testing.assert_allclose(got, [[0.5, 0.5, 0.9, 0.9], [0.1, 0.1, 0.3, 0.5]])  # frame 10 is nearest; by score
     cfg = BoxConfig(method="detector", num_boxes=3, detector_dir=str(tmp_path))
-    from training.augment import ViewGeometry
+    from training.pretrain.augment import ViewGeometry
 
     boxes = view_boxes(cfg, None, ViewGeometry((0.5, 0.5, 1.0, 1.0), False), np.random.default_rng(0),
                        video="/videos/clip.mp4", frame_index=18)

@@ -10,7 +10,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from training.losses import global_contrastive_loss, local_contrastive_loss
+from training.pretrain.losses import global_contrastive_loss, local_contrastive_loss
 
 from .hub_server import free_port
 
@@ -119,6 +119,7 @@ def _worker(rank: int, world: int, port: int, emb: torch.Tensor, regions: list[t
         dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_losses_across_two_gloo_processes_equal_the_single_process_batch():
     """Two processes holding half a batch each (negatives gathered differentiably) give the full batch's loss
     (mean over processes) and gradients (x world: every process's loss reaches every slice)."""

@@ -22,7 +22,8 @@ from .hub_write_double import HubWriteDouble
 
 VIDEOS = SHARED / "data" / "videos"
 ROOT = Path(__file__).resolve().parents[1]
-pytestmark = pytest.mark.skipif(not VIDEOS.is_dir(), reason=f"real videos not found at {VIDEOS} (../shared/data)")
+pytestmark = [pytest.mark.slow,  # pretraining runs in subprocesses
+              pytest.mark.skipif(not VIDEOS.is_dir(), reason=f"real videos not found at {VIDEOS} (../shared/data)")]
 
 
 def _python(args: list[str], env: dict[str, str] | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
@@ -73,6 +74,10 @@ def test_exported_checkpoint_loads_for_both_branches(exported, smoke_run):
     assert config["provenance"]["preset"] == "cpu_smoke" and config["provenance"]["steps"] == 40
     card = (exported / "README.md").read_text()
     assert card.startswith("---\n") and "cpu_smoke" in card and "| 40 |" in card
+    # No absolute local path in the card or the config: the videos are named by their folder's name.
+    assert config["provenance"]["videos"] == "videos" and "`videos`" in card
+    for text in (card, (exported / "config.json").read_text()):
+        assert str(VIDEOS.resolve()) not in text and str(smoke_run) not in text
     clip = torch.randn(2, 3, 8, 64, 64, generator=torch.Generator().manual_seed(0))
     boxes = torch.tensor([[[0.1, 0.1, 0.6, 0.8], [0.3, 0.2, 0.9, 0.9]]]).expand(2, -1, -1).contiguous()
     glob, region = load(exported, branch="global"), load(exported, branch="region")
@@ -142,7 +147,7 @@ def test_publish_to_hub_double_and_read_back_through_olah(exported, tmp_path):
 
 def test_publish_refuses_a_tampered_folder(exported, tmp_path):
     from constcl_zoo import ChecksumError
-    from training.publish import publish
+    from training.release.publish import publish
 
     bad = tmp_path / "bad"
     bad.mkdir()

@@ -17,7 +17,8 @@ from .conftest import SHARED
 
 VIDEOS = SHARED / "data" / "videos"
 ROOT = Path(__file__).resolve().parents[1]
-pytestmark = pytest.mark.skipif(not VIDEOS.is_dir(), reason=f"real videos not found at {VIDEOS} (../shared/data)")
+pytestmark = [pytest.mark.slow,  # pretraining runs in subprocesses
+              pytest.mark.skipif(not VIDEOS.is_dir(), reason=f"real videos not found at {VIDEOS} (../shared/data)")]
 
 # cpu_smoke on three of the videos, a few steps; both processes of a comparison use the same threads.
 _COMMON = ["-o", "run.progress=false", "-o", "run.log_every=1", "-o", "run.threads=1", "-o", "optim.warmup_steps=1",
@@ -74,6 +75,11 @@ def test_sigkill_then_resume_is_bitwise_equal_to_an_uninterrupted_run(tmp_path):
         different = [k for k in a if not (a[k].dtype == b[k].dtype and a[k].shape == b[k].shape and
                                           (a[k] == b[k]).all())]
         assert not different, f"{name}: {len(different)} tensors differ, e.g. {different[:3]}"
+    # Steps logged before the kill and again after the resume appear once.
+    rows = [json.loads(x) for x in (interrupted / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]
+    straight_rows = [json.loads(x) for x in (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["loss"] for r in rows] == [r["loss"] for r in straight_rows]
     state = [json.loads((_final(o, 4) / "state.json").read_text()) for o in (tmp_path / "straight", interrupted)]
     assert state[0]["micro_step"] == state[1]["micro_step"] == 4
     assert state[0]["scheduler"] == state[1]["scheduler"]

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import io
 import pickle
+import re
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -156,6 +160,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_serve_command_on_loopback():
     port = _free_port()
     proc = subprocess.Popen([sys.executable, "-m", "export", "serve", str(exported()), "--host", "127.0.0.1",
@@ -192,3 +197,183 @@ def test_chunked_upload_over_the_limit_is_cut_off(client):
     response = client.post("/v1/embeddings", content=body(),
                            headers={"content-type": "multipart/form-data; boundary=b"})
     assert response.status_code == 413 and "over the limit of 8000000 bytes" in response.json()["detail"]
+
+
+# --- hostile clients against a real server on 127.0.0.1 -------------------------------------------------------
+
+LIVE = ServeConfig(max_batch=2, max_wait_ms=2, max_clips=5, max_upload_bytes=8_000_000, header_timeout_s=0.5,
+                   body_timeout_s=1.0, keep_alive_s=1.0, max_connections=4)
+
+
+@contextlib.contextmanager
+def live_server(embedder, config: ServeConfig = LIVE):
+    """The app under uvicorn with serve()'s options, in a thread; yields its port."""
+    import uvicorn
+
+    from export.serve import uvicorn_options
+
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(embedder, config), host="127.0.0.1", port=port,
+                                           log_level="warning", **uvicorn_options(config)))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 60
+        while not server.started:
+            assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
+            time.sleep(0.05)
+        yield port
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def live(embedder):
+    with live_server(embedder) as port:
+        yield port
+
+
+def _read_until_closed(sock: socket.socket, limit_s: float = 20.0) -> bytes:
+    """Everything the server sends until it closes the connection (the socket timeout is only a guard)."""
+    sock.settimeout(limit_s)
+    data = b""
+    with contextlib.suppress(ConnectionResetError):
+        while chunk := sock.recv(65536):
+            data += chunk
+    return data
+
+
+def _one_response(sock: socket.socket) -> bytes:
+    """One HTTP response (head and a Content-Length body) from a keep-alive connection."""
+    sock.settimeout(20)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += sock.recv(65536)
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+    while len(body) < length:
+        body += sock.recv(65536)
+    return head + b"\r\n\r\n" + body
+
+
+def test_client_stalling_mid_body_is_dropped(live):
+    with socket.create_connection(("127.0.0.1", live)) as sock:
+        sock.sendall(b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+                     b"Content-Length: 100000\r\n\r\n--b\r\n")  # then nothing more
+        reply = _read_until_closed(sock)
+    assert reply.startswith(b"HTTP/1.1 408") and b"application/json" in reply
+    assert b"the request body was not received within 1 s" in reply
+
+
+def test_slowloris_head_and_silent_connections_are_dropped(live):
+    closed = False
+    with socket.create_connection(("127.0.0.1", live)) as sock:
+        sock.sendall(b"POST /v1/embeddings HTTP/1.1\r\n")
+        for _ in range(200):  # one header byte every 50 ms: forever, unless the server hangs up
+            try:
+                sock.sendall(b"X")
+            except (BrokenPipeError, ConnectionResetError):
+                closed = True
+                break
+            time.sleep(0.05)
+        else:
+            sock.settimeout(0.5)
+            closed = _read_until_closed(sock, 0.5) == b""
+    assert closed, "a request head trickled for 10 s was still being accepted"
+    with socket.create_connection(("127.0.0.1", live)) as silent:
+        assert _read_until_closed(silent) == b""  # connected, sent nothing: closed by the head deadline
+
+
+def test_connection_cap_and_recovery(embedder):
+    def healthz(port: int) -> bytes:
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            return _read_until_closed(sock)
+
+    with live_server(embedder, dataclasses.replace(LIVE, header_timeout_s=5.0)) as port:
+        idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(LIVE.max_connections)]
+        try:
+            assert healthz(port).startswith(b"HTTP/1.1 503")  # uvicorn's limit_concurrency
+        finally:
+            for sock in idle:
+                sock.close()
+        assert healthz(port).startswith(b"HTTP/1.1 200")  # once they are gone the service answers again
+
+
+def _npy_header(shape: tuple, descr: str = "<f4") -> bytes:
+    header = {"descr": descr, "fortran_order": False, "shape": shape}
+    buffer = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buffer, header)
+    return buffer.getvalue()  # magic, version, length and the header dict
+
+
+@pytest.mark.parametrize(("data", "status", "words"), [
+    (_npy_header((10**12, 3, 8, 112, 112)) + b"\0" * 64, 413, "1000000000000 clips; the limit is 5"),
+    (_npy_header((2**40, 7)) + b"\0" * 64, 422, "clips must have shape [B, 3, 8, 112, 112]"),
+    (_npy_header((2, 3, 8, 112, 112)) + b"\0" * 64, 400, "needs 2408448 bytes of data, the file holds 64"),
+    (np.lib.format.magic(1, 0) + b"\x20\x00{'descr': '<f4', 'shape': (1, 2", 400, "not a readable .npy"),
+    (npy_bytes(np.full((1, 3, 8, 112, 112), 1e300)), 422, "too large for float32"),
+    (npy_bytes(np.full((1, 3, 8, 112, 112), 3e38, np.float32)), 422, "output is not finite"),
+])
+def test_hostile_npy_gets_4xx_json(live, data, status, words):
+    with httpx.Client(timeout=30) as client:
+        response = client.post(f"http://127.0.0.1:{live}/v1/embeddings", files={"file": ("x.npy", data)})
+        assert response.status_code == status, response.text
+        assert words in response.json()["detail"]
+        assert client.get(f"http://127.0.0.1:{live}/healthz").status_code == 200
+
+
+def test_internal_errors_are_json_counted_and_keep_the_connection(embedder):
+    class Broken:
+        def __getattr__(self, name):
+            return getattr(embedder, name)
+
+        def run(self, clips, boxes=None):
+            if clips.shape[0] == 1 and clips[0, 0, 0, 0, 0] == 0.5:
+                raise RuntimeError("boom")
+            return embedder.run(clips)
+
+    with live_server(Broken()) as port, socket.create_connection(("127.0.0.1", port)) as sock:
+        body = npy_bytes(np.full((1, 3, 8, 112, 112), 0.5, np.float32))
+        form = (b"--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"x.npy\"\r\n\r\n" + body +
+                b"\r\n--b--\r\n")
+        sock.sendall(b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+                     b"Content-Length: %d\r\n\r\n" % len(form) + form)
+        reply = _one_response(sock)
+        assert reply.startswith(b"HTTP/1.1 500") and b"application/json" in reply and b"RuntimeError" in reply
+        sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")  # the same connection still works
+        metrics = _one_response(sock)
+        assert metrics.startswith(b"HTTP/1.1 200")
+        assert b'constcl_internal_errors_total{path="/v1/embeddings"} 1.0' in metrics
+
+
+def test_timed_out_request_stops_decoding(embedder, tmp_path):
+    """The decoder checks the request's cancel flag before each frame: a 408 stops it early."""
+
+    class SlowPreprocess:
+        cfg = embedder.preprocess.cfg
+
+        def __call__(self, frames):
+            time.sleep(0.02)
+            return embedder.preprocess(frames)
+
+    class Slow:
+        preprocess = SlowPreprocess()
+
+        def __getattr__(self, name):
+            return getattr(embedder, name)
+
+    video = write_video(tmp_path / "long.avi", random_frames(300, h=32, w=32))
+    app = create_app(Slow(), ServeConfig(request_timeout_s=0.3, max_clips=1000))
+    with TestClient(app) as client:
+        response = post(client, "long.avi", video.read_bytes())
+        assert response.status_code == 408
+        for _ in range(300):  # until the worker has given up its job
+            text = client.get("/metrics").text
+            if "constcl_decode_jobs 0.0" in text:
+                break
+            time.sleep(0.05)
+        assert "constcl_decode_jobs 0.0" in text
+        decoded = float(re.search(r"^constcl_frames_decoded_total (\S+)$", text, re.M).group(1))
+        assert 0 < decoded < 300

@@ -8,14 +8,14 @@ import random
 import numpy as np
 import torch
 
-from training.checkpoint import (
+from training.engine.checkpoint import (
     latest_checkpoint,
     load_training_state,
     save_training_state,
     staging_folder,
     write_rng,
 )
-from training.optim import build_optimizer, build_scheduler
+from training.engine.optim import build_optimizer, build_scheduler
 
 
 def _setup(seed: int):

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from constcl_zoo import load
-from training.config import PRESETS, PretrainConfig, cpu_smoke, get_preset, paper_k400
-from training.optim import (
+from training.engine import ConfigError
+from training.engine.optim import (
     build_optimizer,
     build_scheduler,
     effective_weight_decay,
@@ -18,6 +18,7 @@ from training.optim import (
     lr_at,
     param_groups,
 )
+from training.pretrain.config import PRESETS, PretrainConfig, cpu_smoke, get_preset, paper_k400
 
 
 def test_presets_and_overrides_round_trip(tmp_path):
@@ -36,7 +37,7 @@ def test_presets_and_overrides_round_trip(tmp_path):
         cfg.replace(["optimizer.lr=1"])
     with pytest.raises(ValueError, match="not one of"):
         cfg.replace(["boxes.method=sift"])
-    with pytest.raises(TypeError, match="expected int"):
+    with pytest.raises(ConfigError, match="expected int"):
         cfg.replace(["data.batch_size=big"])
     with pytest.raises(ValueError, match="unknown preset"):
         get_preset("paper")

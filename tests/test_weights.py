@@ -21,7 +21,7 @@ from constcl_zoo import (
     load,
     register_weights,
 )
-from constcl_zoo.registry import unregister_weights
+from constcl_zoo.registry import set_default_weights, unregister_weights
 from constcl_zoo.weights import sha256_of
 
 from .conftest import TINY, random_boxes, tiny_clip
@@ -93,6 +93,59 @@ def test_wrong_keys_are_listed(tmp_path, tiny_checkpoint):
         load(folder, branch="global")
 
 
+def test_wrong_dtypes_are_listed(tmp_path, tiny_checkpoint):
+    """An int or bool tensor of the right shape used to load silently (cast to float by load_state_dict)."""
+    folder = _copy(tiny_checkpoint, tmp_path / "dtypes")
+    tensors = load_file(folder / "model.safetensors")
+    tensors["backbone.stem.conv.weight"] = tensors["backbone.stem.conv.weight"].to(torch.int64)
+    tensors["backbone.stem.bn.running_var"] = tensors["backbone.stem.bn.running_var"] > 0
+    tensors["global_head.out.bias"] = tensors["global_head.out.bias"].half()  # floating: allowed, cast on load
+    save_file(tensors, folder / "model.safetensors")
+    cfg = json.loads((folder / "config.json").read_text())
+    del cfg["weights"]
+    (folder / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointMismatchError) as err:
+        load(folder, branch="full")
+    msg = str(err.value)
+    assert "keys of the wrong dtype (floating tensors must be stored as floating point) (2):" in msg
+    assert "    backbone.stem.bn.running_var: file BOOL, model float32" in msg
+    assert "    backbone.stem.conv.weight: file I64, model float32" in msg
+    assert "global_head.out.bias" not in msg
+
+
+def test_invalid_config_values_are_refused_before_building(tmp_path, tiny_checkpoint, monkeypatch):
+    import constcl_zoo.factory as factory
+    from constcl_zoo import ConstclZooError
+    from constcl_zoo.config import ConfigError
+
+    def no_build(*args, **kwargs):
+        raise AssertionError("build_model ran on an invalid config")
+
+    monkeypatch.setattr(factory, "build_model", no_build)
+    cases = [("backbone", "width", 0, "config.backbone: BackboneConfig.width = 0: must be an integer in [1, 1024]"),
+             ("backbone", "temporal_kernels", [[1], [1], [1]], "must list 4 stages"),
+             ("backbone", "bn_eps", -1.0, "BackboneConfig.bn_eps = -1.0: must be a finite number in (0, 1]"),
+             ("global_head", "hidden_layers", 100000, "GlobalHeadConfig.hidden_layers = 100000"),
+             ("region_head", "num_heads", 0, "RegionHeadConfig.num_heads = 0"),
+             ("region_head", "dropout", 1.5, "RegionHeadConfig.dropout = 1.5"),
+             ("preprocess", "num_frames", 10**9, "PreprocessConfig.num_frames = 1000000000"),
+             ("preprocess", "value_range", [-1.0, 1e999], "PreprocessConfig.value_range = (-1.0, inf)"),
+             ("preprocess", "resize_short_side", 100, "PreprocessConfig.resize_short_side = 100: must be an "
+                                                      "integer in [112, 8192]"),
+             ("preprocess", "interpolation", "nearest", "'nearest' is not one of ['bilinear', 'bicubic']")]
+    for section, key, value, words in cases:
+        folder = _copy(tiny_checkpoint, tmp_path / f"{section}-{key}")
+        cfg = json.loads((folder / "config.json").read_text())
+        cfg[section][key] = value
+        (folder / "config.json").write_text(json.dumps(cfg).replace("Infinity", "1e999"))
+        with pytest.raises(ConfigError) as err:
+            load(folder)
+        assert words in str(err.value) and str(folder / "config.json") in str(err.value), str(err.value)
+        assert isinstance(err.value, ConstclZooError) and isinstance(err.value, ValueError)
+    with pytest.raises(ConfigError, match=r"GlobalHeadConfig.out_dim = -1"):
+        load(TINY, pretrained=False, global_head={"out_dim": -1})
+
+
 def test_flipped_byte_is_refused(tmp_path, tiny_checkpoint):
     folder = _copy(tiny_checkpoint, tmp_path / "flip")
     path = folder / "model.safetensors"
@@ -161,7 +214,8 @@ def test_pretrained_names_and_errors():
         assert f"{TINY}.offline_only" in list_pretrained()
         with pytest.raises(WeightsNotAvailableError, match="not on the Hugging Face Hub. Download x.tar.gz"):
             load(f"{TINY}.offline_only")
-        # the arch's default weights are the registered entry
+        # registering is not naming a default (tests/test_registry.py); once named, the arch means the entry
+        set_default_weights(TINY, "offline_only")
         with pytest.raises(WeightsNotAvailableError, match="Download x.tar.gz"):
             load(TINY)
     finally:

@@ -21,9 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import UsageError, add_debug_flag, run_command
-
-PROG = "constcl-zoo localize"
+from ..errors import UsageError
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -44,7 +42,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--json", default=None, help="results JSON to write")
     p.add_argument("--device", default="cpu", help="torch device of the model")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    add_debug_flag(p)
     p.set_defaults(func=run)
     return p
 
@@ -82,62 +79,58 @@ def _progress(total: int | None, desc: str, disable: bool):
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run ``localize``; user errors print one line and return 2."""
+    """Run ``localize`` (user errors: :class:`UsageError`, answered in one line by ``constcl-zoo``)."""
+    from .. import load
+    from ..detection import HogPersonDetector, OnnxPersonDetector
+    from ..tasks.localization import ActionLocalizer
+    from ..tasks.localization_infer import localize, write_annotated
 
-    def body() -> int:
-        from .. import load
-        from ..detection import HogPersonDetector, OnnxPersonDetector
-        from ..tasks.localization import ActionLocalizer
-        from ..tasks.localization_infer import localize, write_annotated
+    video = Path(args.video)
+    if not video.is_file():
+        raise UsageError(f"no video file at {video}")
+    if not args.out and not args.json:
+        raise UsageError("nothing to write: give --out annotated.mp4 and/or --json results.json")
+    if args.out and Path(args.out).suffix.lower() != ".mp4":
+        raise UsageError(f"--out {args.out}: the annotated video is written as .mp4 (H.264)")
+    if not 0 <= args.score_threshold <= 1:
+        raise UsageError(f"--score-threshold must be in [0, 1], got {args.score_threshold}")
+    if args.interval <= 0:
+        raise UsageError(f"--interval must be > 0 seconds, got {args.interval}")
+    model = None
+    if args.model:
+        labels = [x.strip() for x in args.labels.split(",") if x.strip()] if args.labels else None
+        model = load(args.model, task="localization", labels=labels, pretrained=labels is None,
+                     device=args.device) if labels else load(args.model, device=args.device)
+        if not isinstance(model, ActionLocalizer):
+            raise UsageError(f"--model {args.model} is not a localization checkpoint; give one, or an encoder "
+                             f"with --labels walk,run,...")
+    elif args.labels:
+        raise UsageError("--labels needs --model (an encoder to put an untrained head on)")
+    boxes = read_boxes_csv(args.boxes, video.stem, args.box_threshold) if args.boxes else None
+    detector = None
+    if boxes is None:
+        detector = (OnnxPersonDetector(args.detector) if args.detector else
+                    HogPersonDetector(short_side=args.hog_short_side))
+    bar, update = _progress(None, "localize", args.no_progress)
+    try:
+        result = localize(model, video, boxes=boxes, detector=detector, person_threshold=args.box_threshold,
+                          score_threshold=args.score_threshold, top_k=args.top_k, interval_s=args.interval,
+                          progress=update)
+    finally:
+        if bar is not None:
+            bar.close()
+    if args.json:
+        from ..fileio import atomic_write
 
-        video = Path(args.video)
-        if not video.is_file():
-            raise UsageError(f"no video file at {video}")
-        if not args.out and not args.json:
-            raise UsageError("nothing to write: give --out annotated.mp4 and/or --json results.json")
-        if args.out and Path(args.out).suffix.lower() != ".mp4":
-            raise UsageError(f"--out {args.out}: the annotated video is written as .mp4 (H.264)")
-        if not 0 <= args.score_threshold <= 1:
-            raise UsageError(f"--score-threshold must be in [0, 1], got {args.score_threshold}")
-        if args.interval <= 0:
-            raise UsageError(f"--interval must be > 0 seconds, got {args.interval}")
-        model = None
-        if args.model:
-            labels = [x.strip() for x in args.labels.split(",") if x.strip()] if args.labels else None
-            model = load(args.model, task="localization", labels=labels, pretrained=labels is None,
-                         device=args.device) if labels else load(args.model, device=args.device)
-            if not isinstance(model, ActionLocalizer):
-                raise UsageError(f"--model {args.model} is not a localization checkpoint; give one, or an encoder "
-                                 f"with --labels walk,run,...")
-        elif args.labels:
-            raise UsageError("--labels needs --model (an encoder to put an untrained head on)")
-        boxes = read_boxes_csv(args.boxes, video.stem, args.box_threshold) if args.boxes else None
-        detector = None
-        if boxes is None:
-            detector = (OnnxPersonDetector(args.detector) if args.detector else
-                        HogPersonDetector(short_side=args.hog_short_side))
-        bar, update = _progress(None, "localize", args.no_progress)
+        atomic_write(args.json, json.dumps(result.to_dict(), indent=1) + "\n")
+    if args.out:
+        bar, update = _progress(result.num_frames, "write", args.no_progress)
         try:
-            result = localize(model, video, boxes=boxes, detector=detector, person_threshold=args.box_threshold,
-                              score_threshold=args.score_threshold, top_k=args.top_k, interval_s=args.interval,
-                              progress=update)
+            write_annotated(result, video, args.out, progress=update)
         finally:
             if bar is not None:
                 bar.close()
-        if args.json:
-            from ..fileio import atomic_write
-
-            atomic_write(args.json, json.dumps(result.to_dict(), indent=1) + "\n")
-        if args.out:
-            bar, update = _progress(result.num_frames, "write", args.no_progress)
-            try:
-                write_annotated(result, video, args.out, progress=update)
-            finally:
-                if bar is not None:
-                    bar.close()
-        persons = sum(len(f.persons) for f in result.frames)
-        print(f"{video.name}: {len(result.frames)} key frames, {persons} person boxes, {result.num_tracks} tracks"
-              + (f" -> {args.out}" if args.out else "") + (f", {args.json}" if args.json else ""))
-        return 0
-
-    return run_command(PROG, body, debug=getattr(args, "debug", False))
+    persons = sum(len(f.persons) for f in result.frames)
+    print(f"{video.name}: {len(result.frames)} key frames, {persons} person boxes, {result.num_tracks} tracks"
+          + (f" -> {args.out}" if args.out else "") + (f", {args.json}" if args.json else ""))
+    return 0

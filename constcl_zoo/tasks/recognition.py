@@ -57,7 +57,9 @@ class Classification:
         return {"top": [{"label": k, "prob": round(v, 6)} for k, v in self.top], "windows": len(self.start_s)}
 
 
-class _LinearHead(nn.Module):
+class ClassifierHead(nn.Module):
+    """``[..., D]`` pooled features -> logits ``[..., C]``: (L2-normalise) -> dropout -> linear."""
+
     def __init__(self, in_dim: int, num_classes: int, config: RecognitionHeadConfig) -> None:
         super().__init__()
         self.normalize = config.normalize_features
@@ -80,7 +82,7 @@ class VideoClassifier(TaskModel):
     needs_labels = True
 
     def build_head(self, config: TaskConfig) -> nn.Module:
-        return _LinearHead(config.encoder.feature_dim, len(config.labels), config.head)
+        return ClassifierHead(config.encoder.feature_dim, len(config.labels), config.head)
 
     def init_head(self, generator: torch.Generator) -> None:
         with torch.no_grad():

@@ -1,1 +1,1 @@
-"""Downstream task training and evaluation (one subpackage per task)."""
+"""Trainers of the downstream tasks (one subpackage per task); each reuses ``constcl_zoo`` for models and data."""

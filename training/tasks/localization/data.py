@@ -50,7 +50,7 @@ class VideoFrames:
     def __init__(self, path: Path, short_side: int) -> None:
         from constcl_zoo.video import iter_video_file
 
-        from ...videos import resize_short_side
+        from ...pretrain.videos import resize_short_side
 
         frames, times = [], []
         for frame in iter_video_file(path):

@@ -12,11 +12,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from constcl_zoo.errors import UsageError, add_debug_flag, run_command
+from constcl_zoo.errors import UsageError
 
 from .evaluate import evaluate_files, write_result
-
-PROG = "python -m training eval-ava"
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -29,24 +27,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--labelmap", required=True, help="label map pbtxt of the evaluated classes")
     p.add_argument("--excluded", default=None, help="excluded timestamps CSV (video_id,timestamp)")
     p.add_argument("--out", default=None, help="JSON file to write the result to")
-    add_debug_flag(p)
     p.set_defaults(func=run)
     return p
 
 
 def run(args: argparse.Namespace) -> int:
-    """Evaluate; one-line errors and exit status 2 for unusable input."""
-
-    def body() -> int:
-        for flag in ("gt", "detections", "labelmap", "excluded"):
-            value = getattr(args, flag)
-            if value is not None and not Path(value).is_file():
-                raise UsageError(f"--{flag}: no file at {value}")
-        result = evaluate_files(args.gt, args.detections, args.labelmap, args.excluded)
-        if args.out:
-            write_result(args.out, result)
-        print(f"frame-mAP@0.5 {result.mean_ap:.4f} over {len(result.per_class)} classes with ground truth"
-              + (f" (written to {args.out})" if args.out else ""))
-        return 0
-
-    return run_command(PROG, body, debug=getattr(args, "debug", False))
+    """Evaluate (user errors: :class:`UsageError`, answered in one line by ``python -m training``)."""
+    for flag in ("gt", "detections", "labelmap", "excluded"):
+        value = getattr(args, flag)
+        if value is not None and not Path(value).is_file():
+            raise UsageError(f"--{flag}: no file at {value}")
+    result = evaluate_files(args.gt, args.detections, args.labelmap, args.excluded)
+    if args.out:
+        write_result(args.out, result)
+    print(f"frame-mAP@0.5 {result.mean_ap:.4f} over {len(result.per_class)} classes with ground truth"
+          + (f" (written to {args.out})" if args.out else ""))
+    return 0

@@ -22,7 +22,8 @@ The definition, step by step (each step is tested in ``tests/test_localization_e
 Where copies elsewhere differ: mmaction2's drops classes with ground truth but no detections from the mean and by
 default ignores detections on key frames without ground truth (``ignore_empty_frames``); the official code counts
 those as false positives (``per_image_evaluation``: no ground-truth boxes -> every detection is a false positive),
-and so does this one.
+and so does this one. (The localization issue called them "ignored"; we follow the official code — see
+``docs/official-differences.md``.)
 """
 
 from __future__ import annotations

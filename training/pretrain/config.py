@@ -1,20 +1,21 @@
-"""Pretraining configuration: nested dataclasses, named presets, ``key=value`` overrides, JSON round trip.
+"""Pretraining configuration: the data, augmentation, boxes, model and loss sections, and the presets.
 
-``PretrainConfig`` holds everything a run depends on. Presets (:data:`PRESETS`) are functions returning a full
-config; any field can then be overridden with dotted keys (``data.batch_size=8``, ``optim.lr=0.5``,
-``boxes.method=slic``). The resolved config is written to ``<run>/config.json`` and read back on ``--resume``.
+``PretrainConfig`` holds everything a run depends on; the ``optim`` and ``run`` sections, overrides, JSON round
+trip and validation are the engine's (:mod:`training.engine.config`). Presets (:data:`PRESETS`) are functions
+returning a full config; any field can then be overridden with dotted keys (``data.batch_size=8``,
+``optim.lr=0.5``, ``boxes.method=slic``). The resolved config is written to ``<run>/config.json`` and read back on
+``--resume``.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
-from collections.abc import Callable, Iterable
+import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-from constcl_zoo.config import dataclass_from_dict, to_jsonable
+from ..engine.config import OptimConfig, RunConfig, TrainConfig, check
+from ..engine.config import get_preset as _get_preset
 
 BoxMethod = Literal["random", "random_official", "slic", "felzenszwalb", "detector", "hog"]
 KeyFramePairing = Literal["center", "nearest", "random"]
@@ -87,42 +88,7 @@ class LossConfig:
 
 
 @dataclass
-class OptimConfig:
-    """SGD with momentum, linear warm-up then cosine decay to 0 (schedule on the global step)."""
-
-    lr: float = 40.96
-    momentum: float = 0.9
-    nesterov: bool = False
-    weight_decay: float = 1e-6  # on conv/linear kernels only (official: 1e-6 * l2_loss on 'kernel' variables)
-    warmup_steps: int = 2500
-    # "sum": the update is the sum of per-replica gradients, as the official Keras/TPU recipe (loss not divided
-    # by the replica count); "mean": the gradient of the global-batch mean loss (DDP's default). See optim.py.
-    grad_reduction: Literal["sum", "mean"] = "sum"
-    clip_grad_norm: float = 0.0  # 0: off (official: off)
-
-
-@dataclass
-class RunConfig:
-    """Steps, precision, parallelism, checkpoints and logging."""
-
-    steps: int = 100_000
-    accum_steps: int = 1  # micro-batches per optimizer step (negatives come from one micro-batch)
-    seed: int = 0
-    device: str = "auto"  # auto: cuda if available else cpu
-    precision: Literal["bf16", "fp32"] = "bf16"
-    channels_last: bool = True  # channels_last_3d memory format
-    sync_bn: bool = False
-    compile: bool = False
-    deterministic: bool = False  # torch.use_deterministic_algorithms (CPU runs are deterministic anyway)
-    checkpoint_every: int = 1000
-    keep_checkpoints: int = 3
-    log_every: int = 10
-    progress: bool = True
-    threads: int = 0  # torch intra-op threads per process (0: torch's default)
-
-
-@dataclass
-class PretrainConfig:
+class PretrainConfig(TrainConfig):
     """A complete pretraining run."""
 
     preset: str = ""
@@ -134,56 +100,44 @@ class PretrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     run: RunConfig = field(default_factory=RunConfig)
 
-    def to_dict(self) -> dict[str, Any]:
-        return to_jsonable(dataclasses.asdict(self))
-
-    def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> PretrainConfig:
-        return dataclass_from_dict(cls, data, "config", numbers_as_str=True)
-
-    @classmethod
-    def load(cls, path: str | Path) -> PretrainConfig:
-        try:
-            return cls.from_dict(json.loads(Path(path).read_text()))
-        except (ValueError, TypeError) as exc:
-            raise ValueError(f"{path}: {exc}") from exc
-
-    def replace(self, overrides: Iterable[str]) -> PretrainConfig:
-        """A copy with ``section.field=value`` overrides applied (values parsed as JSON, else as strings)."""
-        data = self.to_dict()
-        for item in overrides:
-            key, sep, raw = item.partition("=")
-            if not sep:
-                raise ValueError(f"override {item!r} is not of the form section.field=value")
-            parts = key.strip().split(".")
-            node = data
-            for p in parts[:-1]:
-                if not isinstance(node.get(p), dict):
-                    raise ValueError(f"override {item!r}: unknown section {p!r}; sections: {_sections(data)}")
-                node = node[p]
-            if parts[-1] not in node or isinstance(node[parts[-1]], dict):
-                raise ValueError(f"override {item!r}: unknown field {key!r}; fields here: {sorted(node)}")
-            node[parts[-1]] = _parse_value(raw)
-        return PretrainConfig.from_dict(data)
+    def validate(self) -> None:
+        """Raise :class:`~training.engine.ConfigError` naming the first impossible value."""
+        super().validate()
+        d, a, b, lo = self.data, self.augment, self.boxes, self.loss
+        for name in ("num_frames", "frame_stride", "crop_size", "batch_size", "prefetch_factor"):
+            check(getattr(d, name) >= 1, f"data.{name}", getattr(d, name), "must be >= 1")
+        for name in ("decode_short_side", "min_video_frames", "num_workers"):
+            check(getattr(d, name) >= 0, f"data.{name}", getattr(d, name), "must be >= 0")
+        check(0 < a.crop_area[0] <= a.crop_area[1] <= 1, "augment.crop_area", list(a.crop_area),
+              "must be [low, high] with 0 < low <= high <= 1")
+        check(0 < a.crop_aspect[0] <= a.crop_aspect[1], "augment.crop_aspect", list(a.crop_aspect),
+              "must be [low, high] with 0 < low <= high")
+        check(a.crop_attempts >= 1, "augment.crop_attempts", a.crop_attempts, "must be >= 1")
+        for name in ("flip_p", "jitter_p", "grayscale_p", "blur_p", "solarize_p"):
+            value = getattr(a, name)
+            check(all(0 <= v <= 1 for v in (value if isinstance(value, tuple) else (value,))), f"augment.{name}",
+                  value, "probabilities must be in [0, 1]")
+        check(a.jitter_strength >= 0, "augment.jitter_strength", a.jitter_strength, "must be >= 0")
+        check(0 < a.blur_sigma[0] <= a.blur_sigma[1], "augment.blur_sigma", list(a.blur_sigma),
+              "must be [low, high] with 0 < low <= high")
+        for name in ("num_boxes", "segment_short_side", "hog_short_side"):
+            check(getattr(b, name) >= 1, f"boxes.{name}", getattr(b, name), "must be >= 1")
+        check(0 <= b.min_size < 1, "boxes.min_size", b.min_size, "must be in [0, 1)")
+        check(b.method != "detector" or bool(b.detector_dir), "boxes.detector_dir", b.detector_dir,
+              "boxes.method=detector needs a folder of box files")
+        for name in ("global_temperature", "local_temperature"):
+            value = getattr(lo, name)
+            check(math.isfinite(value) and value > 0, f"loss.{name}", value, "must be a positive number")
+        for name in ("global_weight", "local_weight"):
+            value = getattr(lo, name)
+            check(math.isfinite(value) and value >= 0, f"loss.{name}", value, "must be >= 0")
+        check(self.model.context_length >= -1, "model.context_length", self.model.context_length,
+              "must be -1 (the architecture's), 0 (vanilla) or positive")
 
     @property
     def clip_span(self) -> int:
         """Decoded frames covered by one view."""
         return (self.data.num_frames - 1) * self.data.frame_stride + 1
-
-
-def _sections(data: dict[str, Any]) -> list[str]:
-    return sorted(k for k, v in data.items() if isinstance(v, dict))
-
-
-def _parse_value(raw: str) -> Any:
-    try:
-        return json.loads(raw)
-    except json.JSONDecodeError:
-        return raw
 
 
 def paper_k400() -> PretrainConfig:
@@ -219,6 +173,5 @@ PRESETS: dict[str, Callable[[], PretrainConfig]] = {"paper_k400": paper_k400, "c
 
 
 def get_preset(name: str) -> PretrainConfig:
-    if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; presets: {sorted(PRESETS)}")
-    return PRESETS[name]()
+    """The named pretraining preset (``ConfigError`` listing the presets if unknown)."""
+    return _get_preset(PRESETS, name)

@@ -25,6 +25,8 @@ import math
 import torch
 from torch import nn
 
+from constcl_zoo.errors import InvalidArgumentError
+
 _KERNEL_MODULES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 
 
@@ -69,7 +71,7 @@ def loss_scale(grad_reduction: str, world: int, accum_steps: int) -> float:
         return float(world)
     if grad_reduction == "mean":
         return 1.0 / accum_steps
-    raise ValueError(f"grad_reduction must be 'sum' or 'mean', got {grad_reduction!r}")
+    raise InvalidArgumentError(f"grad_reduction must be 'sum' or 'mean', got {grad_reduction!r}")
 
 
 def effective_weight_decay(weight_decay: float, grad_reduction: str, world: int, accum_steps: int) -> float:

@@ -1,73 +1,15 @@
-"""``export-checkpoint``: a pretraining run -> a ``constcl_zoo`` checkpoint folder with a model card.
+"""The model card (Hub README.md) of a checkpoint exported from a pretraining run.
 
-The folder holds ``config.json`` (the :class:`~constcl_zoo.ModelConfig`, with the preprocessing the weights were
-trained for and a ``provenance`` record), ``model.safetensors`` (the whole pretraining network, so ``load()``
-serves every branch: ``global``, ``region``, ``full``) and ``README.md`` (model card: recipe, data, steps and the
-metrics the run measured).
+It records the recipe, the data's folder or manifest *name* (never an absolute local path) and the metrics the run
+logged.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-from safetensors.torch import load_file
-
-from constcl_zoo.weights import save_checkpoint
-
-from .checkpoint import latest_checkpoint
-from .config import PretrainConfig
-from .trainer import build_pretrain_model
-
-
-def _run_checkpoint(run: Path, step: int | None) -> Path:
-    if step is None:
-        folder = latest_checkpoint(run)
-        if folder is None:
-            raise FileNotFoundError(f"{run}: no checkpoint yet (checkpoints/latest is missing)")
-        return folder
-    folder = run / "checkpoints" / f"step_{step:08d}"
-    if not (folder / "model.safetensors").is_file():
-        have = sorted(p.name for p in (run / "checkpoints").glob("step_*"))
-        raise FileNotFoundError(f"{run}: no checkpoint for step {step}; available: {have}")
-    return folder
-
-
-def _metrics(run: Path) -> list[dict[str, Any]]:
-    path = run / "metrics.jsonl"
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def export_checkpoint(run: Path, out: Path, step: int | None = None) -> Path:
-    """Write the checkpoint folder ``out`` from run folder ``run`` (latest checkpoint unless ``step``)."""
-    config_path = run / "config.json"
-    if not config_path.is_file():
-        raise FileNotFoundError(f"{run}: no config.json; is it a run folder written by 'python -m training pretrain'?")
-    cfg = PretrainConfig.load(config_path)
-    folder = _run_checkpoint(run, step)
-    state = json.loads((folder / "state.json").read_text())
-    model = build_pretrain_model(cfg)
-    weights = load_file(str(folder / "model.safetensors"))
-    model.load_state_dict(weights, strict=True)
-    metrics = [m for m in _metrics(run) if m["step"] <= state["step"]]
-    provenance = {
-        "source": "constcl-zoo pretraining (python -m training pretrain)",
-        "preset": cfg.preset,
-        "steps": state["step"],
-        "clips_per_step": cfg.data.batch_size,
-        "videos": cfg.data.videos,
-        "boxes": cfg.boxes.method,
-        "local_weight": cfg.loss.local_weight,
-    }
-    if metrics:
-        provenance["final_loss"] = round(metrics[-1]["loss"], 6)
-    model.config = model.config.replace(provenance=provenance)
-    save_checkpoint(model.eval(), out)
-    (out / "README.md").write_text(model_card(cfg, state["step"], metrics, model.config.to_dict()))
-    return out
+from ..pretrain.config import PretrainConfig
 
 
 def model_card(cfg: PretrainConfig, step: int, metrics: list[dict[str, Any]], config: dict[str, Any]) -> str:
@@ -112,7 +54,7 @@ def model_card(cfg: PretrainConfig, step: int, metrics: list[dict[str, Any]], co
         "",
         "## Data",
         "",
-        f"Videos from `{d.videos}` (decoder {d.decoder}).",
+        f"Videos from `{Path(d.videos).name}` (decoder {d.decoder}).",
         "",
         "## Preprocessing at inference",
         "",

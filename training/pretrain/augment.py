@@ -21,6 +21,8 @@ from kornia.color import rgb_to_grayscale
 from kornia.enhance import adjust_hue, adjust_saturation
 from kornia.filters import gaussian_blur2d
 
+from constcl_zoo.errors import InvalidArgumentError
+
 from .config import AugmentConfig
 
 
@@ -76,7 +78,7 @@ def augment_view(frames: np.ndarray, view: int, crop_size: int, cfg: AugmentConf
     ``view`` is 0 or 1 (the view-specific blur and solarize probabilities).
     """
     if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
-        raise ValueError(f"augment_view expects uint8 [T, H, W, 3] frames, got {frames.dtype} {frames.shape}")
+        raise InvalidArgumentError(f"augment_view expects uint8 [T, H, W, 3] frames, got {frames.dtype} {frames.shape}")
     t, height, width, _ = frames.shape
     top, left, h, w = sample_crop(height, width, cfg, rng)
     x = torch.from_numpy(np.ascontiguousarray(frames[:, top:top + h, left:left + w])).permute(0, 3, 1, 2).float()

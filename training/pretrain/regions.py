@@ -33,6 +33,7 @@ import torch
 
 from constcl_zoo.boxes import check_boxes, crop_boxes, hflip_boxes
 from constcl_zoo.detection import HogPersonDetector
+from constcl_zoo.errors import InvalidArgumentError
 
 from .augment import ViewGeometry
 from .config import BoxConfig
@@ -73,7 +74,7 @@ def segment_boxes(frame: np.ndarray, method: str, n: int, short_side: int) -> np
     elif method == "felzenszwalb":
         labels = felzenszwalb(img, scale=100.0, sigma=0.8, min_size=max(16, h * w // (4 * n))) + 1
     else:
-        raise ValueError(f"unknown segmentation method {method!r}")
+        raise InvalidArgumentError(f"unknown segmentation method {method!r}")
     boxes = []
     for region in regionprops(labels):
         top, left, bottom, right = region.bbox
@@ -96,7 +97,7 @@ def read_detector_file(path: str) -> dict[int, np.ndarray]:
         reader = csv.DictReader(f)
         need = {"frame", "x1", "y1", "x2", "y2"}
         if reader.fieldnames is None or not need <= set(reader.fieldnames):
-            raise ValueError(f"{path}: a detector file needs the header frame,x1,y1,x2,y2[,score]; "
+            raise InvalidArgumentError(f"{path}: a detector file needs the header frame,x1,y1,x2,y2[,score]; "
                              f"got {reader.fieldnames}")
         for line, row in enumerate(reader, start=2):
             try:
@@ -104,9 +105,9 @@ def read_detector_file(path: str) -> dict[int, np.ndarray]:
                 score = float(row["score"]) if row.get("score") not in (None, "") else 1.0
                 frame = int(row["frame"])
             except (TypeError, ValueError) as exc:
-                raise ValueError(f"{path}:{line}: cannot parse {row} ({exc})") from exc
+                raise InvalidArgumentError(f"{path}:{line}: cannot parse {row} ({exc})") from exc
             if not (0 <= box[0] <= box[2] <= 1 and 0 <= box[1] <= box[3] <= 1):
-                raise ValueError(f"{path}:{line}: box {box} is not normalised (x1, y1, x2, y2) in [0, 1]")
+                raise InvalidArgumentError(f"{path}:{line}: box {box} is not normalised (x1, y1, x2, y2) in [0, 1]")
             out.setdefault(frame, []).append([*box, score])
     return {k: np.array(v, dtype=np.float32) for k, v in out.items()}
 
@@ -143,7 +144,7 @@ def view_boxes(cfg: BoxConfig, key_frame: np.ndarray | None, geometry: ViewGeome
     elif cfg.method == "detector":
         frame_boxes = detector_boxes(video, frame_index, n, cfg.detector_dir)
     else:
-        raise ValueError(f"unknown box method {cfg.method!r}")
+        raise InvalidArgumentError(f"unknown box method {cfg.method!r}")
     boxes = crop_boxes(torch.from_numpy(frame_boxes), geometry.window)
     if geometry.flipped:
         boxes = hflip_boxes(boxes)

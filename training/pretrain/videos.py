@@ -21,10 +21,20 @@ from pathlib import Path
 
 import numpy as np
 
+from constcl_zoo.errors import ConstclZooError, InvalidArgumentError
+from constcl_zoo.fileio import atomic_write
 from constcl_zoo.video import EmptyVideoError, VideoDecodeError, VideoError, iter_av_frames, list_videos
 
-__all__ = ["VideoDecodeError", "VideoEntry", "VideoIndex", "build_index", "count_frames", "list_videos",
-           "read_frames"]
+__all__ = [
+    "NoUsableVideosError",
+    "VideoDecodeError",
+    "VideoEntry",
+    "VideoIndex",
+    "build_index",
+    "count_frames",
+    "list_videos",
+    "read_frames",
+]
 
 log = logging.getLogger(__name__)
 
@@ -63,16 +73,16 @@ def read_frames(path: str | Path, indices: Sequence[int], decoder: str = "opencv
     Raises :class:`VideoDecodeError` naming the file and the first missing frame if the stream ends early.
     """
     if len(indices) == 0:
-        raise ValueError("read_frames: no frame indices given")
+        raise InvalidArgumentError("read_frames: no frame indices given")
     wanted = sorted(set(int(i) for i in indices))
     if wanted[0] < 0:
-        raise ValueError(f"{path}: negative frame index {wanted[0]}")
+        raise InvalidArgumentError(f"{path}: negative frame index {wanted[0]}")
     if decoder == "opencv":
         got = _read_opencv(Path(path), wanted, short_side)
     elif decoder == "pyav":
         got = _read_pyav(Path(path), wanted, short_side)
     else:
-        raise ValueError(f"decoder must be 'opencv' or 'pyav', got {decoder!r}")
+        raise InvalidArgumentError(f"decoder must be 'opencv' or 'pyav', got {decoder!r}")
     missing = [i for i in wanted if i not in got]
     if missing:
         raise VideoDecodeError(f"{path}: frame {missing[0]} requested but the video decoded only "
@@ -139,6 +149,10 @@ def count_frames(path: str | Path, decoder: str = "opencv") -> int:
         return 0
     except (VideoError, OSError) as exc:
         raise VideoDecodeError(f"{path}: PyAV cannot decode the file ({exc})") from exc
+
+
+class NoUsableVideosError(ConstclZooError, RuntimeError):
+    """None of the listed videos can be decoded into one clip span (each one's reason is logged)."""
 
 
 @dataclass(frozen=True)
@@ -208,10 +222,7 @@ def build_index(paths: Sequence[Path], min_frames: int, decoder: str = "opencv",
     for key, reason in skipped.items():
         log.warning("skipping video %s: %s", key, reason)
     if cache_path is not None:
-        cache_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_path.with_name(f".{cache_path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(new_cache, indent=1))
-        os.replace(tmp, cache_path)
+        atomic_write(cache_path, json.dumps(new_cache, indent=1))
     if not entries:
-        raise RuntimeError(f"no usable videos among {len(paths)} (skipped: {skipped})")
+        raise NoUsableVideosError(f"no usable videos among {len(paths)} (skipped: {skipped}); check data.videos")
     return VideoIndex(entries, skipped)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .distributed import gather_with_grad
+from ..engine.distributed import gather_with_grad
 
 _LARGE = 1e9
 

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from ..engine.config import ConfigError
 from .augment import augment_view
 from .config import PretrainConfig
 from .regions import view_boxes
@@ -38,8 +39,8 @@ class PretrainDataset(Dataset):
         self.cfg = cfg
         self.temporal_stride = temporal_stride
         if cfg.data.num_frames % temporal_stride:
-            raise ValueError(f"data.num_frames ({cfg.data.num_frames}) must be a multiple of the backbone's temporal "
-                             f"stride ({temporal_stride})")
+            raise ConfigError(f"config data.num_frames={cfg.data.num_frames}: must be a multiple of the backbone's "
+                              f"temporal stride ({temporal_stride})")
 
     def __len__(self) -> int:
         return len(self.index)
@@ -57,8 +58,8 @@ class PretrainDataset(Dataset):
                 continue
             sample["skipped"] = torch.tensor(attempt)
             return sample
-        raise RuntimeError(f"sample {position}: {_MAX_RETRIES} videos in a row failed to decode, starting at "
-                           f"{self.index.entries[video].path}")
+        raise VideoDecodeError(f"sample {position}: {_MAX_RETRIES} videos in a row failed to decode, starting at "
+                               f"{self.index.entries[video].path}")
 
     def _make(self, path: str, length: int, rng: np.random.Generator) -> dict[str, torch.Tensor]:
         d = self.cfg.data

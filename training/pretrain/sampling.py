@@ -11,6 +11,8 @@ import math
 
 import numpy as np
 
+from constcl_zoo.errors import InvalidArgumentError
+
 
 def _gap_cdf(k: float, max_offset: float) -> float:
     """CDF of the density proportional to ``max_offset - k`` on ``[0, max_offset]``."""
@@ -70,4 +72,4 @@ def pair_key_frames(strategy: str, starts: tuple[int, int], steps: int, frames_p
         score = dist * (4 * steps) + centre
         i, j = np.unravel_index(int(np.argmin(score)), score.shape)
         return int(i), int(j)
-    raise ValueError(f"key-frame pairing must be 'center', 'nearest' or 'random', got {strategy!r}")
+    raise InvalidArgumentError(f"key-frame pairing must be 'center', 'nearest' or 'random', got {strategy!r}")
