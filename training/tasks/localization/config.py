@@ -4,7 +4,7 @@
 (:mod:`training.engine.config`: presets, ``-o section.field=value`` overrides, JSON round trip, validation).
 Presets (:data:`PRESETS`):
 
-* ``cpu_small`` — ``constcl_r3d14_w16`` from random init, 8-frame clips with a 64 px short side, 4 key frames a
+* ``cpu_small`` — ``constcl_r3d14_w16`` from random init, 8-frame clips with a 64 px short side, 8 key frames a
   step: learns the synthetic motion actions (``synthetic.py``) within minutes on 2 CPU cores (the CI test).
 * ``ava_r3d50`` — the paper's setting on AVA v2.2: ConST-CL R3D-50 weights, the action transformer head, 32 frames
   at stride 2, short side 400 (``data.root`` = an AVA-layout folder).
@@ -80,12 +80,12 @@ def cpu_small() -> LocalizationConfig:
     """Random-init ``constcl_r3d14_w16``, action transformer, 8x64 px whole-frame clips: minutes on 2 CPU cores."""
     return LocalizationConfig(
         preset="cpu_small",
-        data=LocalizationDataConfig(batch_size=4, num_workers=0, eval_batch_size=8),
+        data=LocalizationDataConfig(batch_size=8, num_workers=0, eval_batch_size=8),
         model=LocalizationModelConfig(encoder="constcl_r3d14_w16", pretrained=False, head="transformer",
                                       num_frames=8, frame_stride=1, short_side=64, dropout=0.1),
-        optim=OptimConfig(lr=0.05, momentum=0.9, warmup_steps=10, weight_decay=1e-4, grad_reduction="mean",
+        optim=OptimConfig(lr=0.1, momentum=0.9, warmup_steps=10, weight_decay=1e-4, grad_reduction="mean",
                           clip_grad_norm=5.0),
-        run=RunConfig(steps=150, checkpoint_every=50, keep_checkpoints=1, log_every=25, eval_every=0,
+        run=RunConfig(steps=250, checkpoint_every=50, keep_checkpoints=1, log_every=25, eval_every=0,
                       precision="fp32", channels_last=False, threads=2, progress=False),
     )
 
