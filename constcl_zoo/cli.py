@@ -17,7 +17,8 @@ from .errors import add_debug_flag, run_command
 PROG = "constcl-zoo"
 # How the command lines spell the fixes that errors name in Python terms (see ConstclZooError.describe).
 CLI_SPELLINGS = {"random_init": "--random-init"}
-COMMANDS = ("constcl_zoo.commands.embed", "constcl_zoo.commands.classify", "constcl_zoo.commands.track")
+COMMANDS = ("constcl_zoo.commands.embed", "constcl_zoo.commands.classify", "constcl_zoo.commands.track",
+            "constcl_zoo.commands.localize")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -99,14 +99,16 @@ class ClipPreprocess:
         return max(self.cfg.resize_short_side, round(height * scale)), max(self.cfg.resize_short_side,
                                                                             round(width * scale))
 
-    def __call__(self, frames: ArrayLike) -> torch.Tensor:
+    def __call__(self, frames: ArrayLike, crop: bool = True) -> torch.Tensor:
+        """``crop=False`` keeps the whole frame (resized only): ``[3, T, H', W']`` with the short side
+        ``resize_short_side`` — what localization needs, whose boxes cover the whole frame."""
         x = torch.from_numpy(np.ascontiguousarray(frames)) if isinstance(frames, np.ndarray) else frames
         if not isinstance(x, torch.Tensor):
             raise InvalidTypeError(f"frames must be a numpy array or torch tensor, got {type(frames).__name__}")
         if x.dtype != torch.uint8:
             raise InvalidTypeError(f"frames must be uint8 RGB in [0, 255], got dtype {x.dtype}")
         if x.ndim == 5:
-            return torch.stack([self(clip) for clip in x])
+            return torch.stack([self(clip, crop) for clip in x])
         if x.ndim != 4 or x.shape[-1] != 3:
             raise InvalidArgumentError(
                 f"frames must be [T, H, W, 3] (or [B, T, H, W, 3]) RGB, got shape {tuple(x.shape)}")
@@ -115,19 +117,19 @@ class ClipPreprocess:
             raise InvalidArgumentError(f"frames are empty: shape {tuple(x.shape)}")
         check_frame_size(h, w, f"frames {list(x.shape)}")
         out_h, out_w = self.output_size(h, w)
-        crop = self.cfg.crop_size
-        rows = _taps(h, out_h, (out_h - crop) // 2, crop, self.cfg.interpolation) if out_h != h else None
-        cols = _taps(w, out_w, (out_w - crop) // 2, crop, self.cfg.interpolation) if out_w != w else None
-        top, left = (h - crop) // 2, (w - crop) // 2  # where an axis keeps its size, the crop is a plain slice
-        r0, r1 = (rows[2], rows[3]) if rows else (top, top + crop)
-        c0, c1 = (cols[2], cols[3]) if cols else (left, left + crop)
+        crop_h, crop_w = (self.cfg.crop_size,) * 2 if crop else (out_h, out_w)
+        rows = _taps(h, out_h, (out_h - crop_h) // 2, crop_h, self.cfg.interpolation) if out_h != h else None
+        cols = _taps(w, out_w, (out_w - crop_w) // 2, crop_w, self.cfg.interpolation) if out_w != w else None
+        top, left = (h - crop_h) // 2, (w - crop_w) // 2  # where an axis keeps its size, the crop is a plain slice
+        r0, r1 = (rows[2], rows[3]) if rows else (top, top + crop_h)
+        c0, c1 = (cols[2], cols[3]) if cols else (left, left + crop_w)
         lo, hi = self.cfg.value_range
         chunks = []
         for start in range(0, t, self.chunk_frames):  # bounds the float copy of large frames
             chunk = x[start:start + self.chunk_frames, r0:r1, c0:c1].float()  # [t, h', w', 3]: only what is read
             if rows:
                 chunk = _resample_rows(chunk, rows[0], rows[1])
-            chunk = chunk.transpose(1, 2)  # [t, w', crop, 3]: columns become rows
+            chunk = chunk.transpose(1, 2)  # [t, w', crop_h, 3]: columns become rows
             if cols:
                 chunk = _resample_rows(chunk.contiguous(), cols[0], cols[1])
             chunks.append(chunk.permute(0, 3, 2, 1).clamp_(0, 255).mul_((hi - lo) / 255.0).add_(lo))

@@ -211,9 +211,14 @@ def _known_export_noise() -> Iterator[None]:
 def export_from_name(name: str, out: str | os.PathLike, *, branch: str | None = None, with_rois: bool = False,
                      fp16: bool = False, external_data: bool = False, opset: int | None = None,
                      random_init: bool = False, seed: int = 0) -> ExportReport:
-    """:func:`export_onnx` of ``load(name, branch=branch)`` (``random_init``: ``pretrained=False``); ``branch``
-    defaults to ``"global"`` for an encoder and to the checkpoint's own for a task checkpoint."""
+    """Export ``load(name, branch=branch)`` (``random_init``: ``pretrained=False``), by what it loads as: an
+    encoder (``branch`` default ``"global"``) or a recognition checkpoint through :func:`export_onnx`; a tracking
+    checkpoint through :func:`export.tracking_onnx.export_tracker_onnx` (exemplar / search graphs); a localization
+    checkpoint through :func:`export.localization_onnx.export_localizer_onnx` (clip + boxes -> action scores)."""
+    from constcl_zoo.tasks.localization import ActionLocalizer
+
     model = load(name, branch=branch, pretrained=not random_init, seed=seed)
+    source = name + (f" (random init, seed {seed})" if random_init else "")
     if getattr(model, "task", None) == "tracking":  # a folder of graphs (export.tracking_onnx), same self-check
         from .tracking_onnx import EXEMPLAR_FILE, SEARCH_FILE, export_tracker_onnx
 
@@ -227,5 +232,14 @@ def export_from_name(name: str, out: str | os.PathLike, *, branch: str | None = 
                                                       cfg.search_size]},
                             {EXEMPLAR_FILE: ["exemplar_features"], SEARCH_FILE: ["responses"]},
                             float("nan"), done.relative_diff)
+    if isinstance(model, ActionLocalizer):
+        from .localization_onnx import export_localizer_onnx
+
+        unused = [flag for flag, on in (("--with-rois", with_rois), ("--fp16", fp16),
+                                        ("--external-data", external_data)) if on]
+        if unused:
+            raise InvalidArgumentError(f"{name} is an action localizer (clip + boxes -> action scores); "
+                                       f"{', '.join(unused)} apply to encoder exports only: drop them")
+        return export_localizer_onnx(model, out, opset=opset, source=source)
     return export_onnx(model, out, with_rois=with_rois, fp16=fp16, external_data=external_data, opset=opset,
-                       source=name + (f" (random init, seed {seed})" if random_init else ""))
+                       source=source)

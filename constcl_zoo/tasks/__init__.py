@@ -5,6 +5,7 @@ task               class                                       encoder branch   
 =================  ==========================================  ===================  =============================
 ``recognition``    :class:`~.recognition.VideoClassifier`      ``global``           which action a video shows
 ``tracking``       :class:`~.tracking.SiamFCTracker`           ``region``           where one object is, frame by frame
+``localization``   :class:`~.localization.ActionLocalizer`     ``region``           who does what, where, when
 =================  ==========================================  ===================  =============================
 
 A task checkpoint is a folder like an encoder's (``config.json`` + ``model.safetensors``) whose config names the
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
 _TASKS: dict[str, str] = {
     "recognition": "constcl_zoo.tasks.recognition:VideoClassifier",
     "tracking": "constcl_zoo.tasks.tracking:SiamFCTracker",
+    "localization": "constcl_zoo.tasks.localization:ActionLocalizer",
 }
 
 

@@ -32,11 +32,12 @@ import numpy as np
 import torch
 
 from constcl_zoo.boxes import check_boxes, crop_boxes, hflip_boxes
-from constcl_zoo.errors import DependencyError, InvalidArgumentError
+from constcl_zoo.detection import HogPersonDetector
+from constcl_zoo.errors import InvalidArgumentError
 
 from .augment import ViewGeometry
 from .config import BoxConfig
-from .videos import _cv2, resize_short_side
+from .videos import resize_short_side
 
 
 def random_boxes(n: int, rng: np.random.Generator) -> np.ndarray:
@@ -82,35 +83,10 @@ def segment_boxes(frame: np.ndarray, method: str, n: int, short_side: int) -> np
     return np.array([b[1:] for b in boxes[:n]], dtype=np.float32).reshape(-1, 4)
 
 
-@functools.lru_cache(maxsize=1)
-def _hog() -> object:
-    cv2 = _cv2()
-
-    if not hasattr(cv2, "HOGDescriptor"):
-        raise DependencyError(
-            f"boxes.method=hog needs OpenCV's HOG people detector, which OpenCV {cv2.__version__} does not have "
-            f"(OpenCV 5 moved it out of the main modules); install opencv-python-headless<5, or write detector "
-            f"files and use boxes.method=detector")
-    hog = cv2.HOGDescriptor()
-    hog.setSVMDetector(cv2.HOGDescriptor_getDefaultPeopleDetector())
-    return hog
-
-
 def hog_person_boxes(frame: np.ndarray, n: int, short_side: int) -> np.ndarray:
-    """OpenCV HOG people detections ``[k <= n, 4]`` normalised to ``frame``, most confident first.
-
-    The detector's window is 64x128 px, so people shorter than 128 px at ``short_side`` are missed; the default
-    (``BoxConfig.hog_short_side`` 600) finds the pedestrians of a 576-line street scene.
-    """
-    img = resize_short_side(frame, short_side)
-    h, w = img.shape[:2]
-    rects, weights = _hog().detectMultiScale(img, winStride=(8, 8), padding=(8, 8), scale=1.05)
-    if len(rects) == 0:
-        return np.zeros((0, 4), np.float32)
-    order = np.argsort(-np.asarray(weights).ravel())[:n]
-    r = np.asarray(rects, dtype=np.float32)[order]
-    boxes = np.stack([r[:, 0] / w, r[:, 1] / h, (r[:, 0] + r[:, 2]) / w, (r[:, 1] + r[:, 3]) / h], -1)
-    return np.clip(boxes, 0.0, 1.0)
+    """OpenCV HOG people detections ``[k <= n, 4]`` normalised to ``frame``, most confident first
+    (:class:`constcl_zoo.detection.HogPersonDetector` at ``short_side``, every raw detection kept)."""
+    return HogPersonDetector(short_side, min_score=-np.inf, nms_iou=1.0).detect(frame).boxes[:n]
 
 
 @functools.lru_cache(maxsize=256)

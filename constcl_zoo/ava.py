@@ -1,0 +1,208 @@
+"""The AVA v2.2 file formats (also AVA-Kinetics'), read and written: annotations, detections, person boxes,
+label maps and excluded timestamps (training and evaluation use them; ``constcl-zoo localize --boxes`` too).
+
+* **Annotations** ``ava_{train,val}_v2.2.csv``, no header: ``video_id, timestamp, x1, y1, x2, y2, action_id,
+  person_id`` — one row per person and action at a key frame (1 fps, ``timestamp`` in whole seconds), box corners
+  normalised to [0, 1] by the frame's width and height.
+* **Detections / predictions**, no header: ``video_id, timestamp, x1, y1, x2, y2, action_id, score`` (the 8th column
+  is a score). Person boxes from a detector use the same layout with an empty or ``-1`` ``action_id`` (``score``:
+  the person score; :func:`read_person_boxes` keeps those above a threshold).
+* **Label map** (pbtxt): blocks ``item { name: "..." id: N }`` (the 60 evaluated classes,
+  ``ava_action_list_v2.2_for_activitynet_2019.pbtxt``) or ``label { name: "..." label_id: N label_type: ... }``
+  (all 80, ``ava_action_list_v2.2.pbtxt``).
+* **Excluded timestamps**, no header: ``video_id, timestamp``.
+
+A key frame is identified like the official evaluator does: ``"video_id,%04d" % int(timestamp)``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from constcl_zoo.errors import ConstclZooError
+from constcl_zoo.fileio import atomic_write
+
+PathLike = str | os.PathLike
+
+
+class AvaFormatError(ConstclZooError, ValueError):
+    """A file that is not in the AVA format; the message names the file, the line and the fix."""
+
+
+def image_key(video_id: str, timestamp: float | str) -> str:
+    """The official key of a key frame: ``"video_id,%04d" % int(timestamp)``."""
+    return f"{video_id},{int(float(timestamp)):04d}"
+
+
+@dataclass(frozen=True)
+class AvaLabel:
+    id: int
+    name: str
+
+
+@dataclass(frozen=True)
+class AvaRow:
+    """One CSV row. ``box``: normalised ``(x1, y1, x2, y2)``; ``action_id``: ``None`` for a person box without an
+    action; ``value``: the 8th column — ``person_id`` in annotations, ``score`` in detections (``None`` if absent)."""
+
+    video_id: str
+    timestamp: int
+    box: tuple[float, float, float, float]
+    action_id: int | None
+    value: float | None = None
+
+    @property
+    def key(self) -> str:
+        return image_key(self.video_id, self.timestamp)
+
+
+@dataclass
+class Person:
+    """A person at one key frame: box, the set of action ids and an id (``person_id`` or a running index)."""
+
+    box: tuple[float, float, float, float]
+    actions: set[int] = field(default_factory=set)
+    person_id: int = -1
+    score: float = 1.0
+
+
+def _rows(path: PathLike) -> Iterable[tuple[int, list[str]]]:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no AVA file at {path}")
+    with open(path, newline="") as f:
+        for line, row in enumerate(csv.reader(f), start=1):
+            if row and any(cell.strip() for cell in row):
+                yield line, [cell.strip() for cell in row]
+
+
+def read_ava_csv(path: PathLike) -> list[AvaRow]:
+    """Rows of an annotation or detection CSV (7 or 8 columns, no header). Timestamps are whole seconds."""
+    rows = []
+    for line, row in _rows(path):
+        if len(row) not in (7, 8):
+            raise AvaFormatError(f"{path}:{line}: expected 7 or 8 columns (video_id, timestamp, x1, y1, x2, y2, "
+                                 f"action_id[, person_id or score]), got {len(row)}: {row}")
+        try:
+            timestamp = int(float(row[1]))
+            box = tuple(float(v) for v in row[2:6])
+            action = int(row[6]) if row[6] not in ("", "-1") else None
+            value = float(row[7]) if len(row) == 8 and row[7] != "" else None
+        except ValueError as exc:
+            if line == 1:
+                raise AvaFormatError(f"{path}:1: cannot parse {row} — AVA CSVs have no header line") from exc
+            raise AvaFormatError(f"{path}:{line}: cannot parse {row} ({exc})") from exc
+        x1, y1, x2, y2 = box
+        if not (np.isfinite(box).all() and -1e-6 <= x1 <= x2 <= 1 + 1e-6 and -1e-6 <= y1 <= y2 <= 1 + 1e-6):
+            raise AvaFormatError(f"{path}:{line}: box {box} is not normalised (x1, y1, x2, y2) with "
+                                 f"0 <= x1 <= x2 <= 1 and 0 <= y1 <= y2 <= 1")
+        rows.append(AvaRow(row[0], timestamp, box, action, value))  # type: ignore[arg-type]
+    return rows
+
+
+def _format_row(row: AvaRow, value_fmt: str) -> list[str]:
+    out = [row.video_id, f"{int(row.timestamp):04d}", *(f"{v:.3f}" for v in row.box),
+           "" if row.action_id is None else str(row.action_id)]
+    if row.value is not None:
+        out.append(format(row.value, value_fmt))
+    return out
+
+
+def write_ava_csv(path: PathLike, rows: Iterable[AvaRow], *, scores: bool = False) -> None:
+    """Write rows (atomically). ``scores``: the 8th column is a score (6 decimals), else an integer person id."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    for row in rows:
+        writer.writerow(_format_row(row, ".6f" if scores else ".0f"))
+    atomic_write(path, buf.getvalue())
+
+
+def read_person_boxes(path: PathLike, threshold: float = 0.0) -> dict[str, list[tuple[tuple[float, ...], float]]]:
+    """Detected person boxes: key frame key -> ``[(box, score), ...]`` with ``score >= threshold``, best first.
+
+    Rows that repeat a box (one per action in prediction files) count once, with their highest score."""
+    out: dict[str, dict[tuple[float, ...], float]] = {}
+    for row in read_ava_csv(path):
+        score = 1.0 if row.value is None else row.value
+        if score >= threshold:
+            boxes = out.setdefault(row.key, {})
+            boxes[row.box] = max(score, boxes.get(row.box, -np.inf))
+    return {k: sorted(v.items(), key=lambda kv: -kv[1]) for k, v in out.items()}
+
+
+def group_persons(rows: Iterable[AvaRow]) -> dict[str, list[Person]]:
+    """Annotation rows -> key frame key -> persons (rows of the same person id and box merged, actions collected)."""
+    frames: dict[str, dict[tuple, Person]] = {}
+    for row in rows:
+        pid = -1 if row.value is None else int(row.value)
+        persons = frames.setdefault(row.key, {})
+        person = persons.setdefault((pid, row.box), Person(box=row.box, person_id=pid))
+        if row.action_id is not None:
+            person.actions.add(row.action_id)
+    return {k: list(v.values()) for k, v in frames.items()}
+
+
+_BLOCK = re.compile(r"(?:item|label)\s*\{(.*?)\}", re.S)
+_NAME = re.compile(r"\bname\s*:\s*\"([^\"]*)\"")
+_ID = re.compile(r"\b(?:label_)?id\s*:\s*(-?\d+)")
+
+
+def read_labelmap(path: PathLike) -> list[AvaLabel]:
+    """Classes of a label map pbtxt (``item { name id }`` or ``label { name label_id }`` blocks), in file order."""
+    path = Path(path)
+    text = path.read_text()
+    labels = []
+    for n, block in enumerate(_BLOCK.findall(text), start=1):
+        name, ident = _NAME.search(block), _ID.search(block)
+        if not name or not ident:
+            raise AvaFormatError(f"{path}: block {n} needs name: \"...\" and id: N (or label_id: N), got "
+                                 f"{' '.join(block.split())!r}")
+        labels.append(AvaLabel(int(ident.group(1)), name.group(1)))
+    if not labels:
+        raise AvaFormatError(f"{path}: no 'item {{ name: \"...\" id: N }}' blocks — is this an AVA label map?")
+    ids = [x.id for x in labels]
+    if len(set(ids)) != len(ids):
+        raise AvaFormatError(f"{path}: class ids repeat: {sorted({i for i in ids if ids.count(i) > 1})}")
+    return labels
+
+
+def write_labelmap(path: PathLike, labels: Sequence[AvaLabel], *, style: str = "item",
+                   label_types: dict[int, str] | None = None) -> None:
+    """Write a label map: ``style="item"`` (the evaluated list) or ``"label"`` (the full list, with
+    ``label_type`` from ``label_types``)."""
+    lines = []
+    for label in labels:
+        if style == "item":
+            lines += ["item {", f'  name: "{label.name}"', f"  id: {label.id}", "}"]
+        else:
+            lines += ["label {", f'  name: "{label.name}"', f"  label_id: {label.id}",
+                      f"  label_type: {(label_types or {}).get(label.id, 'PERSON_MOVEMENT')}", "}"]
+    atomic_write(path, "\n".join(lines) + "\n")
+
+
+def read_excluded(path: PathLike | None) -> set[str]:
+    """Excluded key frames (``video_id, timestamp`` rows) as official keys; ``None`` gives the empty set."""
+    if path is None:
+        return set()
+    keys = set()
+    for line, row in _rows(path):
+        if len(row) != 2:
+            raise AvaFormatError(f"{path}:{line}: an excluded-timestamps row has 2 columns (video_id, timestamp), "
+                                 f"got {row}")
+        try:
+            keys.add(image_key(row[0], row[1]))
+        except ValueError as exc:
+            raise AvaFormatError(f"{path}:{line}: timestamp {row[1]!r} is not a number") from exc
+    return keys
+
+
+def write_excluded(path: PathLike, keys: Iterable[tuple[str, int]]) -> None:
+    atomic_write(path, "".join(f"{v},{int(t):04d}\n" for v, t in keys))

@@ -1,0 +1,136 @@
+"""``constcl-zoo localize VIDEO``: who does what, where and when — an annotated MP4 and JSON.
+
+    constcl-zoo localize video.mp4 --model my_localizer/ --out annotated.mp4 --json results.json
+    constcl-zoo localize video.mp4 --boxes people.csv --model my_localizer/ --out annotated.mp4
+    constcl-zoo localize video.mp4 --out tracks.mp4          # no --model: person boxes and tracks only
+
+Person boxes come from ``--boxes`` (an AVA-format CSV ``video_id,timestamp,x1,y1,x2,y2,action_id,score``: rows of
+this video — ``video_id`` = the file's stem, or every row when the file holds one video — with score >=
+``--box-threshold``; key frames at its timestamps) or from OpenCV's HOG people detector on key frames every
+``--interval`` seconds (``--detector model.onnx``: a user-supplied ONNX person detector, see
+:mod:`constcl_zoo.detection`). ``--model``: a localization checkpoint, or an encoder with ``--labels``
+(an untrained head: for trying the pipeline only).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import UsageError
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add ``localize`` to a subcommand parser; its handler is ``args.func`` (:func:`run`)."""
+    p = subparsers.add_parser("localize", help="spatio-temporal action localization of a video",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("video", help="video file")
+    p.add_argument("--model", default=None, help="localization checkpoint (folder, hf-hub:...) or encoder name")
+    p.add_argument("--labels", default=None, help="with an encoder --model: comma-separated action names")
+    p.add_argument("--boxes", default=None, help="person boxes CSV (AVA format, with scores)")
+    p.add_argument("--box-threshold", type=float, default=0.0, help="minimum person score (boxes CSV or detector)")
+    p.add_argument("--detector", default=None, help="ONNX person detector (default: OpenCV HOG)")
+    p.add_argument("--hog-short-side", type=int, default=600, help="HOG detector: frame short side in px")
+    p.add_argument("--interval", type=float, default=1.0, help="seconds between key frames (detector boxes)")
+    p.add_argument("--score-threshold", type=float, default=0.3, help="minimum action probability shown")
+    p.add_argument("--top-k", type=int, default=3, help="actions per person at most")
+    p.add_argument("--out", default=None, help="annotated H.264 MP4 to write")
+    p.add_argument("--json", default=None, help="results JSON to write")
+    p.add_argument("--device", default="cpu", help="torch device of the model")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+    return p
+
+
+def read_boxes_csv(path: str | Path, video_id: str, threshold: float = 0.0) -> dict[float, np.ndarray]:
+    """``{timestamp: [N, 5]}`` (x1, y1, x2, y2, score) of ``video_id`` from an AVA-format person-box CSV (every row
+    when the file names a single video), score >= ``threshold``, best first."""
+    from ..ava import read_person_boxes
+
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"--boxes: no file at {path}")
+    table = read_person_boxes(path, threshold)
+    videos = sorted({key.rsplit(",", 1)[0] for key in table})
+    if not videos:
+        raise UsageError(f"--boxes {path}: no boxes with score >= {threshold}")
+    if video_id not in videos and len(videos) > 1:
+        raise UsageError(f"--boxes {path}: no rows for video_id {video_id!r} (the file has {videos[:5]}...)")
+    chosen = video_id if video_id in videos else videos[0]
+    return {float(key.rsplit(",", 1)[1]): np.array([[*b, s] for b, s in found], np.float32)
+            for key, found in sorted(table.items()) if key.rsplit(",", 1)[0] == chosen}
+
+
+def _progress(total: int | None, desc: str, disable: bool):
+    try:
+        from tqdm import tqdm
+    except ImportError:  # the bar is optional
+        return None, lambda n: None
+    bar = tqdm(total=total, desc=desc, unit="frame", disable=disable, file=sys.stderr, leave=False)
+
+    def update(n: int) -> None:
+        bar.update(n - bar.n)
+
+    return bar, update
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``localize`` (user errors: :class:`UsageError`, answered in one line by ``constcl-zoo``)."""
+    from .. import load
+    from ..detection import HogPersonDetector, OnnxPersonDetector
+    from ..tasks.localization import ActionLocalizer
+    from ..tasks.localization_infer import localize, write_annotated
+
+    video = Path(args.video)
+    if not video.is_file():
+        raise UsageError(f"no video file at {video}")
+    if not args.out and not args.json:
+        raise UsageError("nothing to write: give --out annotated.mp4 and/or --json results.json")
+    if args.out and Path(args.out).suffix.lower() != ".mp4":
+        raise UsageError(f"--out {args.out}: the annotated video is written as .mp4 (H.264)")
+    if not 0 <= args.score_threshold <= 1:
+        raise UsageError(f"--score-threshold must be in [0, 1], got {args.score_threshold}")
+    if args.interval <= 0:
+        raise UsageError(f"--interval must be > 0 seconds, got {args.interval}")
+    model = None
+    if args.model:
+        labels = [x.strip() for x in args.labels.split(",") if x.strip()] if args.labels else None
+        model = load(args.model, task="localization", labels=labels, pretrained=labels is None,
+                     device=args.device) if labels else load(args.model, device=args.device)
+        if not isinstance(model, ActionLocalizer):
+            raise UsageError(f"--model {args.model} is not a localization checkpoint; give one, or an encoder "
+                             f"with --labels walk,run,...")
+    elif args.labels:
+        raise UsageError("--labels needs --model (an encoder to put an untrained head on)")
+    boxes = read_boxes_csv(args.boxes, video.stem, args.box_threshold) if args.boxes else None
+    detector = None
+    if boxes is None:
+        detector = (OnnxPersonDetector(args.detector) if args.detector else
+                    HogPersonDetector(short_side=args.hog_short_side))
+    bar, update = _progress(None, "localize", args.no_progress)
+    try:
+        result = localize(model, video, boxes=boxes, detector=detector, person_threshold=args.box_threshold,
+                          score_threshold=args.score_threshold, top_k=args.top_k, interval_s=args.interval,
+                          progress=update)
+    finally:
+        if bar is not None:
+            bar.close()
+    if args.json:
+        from ..fileio import atomic_write
+
+        atomic_write(args.json, json.dumps(result.to_dict(), indent=1) + "\n")
+    if args.out:
+        bar, update = _progress(result.num_frames, "write", args.no_progress)
+        try:
+            write_annotated(result, video, args.out, progress=update)
+        finally:
+            if bar is not None:
+                bar.close()
+    persons = sum(len(f.persons) for f in result.frames)
+    print(f"{video.name}: {len(result.frames)} key frames, {persons} person boxes, {result.num_tracks} tracks"
+          + (f" -> {args.out}" if args.out else "") + (f", {args.json}" if args.json else ""))
+    return 0

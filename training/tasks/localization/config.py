@@ -1,0 +1,106 @@
+"""Configuration of the action-localization trainer (``python -m training train-localizer``).
+
+:class:`LocalizationConfig` = the task's ``data`` and ``model`` sections + the engine's ``optim`` and ``run``
+(:mod:`training.engine.config`: presets, ``-o section.field=value`` overrides, JSON round trip, validation).
+Presets (:data:`PRESETS`):
+
+* ``cpu_small`` — ``constcl_r3d14_w16`` from random init, 8-frame clips with a 64 px short side, 8 key frames a
+  step: learns the synthetic motion actions (``synthetic.py``) within minutes on 2 CPU cores (the CI test).
+* ``ava_r3d50`` — the paper's setting on AVA v2.2: ConST-CL R3D-50 weights, the action transformer head, 32 frames
+  at stride 2, short side 400 (``data.root`` = an AVA-layout folder).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from ...engine.config import OptimConfig, RunConfig, TrainConfig, check
+
+
+@dataclass
+class LocalizationDataConfig:
+    """AVA-layout files under ``root`` (defaults: the names of AVA v2.2 and of the synthetic generator)."""
+
+    root: str = ""
+    train_csv: str = "annotations/ava_train_v2.2.csv"
+    val_csv: str = "annotations/ava_val_v2.2.csv"
+    labelmap: str = "annotations/ava_action_list_v2.2_for_activitynet_2019.pbtxt"
+    excluded: str = "annotations/ava_val_excluded_timestamps_v2.2.csv"
+    videos: str = "videos"
+    batch_size: int = 8  # key frames per optimizer step, over all processes and micro-batches
+    num_workers: int = 0  # DataLoader worker processes (0: decode in the training process)
+    eval_batch_size: int = 8
+
+    def path(self, name: str) -> Path:
+        """``root / <field name>`` for one of the file fields."""
+        return Path(self.root) / getattr(self, name)
+
+
+@dataclass
+class LocalizationModelConfig:
+    """The encoder and the head (``load(encoder, task="localization", head=...)``)."""
+
+    encoder: str = "constcl_r3d14_w16"  # a name, checkpoint folder or hf-hub repo
+    pretrained: bool = False  # load the encoder's weights (False: random init, seeded by init_seed)
+    branch: Literal["region", "global"] = "region"
+    head: Literal["transformer", "roi"] = "transformer"
+    num_frames: int = 0  # clip around a key frame (0: the encoder's)
+    frame_stride: int = 0
+    short_side: int = 0  # whole frames resized to this short side (0: the encoder's resize_short_side)
+    dropout: float = 0.3  # the transformer head's dropout
+    init_seed: int = 0
+
+
+@dataclass
+class LocalizationConfig(TrainConfig):
+    preset: str = ""
+    data: LocalizationDataConfig = field(default_factory=LocalizationDataConfig)
+    model: LocalizationModelConfig = field(default_factory=LocalizationModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def validate(self) -> None:
+        """Raise :class:`~training.engine.ConfigError` naming the first impossible value."""
+        super().validate()
+        d, m = self.data, self.model
+        for name in ("batch_size", "eval_batch_size"):
+            check(getattr(d, name) >= 1, f"data.{name}", getattr(d, name), "must be >= 1")
+        check(d.num_workers >= 0, "data.num_workers", d.num_workers, "must be >= 0")
+        for name in ("num_frames", "frame_stride", "short_side"):
+            check(getattr(m, name) >= 0, f"model.{name}", getattr(m, name), "must be >= 0 (0: the encoder's)")
+        check(0 <= m.dropout < 1, "model.dropout", m.dropout, "must be in [0, 1)")
+        check(m.head in ("transformer", "roi"), "model.head", m.head, "must be transformer or roi")
+        check(m.branch in ("region", "global"), "model.branch", m.branch, "must be region or global")
+
+
+def cpu_small() -> LocalizationConfig:
+    """Random-init ``constcl_r3d14_w16``, action transformer, 8x64 px whole-frame clips: minutes on 2 CPU cores."""
+    return LocalizationConfig(
+        preset="cpu_small",
+        data=LocalizationDataConfig(batch_size=8, num_workers=0, eval_batch_size=8),
+        model=LocalizationModelConfig(encoder="constcl_r3d14_w16", pretrained=False, head="transformer",
+                                      num_frames=8, frame_stride=1, short_side=64, dropout=0.1),
+        optim=OptimConfig(lr=0.1, momentum=0.9, warmup_steps=10, weight_decay=1e-4, grad_reduction="mean",
+                          clip_grad_norm=5.0),
+        run=RunConfig(steps=250, checkpoint_every=50, keep_checkpoints=1, log_every=25, eval_every=0,
+                      precision="fp32", channels_last=False, threads=2, progress=False),
+    )
+
+
+def ava_r3d50() -> LocalizationConfig:
+    """The paper's AVA v2.2 setting: ConST-CL R3D-50 weights, action transformer, 32 frames at stride 2, short
+    side 400 (the paper's test resolution), SGD with warm-up and cosine decay."""
+    return LocalizationConfig(
+        preset="ava_r3d50",
+        data=LocalizationDataConfig(batch_size=64, num_workers=8, eval_batch_size=16),
+        model=LocalizationModelConfig(encoder="constcl_r3d50", pretrained=True, head="transformer", num_frames=32,
+                                      frame_stride=2, short_side=400),
+        optim=OptimConfig(lr=0.1, momentum=0.9, warmup_steps=1000, weight_decay=1e-7, grad_reduction="mean"),
+        run=RunConfig(steps=30_000, checkpoint_every=1000, eval_every=5000, precision="bf16"),
+    )
+
+
+PRESETS: dict[str, Callable[[], LocalizationConfig]] = {"cpu_small": cpu_small, "ava_r3d50": ava_r3d50}
