@@ -16,7 +16,6 @@ import os
 from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -28,10 +27,10 @@ from .onnx_export import (
     META_PREFIX,
     MIN_OPSET,
     TOLERANCE,
-    ExportCheckError,
     ExportReport,
     _dims,
     _known_export_noise,
+    compare_outputs,
 )
 
 
@@ -108,11 +107,4 @@ def self_check_localizer(path: Path, model: ActionLocalizer, size: tuple[int, in
     (got,) = session.run(None, {"clip": clip.numpy(), "boxes": boxes.numpy()})
     with torch.no_grad():
         want = torch.sigmoid(model(clip, boxes)).numpy()
-    if got.shape != want.shape:
-        raise ExportCheckError(f"{path}: ONNX Runtime output shape {got.shape} != PyTorch {want.shape}")
-    abs_diff = float(np.abs(got - want).max())
-    rel = abs_diff / max(float(np.abs(want).max()), 1e-12)
-    if not rel <= tolerance:
-        raise ExportCheckError(f"{path}: max |ORT - torch| = {abs_diff:.3g} = {rel:.3g} of max |torch|, above the "
-                               f"tolerance {tolerance:g}; the export is wrong")
-    return abs_diff, rel
+    return compare_outputs(path, got, want, tolerance)

@@ -173,6 +173,12 @@ def self_check(path: Path, reference: ConstCLBase | TaskModel, with_rois: bool,
     (got,) = session.run(None, {n: a.numpy() for n, a in zip(names, args, strict=True)})
     with torch.no_grad():
         want = (reference.roi_features(*args) if with_rois else reference(*args)).numpy()
+    return compare_outputs(path, got, want, tolerance)
+
+
+def compare_outputs(path: Path, got: np.ndarray, want: np.ndarray, tolerance: float) -> tuple[float, float]:
+    """``(max |ORT - torch|, that / max |torch|)``; :class:`ExportCheckError` on a shape mismatch or when the
+    relative difference is above ``tolerance`` (the one comparison every export self-check uses)."""
     if got.shape != want.shape:
         raise ExportCheckError(f"{path}: ONNX Runtime output shape {got.shape} != PyTorch {want.shape}")
     abs_diff = float(np.abs(got - want).max())

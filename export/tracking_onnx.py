@@ -20,7 +20,6 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -28,7 +27,7 @@ from constcl_zoo import __version__
 from constcl_zoo.fileio import atomic_write
 from constcl_zoo.tasks.tracking import SiamFCTracker
 
-from .onnx_export import META_PREFIX, MIN_OPSET, TOLERANCE, ExportCheckError, _known_export_noise
+from .onnx_export import META_PREFIX, MIN_OPSET, TOLERANCE, _known_export_noise, compare_outputs
 
 EXEMPLAR_FILE, SEARCH_FILE, CONFIG_FILE = "exemplar.onnx", "search.onnx", "tracker.json"
 
@@ -102,8 +101,4 @@ def _check(path: Path, module: nn.Module, args: tuple[torch.Tensor, ...], names:
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     got = session.run(None, {n: a.numpy() for n, a in zip(names, args, strict=True)})[0]
     want = module(*args).numpy()
-    rel = float(np.abs(got - want).max() / max(np.abs(want).max(), 1e-12))
-    if rel > TOLERANCE["fp32"]:
-        raise ExportCheckError(f"{path}: ONNX Runtime differs from PyTorch by {rel:.2e} x max |torch| "
-                               f"(tolerance {TOLERANCE['fp32']})")
-    return rel
+    return compare_outputs(path, got, want, TOLERANCE["fp32"])[1]

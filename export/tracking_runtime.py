@@ -18,13 +18,13 @@ import numpy as np
 import torch
 
 from constcl_zoo.tasks.base import TaskConfig
-from constcl_zoo.tasks.tracking import FrameSource, SiamFC, TrackResult
+from constcl_zoo.tasks.tracking import FrameByFrame, FrameSource, SiamFC, TrackResult
 
 from .runtime import create_session
 from .tracking_onnx import CONFIG_FILE, EXEMPLAR_FILE, SEARCH_FILE
 
 
-class OnnxTracker:
+class OnnxTracker(FrameByFrame):
     """SiamFC on ONNX Runtime from an exported folder; ``providers`` / ``threads`` as
     :func:`export.runtime.create_session`."""
 
@@ -50,15 +50,6 @@ class OnnxTracker:
 
         return SiamFC(self.config.head, tuple(self.config.preprocess.value_range), self.feature_stride,
                       exemplar, respond)
-
-    def init(self, frame: Any, box: Sequence[float], future: Sequence[Any] = ()) -> None:
-        self._loop = self._new_loop()
-        self._loop.init(frame, box, future)
-
-    def update(self, frame: Any, future: Sequence[Any] = ()) -> tuple[np.ndarray, float]:
-        if self._loop is None:
-            self._loop = self._new_loop()
-        return self._loop.update(frame, future)
 
     def track(self, video: FrameSource, init_box: Sequence[float], **kwargs: Any) -> TrackResult:
         self._loop = self._new_loop()

@@ -401,7 +401,29 @@ class SiamFCHead(nn.Module):
         return self.correlate(self.adjust_z(z), self.adjust_x(x))
 
 
-class SiamFCTracker(TaskModel):
+class FrameByFrame:
+    """``init`` / ``update`` over a :class:`SiamFC` loop from ``self._new_loop()``: shared by the PyTorch tracker
+    and the ONNX Runtime one (``export.tracking_runtime.OnnxTracker``), which differ only in how they compute
+    features and responses."""
+
+    _loop: SiamFC | None = None
+
+    def _new_loop(self) -> SiamFC:
+        raise NotImplementedError
+
+    def init(self, frame: Any, box: Sequence[float], future: Sequence[Any] = ()) -> None:
+        """Start tracking ``box`` (``x, y, w, h`` px) in ``frame`` (uint8 RGB ``[H, W, 3]``); see :class:`SiamFC`."""
+        self._loop = self._new_loop()
+        self._loop.init(frame, box, future)
+
+    def update(self, frame: Any, future: Sequence[Any] = ()) -> tuple[np.ndarray, float]:
+        """``(box [4] x, y, w, h px, score)`` in the next frame."""
+        if self._loop is None:
+            raise TrackerInputError("call tracker.init(frame, box) before tracker.update(frame)")
+        return self._loop.update(frame, future)
+
+
+class SiamFCTracker(FrameByFrame, TaskModel):
     """A SiamFC tracker on an encoder (see the module doc). ``forward(exemplar, search) -> responses`` for
     training; ``init`` / ``update`` / ``track`` for tracking."""
 
@@ -484,17 +506,6 @@ class SiamFCTracker(TaskModel):
 
         return SiamFC(self.config.head, tuple(self.config.preprocess.value_range), self.feature_stride,
                       exemplar, respond)
-
-    def init(self, frame: Any, box: Sequence[float], future: Sequence[Any] = ()) -> None:
-        """Start tracking ``box`` (``x, y, w, h`` px) in ``frame`` (uint8 RGB ``[H, W, 3]``); see :class:`SiamFC`."""
-        self._loop = self._new_loop()
-        self._loop.init(frame, box, future)
-
-    def update(self, frame: Any, future: Sequence[Any] = ()) -> tuple[np.ndarray, float]:
-        """``(box [4] x, y, w, h px, score)`` in the next frame."""
-        if self._loop is None:
-            raise TrackerInputError("call tracker.init(frame, box) before tracker.update(frame)")
-        return self._loop.update(frame, future)
 
     def track(self, video: FrameSource, init_box: Sequence[float], *, fps: float | None = None,
               precision: str | None = None, **kwargs: Any) -> TrackResult:
