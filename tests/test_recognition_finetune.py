@@ -84,7 +84,8 @@ def test_finetune_writes_metrics_confusion_and_a_task_checkpoint(straight, data)
     pre = clf.config.preprocess
     assert (pre.num_frames, pre.frame_stride, pre.crop_size, pre.resize_short_side) == (4, 2, 48, 56)
     training = clf.config.provenance["training"]
-    assert "finetune" in training["command"] and training["config"]["preset"] == "cpu_small"
+    assert training["command"].startswith("python -m training finetune --config cpu_small --train ")
+    assert training["config"]["preset"] == "cpu_small"
     assert training["metrics"]["top1"] == metrics["top1"] and training["steps"] == 4
     # The export is the trained model: every tensor equals the final training checkpoint's.
     exported = load_file(str(straight / "checkpoint" / "model.safetensors"))

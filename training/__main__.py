@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import shlex
 import sys
 
 from constcl_zoo.errors import add_debug_flag, run_command
@@ -43,7 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.command_line = shlex.join([*PROG.split(), *argv])  # what provenance records as "the command"
     return run_command(PROG, lambda: args.func(args), debug=args.debug)
 
 

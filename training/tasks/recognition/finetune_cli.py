@@ -16,8 +16,6 @@ Any config field can be overridden: ``-o optim.lr=0.01 -o model.freeze_encoder=t
 from __future__ import annotations
 
 import argparse
-import shlex
-import sys
 from pathlib import Path
 
 from constcl_zoo.errors import UsageError
@@ -85,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
     if not cfg.data.train:
         raise UsageError("finetune: give --train VIDEOS (a folder per class, or the video root with split files)")
     result = finetune(cfg, Path(args.out), resume=args.resume, overwrite=args.overwrite,
-                      command=shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]))
+                      command=getattr(args, "command_line", ""))
     m = result["metrics"]
     print(f"finetune: top-1 {m['top1']:.4f}, top-5 {m['top5']:.4f}, mean class accuracy "
           f"{m['mean_class_accuracy']:.4f} on {m['num_videos']} videos -> {args.out} "
