@@ -31,13 +31,13 @@ CHECKPOINT_DIR = "checkpoint"
 log = logging.getLogger(__name__)
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Add the ``probe`` sub-command to ``subparsers``; its handler is ``args.func`` (= :func:`run`)."""
-    defaults = ProbeSettings()
-    p = subparsers.add_parser("probe", help="linear probe of a frozen encoder (features cached on disk)",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    data = p.add_argument_group("data")
-    data.add_argument("--train", required=True,
+
+def add_dataset_arguments(parser: argparse.ArgumentParser, title: str, *, required: bool,
+                          split_default: int | None) -> None:
+    """The labelled-video options the recognition commands share: ``--train``, ``--val`` and the dataset format
+    (a folder per class, ``--ucf101-splits`` or ``--hmdb51-splits`` with ``--split``)."""
+    data = parser.add_argument_group(title)
+    data.add_argument("--train", required=required,
                       help="training videos: a folder per class, or the video root with --ucf101/--hmdb51-splits")
     data.add_argument("--val", help="validation videos: a folder per class (same classes as --train); with split "
                                     "files, the root of the test videos (default: --train)")
@@ -45,7 +45,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     fmt.add_argument("--ucf101-splits", metavar="DIR", help="UCF101 split folder (classInd.txt, trainlist0N.txt, "
                                                             "testlist0N.txt)")
     fmt.add_argument("--hmdb51-splits", metavar="DIR", help="HMDB51 split folder (<class>_test_split<N>.txt)")
-    data.add_argument("--split", type=int, default=1, help="split number with --ucf101/--hmdb51-splits (default 1)")
+    data.add_argument("--split", type=int, default=split_default,
+                      help="split number with --ucf101/--hmdb51-splits (default 1)")
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add the ``probe`` sub-command to ``subparsers``; its handler is ``args.func`` (= :func:`run`)."""
+    defaults = ProbeSettings()
+    p = subparsers.add_parser("probe", help="linear probe of a frozen encoder (features cached on disk)",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_dataset_arguments(p, "data", required=True, split_default=1)
     model = p.add_argument_group("encoder and features")
     model.add_argument("--model", required=True, help="encoder: a registered name, checkpoint folder or hf-hub:...")
     model.add_argument("--random-init", action="store_true", help="a seeded random init of --model's architecture "

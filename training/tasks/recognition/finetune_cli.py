@@ -21,6 +21,7 @@ from pathlib import Path
 from constcl_zoo.errors import UsageError
 
 from ...engine import add_run_arguments, resolve_config
+from .cli import add_dataset_arguments
 from .finetune_config import PRESETS, FinetuneConfig
 
 
@@ -29,16 +30,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p = subparsers.add_parser("finetune", help="fine-tune an encoder with a classifier head (all layers or the head)",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_run_arguments(p, PRESETS)
-    data = p.add_argument_group("data (recorded in config.json; not needed with --resume)")
-    data.add_argument("--train", help="training videos: a folder per class, or the video root with "
-                                      "--ucf101/--hmdb51-splits")
-    data.add_argument("--val", help="validation videos: a folder per class (same classes as --train); with split "
-                                    "files, the root of the test videos (default: --train)")
-    fmt = data.add_mutually_exclusive_group()
-    fmt.add_argument("--ucf101-splits", metavar="DIR", help="UCF101 split folder (classInd.txt, trainlist0N.txt, "
-                                                            "testlist0N.txt)")
-    fmt.add_argument("--hmdb51-splits", metavar="DIR", help="HMDB51 split folder (<class>_test_split<N>.txt)")
-    data.add_argument("--split", type=int, help="split number with --ucf101/--hmdb51-splits (default 1)")
+    add_dataset_arguments(p, "data (recorded in config.json; not needed with --resume)", required=False,
+                          split_default=None)
     model = p.add_argument_group("encoder")
     model.add_argument("--model", help="encoder: a registered name, checkpoint folder or hf-hub:... (default: the "
                                        "preset's)")
