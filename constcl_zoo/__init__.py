@@ -1,5 +1,7 @@
 """ConST-CL video representations in PyTorch: ``from constcl_zoo import load``.
 
+>>> encoder = load()                                          # the shipped small ConST-CL, offline
+>>> tracker = load(task="tracking")                           # its SiamFC tracker; task="localization" too
 >>> model = load("constcl_r3d50", pretrained=False)           # or a folder, or "hf-hub:org/repo"
 >>> clip = model.preprocess(frames)                           # uint8 [T, H, W, 3] -> [3, T, 224, 224]
 >>> embedding = model(clip[None])                             # [1, 2048]
@@ -20,6 +22,7 @@ from .errors import ConstclZooError
 from .factory import load
 from .model import ConstCLBase, GlobalEncoder, PretrainModel, RegionEncoder, build_model, init_weights
 from .preprocess import ClipPreprocess
+from .pretrained import sample_video
 from .registry import PretrainedWeights, WeightsNotAvailableError, list_models, list_pretrained, register_weights
 from .video import EmptyVideoError, FrameSizeError, VideoDecodeError, VideoError, VideoTooShortError
 from .weights import CheckpointMismatchError, ChecksumError
@@ -56,4 +59,5 @@ __all__ = [
     "list_pretrained",
     "load",
     "register_weights",
+    "sample_video",
 ]

@@ -17,7 +17,7 @@ from .errors import ConstclZooError
 from .fileio import atomic_write
 from .hub import HUB_PREFIX, download_checkpoint, parse_hub_name
 from .model import BRANCHES, ConstCLBase, build_model, init_weights
-from .pretrained import entry_for_source_file, source_file
+from .pretrained import entry_for_source_file, packaged_models_dir, source_file
 from .registry import (
     PretrainedWeights,
     UnknownModelError,
@@ -40,7 +40,7 @@ class LoadArgumentError(ConstclZooError, ValueError):
     """``load()`` arguments that contradict each other or the checkpoint (branch, dtype, revision, overrides)."""
 
 
-def load(name_or_path: str | os.PathLike, *, task: str | None = None, labels: Sequence[str] | None = None,
+def load(name_or_path: str | os.PathLike | None = None, *, task: str | None = None, labels: Sequence[str] | None = None,
          head: Any = None, branch: str | None = None, pretrained: bool = True,
          device: str | torch.device | None = None, dtype: torch.dtype | None = None,
          revision: str | None = None, cache_dir: str | os.PathLike | None = None, seed: int = 0,
@@ -48,10 +48,12 @@ def load(name_or_path: str | os.PathLike, *, task: str | None = None, labels: Se
     """Load a ConST-CL network or task model, in eval mode.
 
     Args:
-        name_or_path: a registered architecture (``"constcl_r3d50"``) or weights name (``"arch.tag"``), a local
-            checkpoint folder (optionally ``"local-dir:/path"``), or ``"hf-hub:org/repo[@revision]"``. A task
-            checkpoint (its config names a task) loads as that task's model (e.g. a
-            :class:`~constcl_zoo.tasks.recognition.VideoClassifier`).
+        name_or_path: omitted: the package's default model, shipped in the wheel and loaded offline — the
+            encoder, or for ``task="tracking"`` / ``task="localization"`` the default trained task model
+            (:func:`constcl_zoo.pretrained.default_model_name`). Else a registered architecture
+            (``"constcl_r3d50"``) or weights name (``"arch.tag"``), a local checkpoint folder (optionally
+            ``"local-dir:/path"``), or ``"hf-hub:org/repo[@revision]"``. A task checkpoint (its config names a
+            task) loads as that task's model (e.g. a :class:`~constcl_zoo.tasks.recognition.VideoClassifier`).
         task: put a fresh, seeded head for this task (``constcl_zoo.tasks.list_tasks()``) on the encoder, e.g.
             ``task="recognition", labels=[...]``; ``head``: the head's config (dataclass or dict). For a task
             checkpoint, ``task`` may only repeat the checkpoint's own task.
@@ -75,6 +77,13 @@ def load(name_or_path: str | os.PathLike, *, task: str | None = None, labels: Se
         raise LoadArgumentError(f"architecture overrides {sorted(config_overrides)} only apply with pretrained=False; "
                          f"pretrained weights fix the architecture")
     task_cls = task_class(task) if task is not None else None
+    if name_or_path is None:
+        from .pretrained import default_model_name
+
+        name_or_path = default_model_name(task)
+        if not pretrained:
+            raise LoadArgumentError("pretrained=False needs a name: the default model is trained weights "
+                                    "(e.g. load('constcl_r3d14_w16', pretrained=False) for its random init)")
 
     config, folder, digests = _resolve(str(name_or_path), pretrained, revision, cache_dir)
     if isinstance(config, TaskConfig):
@@ -166,7 +175,13 @@ def _resolve(name: str, pretrained: bool, revision: str | None, cache_dir: str |
 
 
 def _from_registry(entry: PretrainedWeights, revision: str | None,
-                   cache_dir: str | os.PathLike | None) -> tuple[ModelConfig, Path, list[tuple[str, str]]]:
+                   cache_dir: str | os.PathLike | None) -> tuple[ModelConfig | TaskConfig, Path, list[tuple[str, str]]]:
+    if entry.package_dir is not None:
+        if revision is not None:
+            raise LoadArgumentError(f"revision= applies to Hub checkpoints; {entry.name!r} ships with the package")
+        folder = packaged_models_dir() / entry.package_dir
+        digests = [(f"the registry entry {entry.name!r}", entry.sha256)] if entry.sha256 else []
+        return _from_folder(folder, True, extra_digests=digests)
     if entry.hf_hub_id is None:
         if revision is not None:
             raise LoadArgumentError(f"revision= applies to Hub checkpoints; {entry.name!r} is converted from "

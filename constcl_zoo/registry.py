@@ -41,7 +41,8 @@ class PretrainedWeights:
     ``sha256`` is the digest of its ``model.safetensors``; it is verified after every download. Weights that exist
     only in another format (e.g. the official TF checkpoints) have no ``hf_hub_id``: ``load()`` downloads
     ``source_url`` into the cache, verifies it against ``source_sha256`` when that is known, and converts it once;
-    ``how_to_get`` says what to do by hand (offline).
+    ``how_to_get`` says what to do by hand (offline). ``package_dir``: weights shipped in the wheel
+    (``constcl_zoo/models/<package_dir>``), verified against ``sha256`` and loaded without any network.
     """
 
     name: str
@@ -54,6 +55,7 @@ class PretrainedWeights:
     how_to_get: str | None = None
     description: str = ""
     metrics: dict[str, Any] = field(default_factory=dict)
+    package_dir: str | None = None  # a checkpoint folder shipped inside the package (constcl_zoo/models/...)
 
     @property
     def arch(self) -> str:

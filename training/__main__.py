@@ -30,8 +30,8 @@ PROG = "python -m training"
 # Each module has add_parser(subparsers) -> its parser, with set_defaults(func=...): a new subcommand is one line.
 COMMANDS = ("training.pretrain.cli", "training.tasks.recognition.cli", "training.tasks.recognition.finetune_cli",
             "training.tasks.tracking.cli_train", "training.tasks.tracking.cli_eval", "training.tasks.localization.cli",
-            "training.tasks.localization.eval_ava", "training.release.checkpoint", "training.release.publish",
-            "training.release.convert_tf")
+            "training.tasks.localization.eval_ava", "training.replicate.cli", "training.release.checkpoint",
+            "training.release.publish", "training.release.convert_tf")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -52,6 +52,7 @@ class LocalizationModelConfig:
     short_side: int = 0  # whole frames resized to this short side (0: the encoder's resize_short_side)
     dropout: float = 0.3  # the transformer head's dropout
     init_seed: int = 0
+    freeze_encoder: bool = False  # train the head only (encoder weights and BN statistics fixed)
 
 
 @dataclass

@@ -1,9 +1,10 @@
 """Small synthetic action-localization datasets in exactly the AVA v2.2 format, for CI and laptops.
 
-Each video is a real H.264 MP4: a background (a frame of a real video from ``backgrounds``, else a generated
-gradient with blobs) with 1-3 moving "people" (a textured body and a head, each its own colour). Time is cut into
-one-second segments centred on the key frames (1 fps, whole seconds, like AVA); in each segment every person
-moves with its own constant velocity and scale rate, so its actions at a key frame are known exactly:
+Each video is a real H.264 MP4 rendered by :mod:`training.synthetic.scene`: a background (a frame of a real video
+from ``backgrounds``, else a generated gradient with blobs) with 1-3 moving "people" (a body textured with a patch
+of a real frame and tinted its own colour, and a head). Time is cut into one-second segments centred on the key
+frames (1 fps, whole seconds, like AVA); in each segment every person moves with its own constant velocity and
+scale rate, so its actions at a key frame are known exactly:
 
 =====  ==============  ==========================================================  =========
  id    name            definition (over the key frame's segment, [t - 0.5, t + 0.5) s)  evaluated
@@ -46,11 +47,12 @@ import numpy as np
 from constcl_zoo.ava import AvaLabel, AvaRow, write_ava_csv, write_excluded, write_labelmap
 from constcl_zoo.fileio import atomic_write
 
+from ...synthetic.scene import SceneSpec, background, random_people, render
+
 ACTIONS: tuple[AvaLabel, ...] = (AvaLabel(1, "move left"), AvaLabel(2, "move right"), AvaLabel(3, "move up"),
                                  AvaLabel(4, "move down"), AvaLabel(5, "grow"), AvaLabel(6, "shrink"),
                                  AvaLabel(7, "stand still"))
 EVALUATED: tuple[int, ...] = (1, 2, 3, 4, 5, 6)
-_COLORS = ((230, 60, 60), (60, 200, 80), (70, 110, 240), (240, 200, 40), (200, 70, 220), (40, 210, 220))
 
 
 @dataclass(frozen=True)
@@ -71,80 +73,9 @@ class SyntheticSpec:
     excluded_fraction: float = 0.1
     seed: int = 0
 
-
-def _background(spec: SyntheticSpec, rng: np.random.Generator, sources: list[Path]) -> np.ndarray:
-    import cv2
-
-    if sources:
-        from constcl_zoo.video import iter_video_file
-
-        path = sources[rng.integers(len(sources))]
-        target = int(rng.integers(0, 60))
-        frame = None
-        for f in iter_video_file(path):
-            frame = f.rgb
-            if f.index >= target:
-                break
-        img = cv2.resize(frame, (spec.width, spec.height), interpolation=cv2.INTER_AREA)
-        return (img.astype(np.float32) * 0.6).astype(np.uint8)  # dimmed, so people stand out
-    yy, xx = np.mgrid[0:spec.height, 0:spec.width].astype(np.float32)
-    c0, c1 = rng.uniform(30, 140, 3), rng.uniform(30, 140, 3)
-    ramp = (xx / spec.width * 0.6 + yy / spec.height * 0.4)[..., None]
-    img = c0 * (1 - ramp) + c1 * ramp
-    for _ in range(6):
-        cx, cy, r = rng.uniform(0, spec.width), rng.uniform(0, spec.height), rng.uniform(8, 30)
-        img[(xx - cx) ** 2 + (yy - cy) ** 2 < r * r] = rng.uniform(20, 160, 3)
-    return img.clip(0, 255).astype(np.uint8)
-
-
-def _draw_person(frame: np.ndarray, cx: float, cy: float, h: float, color: tuple[int, int, int], phase: float
-                 ) -> tuple[float, float, float, float]:
-    """Draw a person of height ``h`` centred at (cx, cy); returns its box (x1, y1, x2, y2) in pixels."""
-    import cv2
-
-    w = 0.45 * h
-    x1, y1, x2, y2 = cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2
-    head = 0.3 * h
-    body_top = y1 + head
-    cv2.rectangle(frame, (round(x1), round(body_top)), (round(x2), round(y2)), color, -1)
-    stripe = max(2, round(h / 8))
-    for k, sy in enumerate(range(round(body_top), round(y2), stripe)):  # stripes: texture for the motion
-        if k % 2:
-            cv2.line(frame, (round(x1), sy), (round(x2), sy), tuple(int(c * 0.5) for c in color), 1)
-    cv2.circle(frame, (round(cx), round(y1 + head / 2)), max(1, round(head / 2)), (235, 205, 180), -1)
-    return x1, y1, x2, y2
-
-
-def _segments(spec: SyntheticSpec, rng: np.random.Generator) -> list[tuple[float, float, float]]:
-    """Per segment (key frame t, t = 0..seconds), (vx, vy, scale rate), each -1/0/+1 times its unit."""
-    out = []
-    for _ in range(spec.seconds + 1):
-        vx, vy = rng.choice([-1, 0, 1], p=[0.35, 0.3, 0.35]), rng.choice([-1, 0, 1], p=[0.3, 0.4, 0.3])
-        vs = rng.choice([-1, 0, 1], p=[0.25, 0.5, 0.25])
-        out.append((float(vx), float(vy), float(vs)))
-    return out
-
-
-def _inside(spec: SyntheticSpec, person: dict, vx: float, vy: float, vs: float) -> tuple[float, float, float]:
-    """The segment's (vx, vy, vs), each reversed (or stopped) if a whole second of it would leave the frame."""
-    h = person["h"]
-
-    def fits(dx: float, dy: float, ds: float) -> bool:
-        nh = h * (1 + ds * spec.scale_rate) if ds else h
-        nh = max(nh, h)
-        cx, cy = person["cx"] + dx * spec.speed, person["cy"] + dy * spec.speed
-        return (0.2 * spec.height <= h * (1 + ds * spec.scale_rate) <= 0.6 * spec.height
-                and 0.225 * nh + 2 <= cx <= spec.width - 0.225 * nh - 2
-                and 0.5 * nh + 2 <= cy <= spec.height - 0.5 * nh - 2)
-
-    for axis in range(3):
-        v = [vx, vy, vs]
-        if not fits(*v):
-            v[axis] = -v[axis]
-            if not fits(*v):
-                v[axis] = 0.0
-            vx, vy, vs = v
-    return vx, vy, vs
+    @property
+    def scene(self) -> SceneSpec:
+        return SceneSpec(self.width, self.height, self.fps, self.speed, self.scale_rate)
 
 
 def _actions(vx: float, vy: float, vs: float) -> list[int]:
@@ -170,34 +101,19 @@ def generate(out: str | os.PathLike, spec: SyntheticSpec = SyntheticSpec(),
     predicted: list[AvaRow] = []
     excluded: list[tuple[str, int]] = []
     n_frames = spec.seconds * spec.fps + 1
+    scene = spec.scene
     for v in range(spec.num_videos):
         split = "val" if v >= spec.num_videos - spec.val_videos else "train"
         video_id = f"synth{v:03d}"
-        background = _background(spec, rng, sources)
-        people = []
-        for p in range(int(rng.integers(1, spec.max_people + 1))):
-            h = rng.uniform(0.25, 0.4) * spec.height
-            people.append({"cx": rng.uniform(0.25, 0.75) * spec.width, "cy": rng.uniform(0.35, 0.65) * spec.height,
-                           "h": h, "color": _COLORS[(v + p) % len(_COLORS)], "seg": _segments(spec, rng)})
+        back = background(scene, rng, sources)
+        people = random_people(scene, rng, int(rng.integers(1, spec.max_people + 1)), spec.seconds, sources,
+                               color_offset=v)
         boxes_at: dict[tuple[int, int], tuple[float, ...]] = {}
         with Mp4Writer(out / "videos" / f"{video_id}.mp4", fps=spec.fps) as writer:
-            for j in range(n_frames):
-                t = j / spec.fps
-                seg = min(int(np.floor(t + 0.5)), spec.seconds)
-                frame = background.copy()
-                for p, person in enumerate(people):
-                    if seg != person.get("checked"):  # plan the segment so the person stays inside the frame
-                        person["checked"] = seg
-                        person["seg"][seg] = _inside(spec, person, *person["seg"][seg])
-                    vx, vy, vs = person["seg"][seg]
-                    dt = 1.0 / spec.fps
-                    if j > 0:
-                        person["cx"] += vx * spec.speed * dt
-                        person["cy"] += vy * spec.speed * dt
-                        person["h"] *= 1 + vs * spec.scale_rate * dt
-                    box = _draw_person(frame, person["cx"], person["cy"], person["h"], person["color"], t)
-                    if j % spec.fps == 0:
-                        boxes_at[(j // spec.fps, p)] = box
+            for j, (frame, boxes) in enumerate(render(scene, back, people, n_frames)):
+                if j % spec.fps == 0:
+                    for p in range(len(people)):
+                        boxes_at[(j // spec.fps, p)] = tuple(boxes[p])
                 writer.write(frame)
         for t in range(1, spec.seconds):  # key frames whose one-second segment lies inside the video
             if split == "val" and rng.uniform() < spec.excluded_fraction:
@@ -207,7 +123,7 @@ def generate(out: str | os.PathLike, spec: SyntheticSpec = SyntheticSpec(),
                 x1, y1, x2, y2 = boxes_at[(t, p)]
                 box = (max(0.0, x1 / spec.width), max(0.0, y1 / spec.height), min(1.0, x2 / spec.width),
                        min(1.0, y2 / spec.height))
-                for action in _actions(*person["seg"][t]):
+                for action in _actions(*person.segments[t]):
                     rows[split].append(AvaRow(video_id, t, box, action, p))
                 if split == "val":
                     jitter = rng.normal(0, 0.02, 4)

@@ -86,6 +86,27 @@ class _Batches(torch.utils.data.Sampler):
         return 2**62
 
 
+class HeadOnly(torch.nn.Module):
+    """What the engine trains with ``model.freeze_encoder``: the localizer with its encoder fixed — no gradients,
+    and in eval mode (BN statistics unchanged) whatever ``train()`` is called with."""
+
+    def __init__(self, localizer: ActionLocalizer) -> None:
+        super().__init__()
+        self.localizer = localizer
+        localizer.encoder.requires_grad_(False)
+        self.train()
+
+    def train(self, mode: bool = True) -> HeadOnly:
+        super().train(mode)
+        self.localizer.encoder.eval()
+        return self
+
+    def forward(self, clip: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            features = self.localizer.forward_features(clip)
+        return self.localizer.forward_head(features, boxes)
+
+
 class LocalizationTask(TrainTask):
     """Action localization: clips around key frames with their persons' boxes and multi-label actions."""
 
@@ -112,9 +133,9 @@ class LocalizationTask(TrainTask):
         m = self.cfg.model
         return f"{m.encoder} + {m.head} head on {self.cfg.data.root} ({self.cfg.preset or 'custom'})"
 
-    def build_model(self, ctx: RunContext | None = None) -> ActionLocalizer:
+    def build_model(self, ctx: RunContext | None = None) -> torch.nn.Module:
         self.model = build_localizer(self.cfg, self.labels).train()
-        return self.model
+        return HeadOnly(self.model) if self.cfg.model.freeze_encoder else self.model
 
     def dataset(self, model: ActionLocalizer, split: str) -> AvaClips:
         d = self.cfg.data
@@ -123,7 +144,8 @@ class LocalizationTask(TrainTask):
                         excluded=excluded)
 
     def batches(self, model: torch.nn.Module, local_batch: int, ctx: RunContext, start: int) -> Iterator[Any]:
-        data = self.dataset(model, "train")
+        assert self.model is not None
+        data = self.dataset(self.model, "train")
         sampler = _Batches(len(data), local_batch, self.cfg.run.seed, ctx.info.rank, start)
         workers = self.cfg.data.num_workers
         return iter(torch.utils.data.DataLoader(data, batch_sampler=sampler, collate_fn=collate, num_workers=workers,
@@ -150,7 +172,10 @@ class LocalizationTask(TrainTask):
         return frame_map(read_ava_csv(d.path("val_csv")), rows, self.labels, excluded)
 
     def evaluate(self, model: torch.nn.Module, ctx: RunContext) -> dict[str, float]:
-        result = self.validate(model)
+        assert self.model is not None
+        was_training = model.training
+        result = self.validate(self.model)
+        model.train(was_training)  # re-applies HeadOnly's frozen encoder
         log.info("val frame-mAP@0.5 %.4f over %d classes", result.mean_ap, len(result.per_class))
         return {"val_frame_mAP": result.mean_ap}
 

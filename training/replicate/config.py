@@ -1,0 +1,157 @@
+"""What a replication runs: the data it generates, the variants it pretrains, the budget, the evaluations.
+
+A :class:`ReplicateConfig` is a preset (:data:`PRESETS`) plus ``-o section.field=value`` overrides, stored as
+``<out>/config.json`` and read back on ``--resume`` (the engine's config machinery). Its ``optim`` and ``run``
+sections are the pretraining budget that every pretrained variant gets unchanged.
+
+Variants (:data:`VARIANTS`):
+
+* ``random`` — the architecture at its seeded random init, no pretraining (the floor).
+* ``cvrl`` — CVRL: the global (clip) contrastive loss only, on CVRL's network (no region branch).
+* ``constcl`` — ConST-CL with the paper's context length (``pretrain.context_length``; the official config: 5).
+* ``constcl_ctx0`` — ConST-CL with context length 0: the vanilla region contrast of the paper's Table 6.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from ..engine.config import OptimConfig, RunConfig, TrainConfig, check
+from ..engine.config import get_preset as _get_preset
+
+VARIANTS: tuple[str, ...] = ("random", "cvrl", "constcl", "constcl_ctx0")
+
+
+@dataclass
+class ReplicateDataConfig:
+    """The generated benchmark (:mod:`training.synthetic`), all seeded by ``seed``; sizes in videos/sequences.
+
+    ``backgrounds``: folder of real videos for backgrounds and textures ('' : generated ones); ``real_videos``:
+    also pretrain on the videos of ``backgrounds``; ``vot``: a real tracking sequence folder to evaluate on too
+    ('' : none)."""
+
+    backgrounds: str = ""
+    real_videos: bool = True
+    vot: str = ""
+    seed: int = 0
+    pretrain_videos: int = 40
+    pretrain_seconds: int = 6
+    ava_videos: int = 30
+    ava_val_videos: int = 8
+    ava_speed: float = 60.0
+    tracking_train: int = 12
+    tracking_val: int = 3
+    tracking_seconds: int = 3
+    recognition_train_per_class: int = 12
+    recognition_val_per_class: int = 6
+
+
+@dataclass
+class ReplicatePretrainConfig:
+    """The shared network and clips of every pretrained variant (``optim``/``run``: the shared budget)."""
+
+    arch: str = "constcl_r3d14_w16"
+    cvrl_arch: str = "cvrl_r3d14_w16"
+    context_length: int = 5  # the paper's / official config's (needs >= 9 frames)
+    num_frames: int = 10
+    frame_stride: int = 2
+    crop_size: int = 64
+    decode_short_side: int = 80
+    batch_size: int = 8
+    local_weight: float = 0.01
+
+
+@dataclass
+class ReplicateEvalConfig:
+    """The downstream evaluations, identical for every variant.
+
+    Tracking: the encoder with a fresh (identity-adjust) SiamFC head of these crop sizes — no head training, so
+    the numbers measure the features. Localization: ``train-localizer`` (preset ``cpu_small``) fine-tuned from
+    the encoder's weights for ``localization_steps`` — the head only (``model.freeze_encoder``) unless
+    ``localization_freeze_encoder`` is false, so the numbers measure the features. Recognition: a linear probe
+    (``probe``) on the clip embeddings."""
+
+    exemplar_size: int = 63
+    search_size: int = 127
+    localization_steps: int = 100
+    localization_lr: float = 0.1
+    localization_freeze_encoder: bool = True
+
+
+@dataclass
+class ReplicateDefaultConfig:
+    """The default model: the best ConST-CL run's encoder, its localizer, and a tracker whose head is trained
+    on the synthetic tracking sequences for ``tracker_steps`` (kept only if it beats the untrained head)."""
+
+    tracker_steps: int = 20
+    tracker_batch_size: int = 8
+    tracker_lr: float = 0.01
+
+
+@dataclass
+class ReplicateConfig(TrainConfig):
+    preset: str = ""
+    variants: tuple[str, ...] = VARIANTS
+    seeds: tuple[int, ...] = (0, 1)
+    data: ReplicateDataConfig = field(default_factory=ReplicateDataConfig)
+    pretrain: ReplicatePretrainConfig = field(default_factory=ReplicatePretrainConfig)
+    evaluation: ReplicateEvalConfig = field(default_factory=ReplicateEvalConfig)
+    default: ReplicateDefaultConfig = field(default_factory=ReplicateDefaultConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def validate(self) -> None:
+        super().validate()
+        unknown = [v for v in self.variants if v not in VARIANTS]
+        check(not unknown and len(self.variants) > 0, "variants", list(self.variants), f"must be among {VARIANTS}")
+        check(len(self.seeds) >= 1 and len(set(self.seeds)) == len(self.seeds), "seeds", list(self.seeds),
+              "must be distinct integers")
+        d, p, e = self.data, self.pretrain, self.evaluation
+        for name in ("pretrain_videos", "ava_videos", "ava_val_videos", "tracking_train", "tracking_val",
+                     "recognition_train_per_class", "recognition_val_per_class"):
+            check(getattr(d, name) >= 1, f"data.{name}", getattr(d, name), "must be >= 1")
+        check(d.ava_val_videos < d.ava_videos, "data.ava_val_videos", d.ava_val_videos, "must be < data.ava_videos")
+        check(p.context_length >= 1, "pretrain.context_length", p.context_length,
+              "must be >= 1 (context 0 is the constcl_ctx0 variant)")
+        for name in ("num_frames", "frame_stride", "crop_size", "batch_size"):
+            check(getattr(p, name) >= 1, f"pretrain.{name}", getattr(p, name), "must be >= 1")
+        check(0 < e.exemplar_size < e.search_size, "evaluation.exemplar_size", e.exemplar_size,
+              "must be positive and below evaluation.search_size")
+        check(e.localization_steps > 10, "evaluation.localization_steps", e.localization_steps, "must be > 10")
+
+
+def cpu() -> ReplicateConfig:
+    """The whole table on 2 CPU cores in about an hour (4 variants x 2 seeds; see the README for the measured
+    wall time): 10x64x64 clips, 8 a step, 120 steps per pretraining."""
+    return ReplicateConfig(
+        preset="cpu",
+        optim=OptimConfig(lr=0.5, warmup_steps=20, weight_decay=1e-6, grad_reduction="mean"),
+        run=RunConfig(steps=120, checkpoint_every=40, keep_checkpoints=1, log_every=25, precision="fp32",
+                      channels_last=False, threads=2, progress=False),
+    )
+
+
+def smoke() -> ReplicateConfig:
+    """Every stage of ``cpu`` at toy size (minutes): for tests and for trying the pipeline."""
+    return ReplicateConfig(
+        preset="smoke",
+        variants=("random", "constcl"),
+        seeds=(0,),
+        data=ReplicateDataConfig(pretrain_videos=4, pretrain_seconds=3, ava_videos=4, ava_val_videos=2,
+                                 tracking_train=2, tracking_val=1, tracking_seconds=2, recognition_train_per_class=2,
+                                 recognition_val_per_class=1, real_videos=False),
+        pretrain=ReplicatePretrainConfig(batch_size=2),
+        evaluation=ReplicateEvalConfig(localization_steps=12),
+        default=ReplicateDefaultConfig(tracker_steps=3, tracker_batch_size=2),
+        optim=OptimConfig(lr=0.5, warmup_steps=1, weight_decay=1e-6, grad_reduction="mean"),
+        run=RunConfig(steps=4, checkpoint_every=2, keep_checkpoints=1, log_every=2, precision="fp32",
+                      channels_last=False, threads=2, progress=False),
+    )
+
+
+PRESETS: dict[str, Callable[[], ReplicateConfig]] = {"cpu": cpu, "smoke": smoke}
+
+
+def get_preset(name: str) -> ReplicateConfig:
+    return _get_preset(PRESETS, name)
