@@ -59,8 +59,9 @@ class Models:
         self._locks = {kind: threading.Lock() for kind in KINDS}
 
     def describe(self, kind: Kind) -> str:
-        """The model's name as the page shows it."""
-        return self.names[kind] or "the default model"
+        """The model's name as the page shows it (a checkpoint folder by its own name)."""
+        name = self.names[kind]
+        return "the default model" if name is None else Path(name).name if Path(name).is_dir() else name
 
     @contextlib.contextmanager
     def use(self, kind: Kind) -> Iterator[Any]:
