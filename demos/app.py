@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import io
 import logging
+import re
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -46,9 +47,15 @@ def readable_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             if message is None:
                 log.exception("%s failed", fn.__name__)
                 message = f"unexpected error ({type(exc).__name__}: {exc}); the server log has the details"
-            raise gr.Error(message, print_exception=False) from exc
+            raise gr.Error(_without_server_folders(message), print_exception=False) from exc
 
     return wrapper
+
+
+def _without_server_folders(message: str) -> str:
+    """Files in Gradio's upload folder named by their own name: the server's folders mean nothing to the user."""
+    root = re.escape(str(Path(gr.utils.get_upload_folder())))
+    return re.sub(root + r"""[^\s'"]*/""", "", message)
 
 
 def _video_path(video: str | None) -> Path:

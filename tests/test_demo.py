@@ -121,7 +121,7 @@ def test_tracking_api_real_video(served, assets):
     ("video", "3000,150,60,120", "box (3000,150,60,120) lies outside the 768x576 frame"),
     ("video", "300,150,0,120", "is empty: width and height must be > 0"),
     ("video", "1,2,3", "box '1,2,3': expected x,y,w,h"),
-    ("text", BOX, "not-a-video.mp4"),
+    ("text", BOX, "not-a-video.mp4: cannot open the container"),  # no server folder in front of the name
     ("empty", BOX, "is empty: upload a video file"),
 ])
 def test_bad_input_is_a_readable_error_and_the_app_keeps_serving(served, assets, tmp_path, content, box, message):
@@ -137,6 +137,18 @@ def test_bad_input_is_a_readable_error_and_the_app_keeps_serving(served, assets,
         client.predict(handle_file(video), box, api_name="/track")
     assert message in str(info.value) and "Traceback" not in str(info.value)
     assert client.predict(handle_file(assets / "short.mp4"), api_name="/first_frame")[1] == ""  # still serving
+
+
+def test_a_bug_is_one_short_line_too():
+    import gradio as gr
+
+    from demos.app import readable_errors
+
+    def broken():
+        raise KeyError("boom")
+
+    with pytest.raises(gr.Error, match=r"unexpected error \(KeyError: 'boom'\); the server log has the details"):
+        readable_errors(broken)()
 
 
 def test_oversized_upload_is_refused(served, assets, tmp_path):
