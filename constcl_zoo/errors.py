@@ -97,17 +97,28 @@ def run_command(prog: str, body: Callable[[], int], *, debug: bool = False,
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
     except (ConstclZooError, OSError, ImportError) as exc:
-        if isinstance(exc, ConstclZooError):
-            text = exc.describe(spellings)
-        elif isinstance(exc, ImportError):
-            text = missing_extra(exc)
-        else:
-            text = str(exc) if _is_user_oserror(exc) else None
-        if debug or text is None:
+        message = user_message(exc, spellings)
+        if debug or message is None:
             raise
-        message = " ".join(text.split()) if "\n" not in text else _first_lines(text)
         print(f"{prog}: error: {message}", file=sys.stderr)
         return 2
+
+
+def user_message(exc: BaseException, spellings: Mapping[str, str] | None = None) -> str | None:
+    """The message to show a user for an error that is theirs to fix — a ``ConstclZooError``, an ``OSError`` about
+    a file, an ``ImportError`` of a missing optional dependency — as one line (listings keep their lines); ``None``
+    for anything else (a bug: keep its traceback). Used by :func:`run_command` and the demo (``demos/``)."""
+    if isinstance(exc, ConstclZooError):
+        text = exc.describe(spellings)
+    elif isinstance(exc, ImportError):
+        text = missing_extra(exc)
+    elif isinstance(exc, OSError):
+        text = str(exc) if _is_user_oserror(exc) else None
+    else:
+        text = None
+    if text is None:
+        return None
+    return " ".join(text.split()) if "\n" not in text else _first_lines(text)
 
 
 def _is_user_oserror(exc: OSError) -> bool:

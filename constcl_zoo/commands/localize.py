@@ -17,11 +17,16 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..errors import UsageError
+
+if TYPE_CHECKING:
+    from ..tasks.localization import ActionLocalizer
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -65,6 +70,21 @@ def read_boxes_csv(path: str | Path, video_id: str, threshold: float = 0.0) -> d
             for key, found in sorted(table.items()) if key.rsplit(",", 1)[0] == chosen}
 
 
+def load_localizer(model: str, labels: Sequence[str] | None = None, device: str = "cpu",
+                   name: str = "--model") -> ActionLocalizer:
+    """A localization checkpoint, or (with ``labels``) an encoder (random init) with a fresh action head; a checkpoint
+    of another task raises :class:`UsageError` (naming the field ``name``)."""
+    from .. import load
+    from ..tasks.localization import ActionLocalizer
+
+    model_ = load(model, task="localization", labels=labels, pretrained=False, device=device) if labels else \
+        load(model, device=device)
+    if not isinstance(model_, ActionLocalizer):
+        raise UsageError(f"{name} {model} is not a localization checkpoint; give one, or an encoder "
+                         f"with --labels walk,run,...")
+    return model_
+
+
 def _progress(total: int | None, desc: str, disable: bool):
     try:
         from tqdm import tqdm
@@ -80,9 +100,7 @@ def _progress(total: int | None, desc: str, disable: bool):
 
 def run(args: argparse.Namespace) -> int:
     """Run ``localize`` (user errors: :class:`UsageError`, answered in one line by ``constcl-zoo``)."""
-    from .. import load
     from ..detection import HogPersonDetector, OnnxPersonDetector
-    from ..tasks.localization import ActionLocalizer
     from ..tasks.localization_infer import localize, write_annotated
 
     video = Path(args.video)
@@ -99,11 +117,7 @@ def run(args: argparse.Namespace) -> int:
     model = None
     if args.model:
         labels = [x.strip() for x in args.labels.split(",") if x.strip()] if args.labels else None
-        model = load(args.model, task="localization", labels=labels, pretrained=labels is None,
-                     device=args.device) if labels else load(args.model, device=args.device)
-        if not isinstance(model, ActionLocalizer):
-            raise UsageError(f"--model {args.model} is not a localization checkpoint; give one, or an encoder "
-                             f"with --labels walk,run,...")
+        model = load_localizer(args.model, labels, device=args.device)
     elif args.labels:
         raise UsageError("--labels needs --model (an encoder to put an untrained head on)")
     boxes = read_boxes_csv(args.boxes, video.stem, args.box_threshold) if args.boxes else None
