@@ -389,6 +389,12 @@ class EmbedRun:
 
 def run_embed(args: argparse.Namespace) -> int:
     """The ``embed`` command; returns the exit status (1 when any video failed)."""
+    if args.model is None:
+        from ..pretrained import default_model_name
+
+        if args.random_init:
+            raise UsageError("--random-init needs --model (an architecture name, e.g. constcl_r3d14_w16)")
+        args.model = default_model_name()
     if args.engine == "ray":
         from . import embed_ray  # imported only here: Ray is an optional extra
 
@@ -441,7 +447,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                            description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     embed.add_argument("inputs", nargs="+", metavar="INPUT", help="video file, folder, or manifest (.txt/.lst/.csv)")
     embed.add_argument("--out", required=True, help="output folder")
-    embed.add_argument("--model", required=True, help="registered name, checkpoint folder or hf-hub:org/repo")
+    embed.add_argument("--model", default=None, help="registered name, checkpoint folder or hf-hub:org/repo "
+                       "(default: the package's trained default encoder)")
     embed.add_argument("--branch", choices=("global", "region"), default="global")
     embed.add_argument("--random-init", action="store_true",
                        help="random weights (for a model without published weights; smoke tests)")

@@ -34,7 +34,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p = subparsers.add_parser("localize", help="spatio-temporal action localization of a video",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("video", help="video file")
-    p.add_argument("--model", default=None, help="localization checkpoint (folder, hf-hub:...) or encoder name")
+    p.add_argument("--model", default=None, help="localization checkpoint (folder, hf-hub:...) or encoder name "
+                   "(default: the package's trained default localizer)")
+    p.add_argument("--no-actions", action="store_true", help="person boxes and tracks only (no action model)")
     p.add_argument("--labels", default=None, help="with an encoder --model: comma-separated action names")
     p.add_argument("--boxes", default=None, help="person boxes CSV (AVA format, with scores)")
     p.add_argument("--box-threshold", type=float, default=0.0, help="minimum person score (boxes CSV or detector)")
@@ -70,13 +72,18 @@ def read_boxes_csv(path: str | Path, video_id: str, threshold: float = 0.0) -> d
             for key, found in sorted(table.items()) if key.rsplit(",", 1)[0] == chosen}
 
 
-def load_localizer(model: str, labels: Sequence[str] | None = None, device: str = "cpu",
+def load_localizer(model: str | None, labels: Sequence[str] | None = None, device: str = "cpu",
                    name: str = "--model") -> ActionLocalizer:
     """A localization checkpoint, or (with ``labels``) an encoder (random init) with a fresh action head; a checkpoint
-    of another task raises :class:`UsageError` (naming the field ``name``)."""
+    of another task raises :class:`UsageError` (naming the field ``name``). ``None``: the package's default
+    localizer."""
     from .. import load
     from ..tasks.localization import ActionLocalizer
 
+    if model is None:
+        if labels:
+            raise UsageError("--labels needs an encoder --model to put a new action head on")
+        return load(task="localization", device=device)
     model_ = load(model, task="localization", labels=labels, pretrained=False, device=device) if labels else \
         load(model, device=device)
     if not isinstance(model_, ActionLocalizer):
@@ -115,11 +122,12 @@ def run(args: argparse.Namespace) -> int:
     if args.interval <= 0:
         raise UsageError(f"--interval must be > 0 seconds, got {args.interval}")
     model = None
-    if args.model:
+    if args.no_actions:
+        if args.model or args.labels:
+            raise UsageError("--no-actions runs the person detector and tracks only; drop --model / --labels")
+    else:
         labels = [x.strip() for x in args.labels.split(",") if x.strip()] if args.labels else None
         model = load_localizer(args.model, labels, device=args.device)
-    elif args.labels:
-        raise UsageError("--labels needs --model (an encoder to put an untrained head on)")
     boxes = read_boxes_csv(args.boxes, video.stem, args.box_threshold) if args.boxes else None
     detector = None
     if boxes is None:

@@ -24,9 +24,6 @@ from ..errors import UsageError
 if TYPE_CHECKING:
     from ..tasks.tracking import SiamFCTracker, TrackResult
 
-DEFAULT_MODEL = "constcl_r3d14_w16"
-
-
 def parse_box(text: str, name: str = "--box") -> tuple[float, float, float, float]:
     """``"x,y,w,h"`` (commas or spaces) -> 4 floats; raises :class:`UsageError` (naming the field ``name``)."""
     parts = [p for p in text.replace(",", " ").split() if p]
@@ -43,11 +40,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     """Register ``track`` on a ``constcl-zoo`` subparsers object."""
     p = subparsers.add_parser("track", help="track one object through a video (SiamFC)", description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("video", help="video file, or a folder of images (frames in name order)")
-    p.add_argument("--box", required=True, help="the object on the first frame: x,y,w,h in pixels")
-    p.add_argument("--model", default=DEFAULT_MODEL,
+    p.add_argument("video", nargs="?", help="video file, or a folder of images (frames in name order)")
+    p.add_argument("--box", help="the object on the first frame: x,y,w,h in pixels")
+    p.add_argument("--sample", action="store_true",
+                   help="track in the sample video shipped with the package (its first person, unless --box)")
+    p.add_argument("--model", default=None,
                    help="a tracking checkpoint, or an encoder (name / folder / hf-hub:) to put a fresh SiamFC head "
-                        f"on (default: {DEFAULT_MODEL}, random init unless --pretrained)")
+                        "on (default: the package's trained default tracker; an architecture name gets random "
+                        "weights unless --pretrained)")
     p.add_argument("--pretrained", action="store_true", help="with an architecture name: load its published weights")
     p.add_argument("--out", help="annotated video to write (.mp4, H.264)")
     p.add_argument("--boxes-out", help="boxes to write: x,y,w,h a line")
@@ -58,19 +58,23 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     return p
 
 
-def load_tracker(model: str, pretrained: bool = False, causal: bool = False, random_init: bool = False,
+def load_tracker(model: str | None, pretrained: bool = False, causal: bool = False, random_init: bool = False,
                  head: dict | None = None):
     """A tracking checkpoint as saved, or an encoder with a fresh SiamFC head (``head``: tracker parameters;
-    an architecture name loads its published weights with ``pretrained``, random ones otherwise)."""
+    an architecture name loads its published weights with ``pretrained``, random ones otherwise). ``None``: the
+    package's default tracker."""
     from ..factory import load, read_config
     from ..tasks.base import TaskConfig
     from ..tasks.tracking import SiamFCTracker
 
-    folder = Path(model)
-    is_task = folder.is_dir() and (folder / "config.json").is_file() and \
-        isinstance(read_config(folder / "config.json"), TaskConfig)
+    folder = Path(model) if model is not None else None
+    is_task = model is None or (folder.is_dir() and (folder / "config.json").is_file() and
+                                isinstance(read_config(folder / "config.json"), TaskConfig))
     if is_task:
-        tracker = load(model)
+        if head:
+            raise UsageError(f"--model {model or '(default)'} is a trained tracker: its head parameters are fixed")
+        tracker = load(model, task="tracking") if model is not None else load(task="tracking")
+        model = model or "(the default tracker)"
         if not isinstance(tracker, SiamFCTracker):
             raise UsageError(f"--model {model}: a {tracker.task!r} checkpoint, not a tracker")
         if causal and not tracker.tracker_config.causal:
@@ -86,6 +90,17 @@ def run(args: argparse.Namespace) -> int:
     from ..fileio import atomic_write
     from ..tasks.tracking import format_boxes
 
+    if args.sample:
+        if args.video:
+            raise UsageError(f"give a video or --sample, not both (got {args.video})")
+        from ..pretrained import read_index, sample_video
+
+        args.video = str(sample_video())
+        args.box = args.box or ",".join(str(v) for v in read_index()["sample"]["init_box"])
+    if not args.video:
+        raise UsageError("give a video file or image folder (or --sample for the shipped sample video)")
+    if not args.box:
+        raise UsageError("give --box x,y,w,h: the object on the first frame, in pixels")
     box = parse_box(args.box)
     if not args.out and not args.boxes_out:
         raise UsageError("nothing to write: give --out annotated.mp4 and/or --boxes-out boxes.txt")

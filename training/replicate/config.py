@@ -66,14 +66,15 @@ class ReplicatePretrainConfig:
 class ReplicateEvalConfig:
     """The downstream evaluations, identical for every variant.
 
-    Tracking: the encoder with a fresh (identity-adjust) SiamFC head of these crop sizes — no head training, so
-    the numbers measure the features. Localization: ``train-localizer`` (preset ``cpu_small``) fine-tuned from
-    the encoder's weights for ``localization_steps`` — the head only (``model.freeze_encoder``) unless
+    Tracking: the encoder with a fresh (identity-adjust) SiamFC head of these crop sizes and scales — no head
+    training, so the numbers measure the features. Localization: ``train-localizer`` (preset ``cpu_small``)
+    from the encoder's weights for ``localization_steps`` — the head only (``model.freeze_encoder``) unless
     ``localization_freeze_encoder`` is false, so the numbers measure the features. Recognition: a linear probe
     (``probe``) on the clip embeddings."""
 
     exemplar_size: int = 63
     search_size: int = 127
+    num_scales: int = 1  # SiamFC's 3 cost 3x the backbone time; every variant is measured alike
     localization_steps: int = 100
     localization_lr: float = 0.1
     localization_freeze_encoder: bool = True
@@ -118,6 +119,7 @@ class ReplicateConfig(TrainConfig):
             check(getattr(p, name) >= 1, f"pretrain.{name}", getattr(p, name), "must be >= 1")
         check(0 < e.exemplar_size < e.search_size, "evaluation.exemplar_size", e.exemplar_size,
               "must be positive and below evaluation.search_size")
+        check(e.num_scales >= 1 and e.num_scales % 2 == 1, "evaluation.num_scales", e.num_scales, "must be odd")
         check(e.localization_steps > 10, "evaluation.localization_steps", e.localization_steps, "must be > 10")
 
 

@@ -184,7 +184,8 @@ def run_unit(cfg: ReplicateConfig, steps: Steps, data: dict[str, Path], variant:
     steps.run(f"{tag}.probe", folder / "probe" / "metrics.json", [
         "probe", "--train", str(data["recognition"] / "train"), "--val", str(data["recognition"] / "val"),
         "--model", str(encoder), "--seed", str(seed), "--no-progress", "--out", str(folder / "probe")])
-    head = ["--head", f"exemplar_size={e.exemplar_size}", "--head", f"search_size={e.search_size}"]
+    head = ["--head", f"exemplar_size={e.exemplar_size}", "--head", f"search_size={e.search_size}",
+            "--head", f"num_scales={e.num_scales}"]
     sets = [("track_synth", data["tracking_val"])]
     if cfg.data.vot and Path(cfg.data.vot).exists():
         sets.append(("track_vot", Path(cfg.data.vot)))
@@ -237,6 +238,7 @@ def build_default(cfg: ReplicateConfig, steps: Steps, data: dict[str, Path], res
         "track-train", "--config", "cpu_small", "--dataset", str(data["tracking_train"]), "--encoder",
         str(unit / "encoder"), "--out", str(track_run), "-o", "model.random_init=false",
         "-o", f"model.head.exemplar_size={e.exemplar_size}", "-o", f"model.head.search_size={e.search_size}",
+        "-o", f"model.head.num_scales={e.num_scales}",
         "-o", f"run.steps={dc.tracker_steps}", "-o", f"data.batch_size={dc.tracker_batch_size}",
         "-o", f"optim.lr={dc.tracker_lr}", "-o", f"optim.warmup_steps={max(1, dc.tracker_steps // 10)}",
         "-o", f"run.checkpoint_every={max(1, dc.tracker_steps // 2)}", "-o", f"run.seed={best['seed']}"],
@@ -262,9 +264,9 @@ def build_default(cfg: ReplicateConfig, steps: Steps, data: dict[str, Path], res
     else:
         from constcl_zoo import load
 
-        load(str(unit / "encoder"), task="tracking", head={"exemplar_size": e.exemplar_size,
-                                                          "search_size": e.search_size}).save_pretrained(
-            out / "tracker")
+        load(str(unit / "encoder"), task="tracking", head={
+            "exemplar_size": e.exemplar_size, "search_size": e.search_size, "num_scales": e.num_scales,
+        }).save_pretrained(out / "tracker")
     summary = {"source_run": f"runs/constcl_seed{best['seed']}", "selection": "highest mean of the local metrics "
                "(localization frame-mAP, tracking success) among the constcl runs", "unit": best,
                "tracker_head": head, "tracker_trained": trained,

@@ -243,7 +243,8 @@ def cpu_small() -> TrackTrainConfig:
     return TrackTrainConfig(
         preset="cpu_small",
         model=TrackModelConfig(encoder="constcl_r3d14_w16", random_init=True,
-                               head={"exemplar_size": 63, "search_size": 127}, freeze_backbone=True),
+                               head={"exemplar_size": 63, "search_size": 127, "num_scales": 3},
+                               freeze_backbone=True),
         data=TrackDataConfig(batch_size=8, num_workers=0),
         pairs=PairConfig(max_gap=10, max_shift=24.0, max_scale=1.15),
         optim=OptimConfig(lr=0.02, momentum=0.9, weight_decay=5e-4, warmup_steps=10, grad_reduction="mean"),
