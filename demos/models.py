@@ -39,12 +39,14 @@ def resolve(kind: Kind, name: str | None, random_init: bool = False) -> Any:
 
 
 def sample_video() -> Path | None:
-    """The package's bundled sample video, or ``None`` where this version of ``constcl_zoo`` bundles none."""
+    """The package's bundled sample video, or ``None`` where the default models are not installed."""
     import constcl_zoo
 
-    find = getattr(constcl_zoo, "sample_video", None)  # transitional: bundled with the packaged default models
-    path = Path(find()) if find is not None else None
-    return path if path is not None and path.is_file() else None
+    try:
+        path = constcl_zoo.sample_video()
+    except constcl_zoo.WeightsNotAvailableError:
+        return None
+    return path if path.is_file() else None
 
 
 class Models:

@@ -63,15 +63,12 @@ def assets(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def served(assets, tmp_path_factory):
-    """The app, in this process, on a free loopback port (GRADIO_TEMP_DIR in the test's folder; the package's
-    sample video stood in for by the short clip, as the bundled sample is not part of this branch)."""
-    import constcl_zoo
+    """The app, in this process, on a free loopback port (GRADIO_TEMP_DIR in the test's folder)."""
     from demos.app import build_app, launch
     from demos.models import Models
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("GRADIO_TEMP_DIR", str(tmp_path_factory.mktemp("gradio_tmp")))
-        mp.setattr(constcl_zoo, "sample_video", lambda: assets / "short.mp4", raising=False)
         models = Models(tracker=str(assets / "tracker"), localizer=str(assets / "localizer"),
                         encoder=str(assets / "encoder"))
         port = _free_port()
@@ -216,9 +213,31 @@ def test_embeddings_of_a_one_window_video(served, assets):
 
 
 def test_sample_video_button(served, assets):
+    import constcl_zoo
+
     client, _ = served
     video = client.predict(api_name="/sample")
-    assert Path(video).read_bytes() == (assets / "short.mp4").read_bytes()
+    assert Path(video).read_bytes() == constcl_zoo.sample_video().read_bytes()
+
+
+def test_default_models_serve_without_flags(assets, tmp_path):
+    """`python -m demos` with no model flags: the package's shipped default tracker, offline."""
+    from demos.app import build_app, launch
+    from demos.models import Models
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio_tmp"))
+        mp.setenv("HF_HUB_OFFLINE", "1")
+        port = _free_port()
+        app = launch(build_app(Models()), port=port, max_upload_mb=MAX_UPLOAD_MB, block=False)
+        try:
+            client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+            result = client.predict(handle_file(assets / "short.mp4"), BOX, api_name="/track")
+        finally:
+            app.close()
+    video, scores, boxes_file = result
+    assert _decode(video) == ("h264", 24, (576, 768))
+    assert len(scores["data"]) == 24 and len(Path(boxes_file).read_text().splitlines()) == 24
 
 
 def test_models_resolve_defaults_without_a_name(monkeypatch):

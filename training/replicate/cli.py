@@ -17,9 +17,9 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="folder for data, runs, the table and the default model")
     p.add_argument("--backgrounds", default=None,
                    help="folder of real videos for backgrounds, textures and pretraining (default: "
-                        "../shared/data/videos when it exists, else generated backgrounds)")
+                        "../shared/data/videos when it exists, else generated backgrounds; '' : generated)")
     p.add_argument("--vot", default=None, help="a real tracking sequence to evaluate on too (default: "
-                   "../shared/data/tracking/vot15_bag when it exists)")
+                   "../shared/data/tracking/vot15_bag when it exists; '' : none)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out (skips finished steps)")
     p.add_argument("-o", "--override", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field, e.g. run.steps=200 or seeds=[0,1,2] (repeatable)")
@@ -29,7 +29,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def _default(flag: str | None, relative: str) -> str:
     if flag is not None:
-        return str(Path(flag).resolve())
+        return str(Path(flag).resolve()) if flag else ""  # "": none
     candidate = Path(relative)
     return str(candidate.resolve()) if candidate.exists() else ""
 

@@ -36,9 +36,9 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def render_sample(path: Path, seed: int = 7) -> list[float]:
+def render_sample(path: Path, seed: int = 7) -> list[list[float]]:
     """Render the sample video (320x240, 15 fps, 6 s; three textured people over a generated background — no
-    real footage) to ``path``; returns the first person's first-frame box ``[x, y, w, h]`` (pixels)."""
+    real footage) to ``path``; returns the first person's box on every frame, ``[x, y, w, h]`` pixels."""
     import numpy as np
 
     from constcl_zoo.visualize import Mp4Writer
@@ -48,15 +48,13 @@ def render_sample(path: Path, seed: int = 7) -> list[float]:
     spec = SceneSpec(width=320, height=240, fps=15, speed=50.0, scale_rate=0.3)
     rng = np.random.default_rng(seed)
     people = random_people(spec, rng, 3, 6, [], color_offset=0)
-    first = None
+    truth = []
     with Mp4Writer(path, fps=spec.fps) as writer:
         for frame, boxes in render(spec, background(spec, rng, []), people, 6 * spec.fps):
-            if first is None:
-                x1, y1, x2, y2 = boxes[0]
-                first = [round(float(v), 1) for v in (x1, y1, x2 - x1, y2 - y1)]
+            x1, y1, x2, y2 = boxes[0]
+            truth.append([round(float(v), 2) for v in (x1, y1, x2 - x1, y2 - y1)])
             writer.write(frame)
-    assert first is not None
-    return first
+    return truth
 
 
 def _fmt(value: float | None) -> str:
@@ -158,11 +156,12 @@ def install_default(replicate_out: Path, dest: Path = PACKAGE_MODELS) -> dict[st
                        "description": f"constcl-zoo default {TASKS[kind] or 'encoder'} (replicate preset "
                                       f"{record['results']['preset']}, seed {unit['seed']})",
                        "metrics": {k: v for k, v in unit.items() if k not in ("variant", "seed", "seconds")}})
-    box = render_sample(staging / SAMPLE)
+    truth = render_sample(staging / SAMPLE)
     index = {"defaults": {"encoder": NAMES["encoder"], "tracking": NAMES["tracker"],
                           "localization": NAMES["localizer"]},
              "models": models,
-             "sample": {"file": SAMPLE, "sha256": sha256_file(staging / SAMPLE), "init_box": box,
+             "sample": {"file": SAMPLE, "sha256": sha256_file(staging / SAMPLE), "init_box": truth[0],
+                        "boxes": truth,
                         "source": "rendered by training.replicate.install.render_sample (training.synthetic.scene, "
                                   "generated background and textures, seed 7): no third-party footage",
                         "license": "Apache-2.0 (made by this project)"},

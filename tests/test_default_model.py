@@ -1,0 +1,94 @@
+"""The default model shipped in the package (``constcl_zoo/models``, written by ``python -m training
+install-default`` from the recorded ``replicate --preset cpu`` run): files match their registered sha256, fit the
+size budget, carry cards whose numbers come from the recorded run, and work offline on a fresh process with no
+``../shared`` and no network."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from constcl_zoo import load, sample_video
+from constcl_zoo.boxes import box_iou, xywh_to_xyxy
+from constcl_zoo.pretrained import packaged_models_dir, read_index
+from constcl_zoo.registry import weights_entry
+from training.replicate.install import LIMIT_BYTES, NAMES, model_card, sha256_file
+from training.replicate.report import summarise
+
+MODELS = packaged_models_dir()
+INDEX = read_index()
+pytestmark = pytest.mark.skipif(INDEX is None, reason="constcl_zoo/models/index.json is missing: the default "
+                                                      "model is not installed in this checkout")
+
+
+def _record() -> dict:
+    return json.loads((MODELS / INDEX["record"]).read_text())
+
+
+def test_shipped_files_match_their_registered_sha256() -> None:
+    assert set(INDEX["defaults"].values()) == set(NAMES.values())
+    for m in INDEX["models"]:
+        assert weights_entry(m["name"]).sha256 == m["sha256"]  # what load() verifies against
+        assert sha256_file(MODELS / m["folder"] / "model.safetensors") == m["sha256"], m["name"]
+        assert json.loads((MODELS / m["folder"] / "config.json").read_text())["weights"]["sha256"] == m["sha256"]
+    assert sha256_file(sample_video()) == INDEX["sample"]["sha256"]
+
+
+def test_the_package_data_fits_the_budget() -> None:
+    total = sum(p.stat().st_size for p in MODELS.rglob("*") if p.is_file())
+    assert total <= LIMIT_BYTES, f"{total / 1e6:.1f} MB"
+    assert sample_video().stat().st_size <= 2_000_000
+
+
+def test_cards_numbers_come_from_the_recorded_run() -> None:
+    record = _record()
+    results = record["results"]
+    assert results["preset"] == "cpu" and record["config"]["preset"] == "cpu"  # never a smoke run
+    assert summarise(results["runs"], tuple(record["config"]["variants"])) == results["table"]
+    assert len(record["config"]["seeds"]) >= 2
+    unit = record["default"]["unit"]
+    assert unit in results["runs"] and unit["variant"] == "constcl"
+    assert any(c.startswith("python -m training pretrain") for c in record["commands"])
+    for kind, name in NAMES.items():
+        assert (MODELS / name / "README.md").read_text() == model_card(kind, record), name
+
+
+def test_default_models_load_and_the_tracker_follows_the_sample_target() -> None:
+    encoder = load()
+    clip = encoder.preprocess(np.zeros((16, 120, 160, 3), np.uint8))
+    assert encoder(clip[None]).shape[0] == 1
+    localizer = load(task="localization")
+    assert localizer.labels == ("move left", "move right", "move up", "move down", "grow", "shrink")
+    tracker = load(task="tracking")
+    truth = np.asarray(INDEX["sample"]["boxes"], dtype=np.float64)
+    result = tracker.track(sample_video(), truth[0])
+    iou = box_iou(xywh_to_xyxy(result.boxes), xywh_to_xyxy(truth), pairwise=False)
+    assert len(result) == len(truth)
+    assert float(iou.mean()) > 0.5, f"mean IoU {float(iou.mean()):.3f} on the sample"
+    with pytest.raises(Exception, match="pretrained=False needs a name"):
+        load(pretrained=False)
+
+
+@pytest.mark.slow
+def test_offline_fresh_process_without_shared_data(tmp_path) -> None:
+    """No network (HF_HUB_OFFLINE=1), empty caches, a working directory with no ../shared beside it."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"), "CONSTCL_ZOO_CACHE":
+           str(tmp_path / "cache"), "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    work = tmp_path / "work"
+    work.mkdir()
+    code = ("from constcl_zoo import load; load(); load(task='tracking'); load(task='localization'); "
+            "print('loaded')")
+    done = subprocess.run([sys.executable, "-c", code], cwd=work, env=env, capture_output=True, text=True)
+    assert done.returncode == 0 and "loaded" in done.stdout, done.stderr
+    done = subprocess.run([sys.executable, "-m", "constcl_zoo", "track", "--sample", "--out", "tracked.mp4",
+                           "--boxes-out", "boxes.txt", "--no-progress"], cwd=work, env=env, capture_output=True,
+                          text=True)
+    assert done.returncode == 0, done.stderr
+    assert len((work / "boxes.txt").read_text().splitlines()) == len(INDEX["sample"]["boxes"])
+    assert (work / "tracked.mp4").stat().st_size > 0
