@@ -252,11 +252,14 @@ def test_output_stage_runs_on_the_needed_time_slices_only():
         for t in range(5):
             torch.testing.assert_close(stage_time_slice(stage, x, t), full[:, :, t], rtol=0, atol=0)
     calls = []
-    hook = stage[0].register_forward_pre_hook(lambda m, a: calls.append(a[0].shape[2]))
+    hooks = [b.register_forward_pre_hook(lambda m, a: calls.append(a[0].shape[2])) for b in stage]
     with torch.inference_mode():
         stage_time_slice(stage, x, 2)
-    hook.remove()
-    assert calls == [5]  # block 0 needs slices 0..4 (2 +- 1 for block 2, +- 1 for block 0), block 2 only 1..3
+        stage_time_slice(stage, x, 0)
+    for h in hooks:
+        h.remove()
+    # slice 2: block 2 needs 1..3, block 1 (kernel 1) 1..3, block 0 0..4; slice 0: 0..1, 0..1, 0..2
+    assert calls == [5, 3, 3, 3, 2, 2]
 
 
 def test_tracker_features_equal_full_encoder_slice(tracker):
