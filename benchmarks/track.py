@@ -1,18 +1,23 @@
 """Tracking speed: fps of the SiamFC tracker and where the time goes (backbone, correlation, pre/post-processing).
 
-    python benchmarks/track.py                       # CPU (torch threads = --threads, default 2); GPU if available
-    python benchmarks/track.py --frames 20 --archs constcl_r3d14_w16
+    python benchmarks/track.py                       # CPU at 2 and 1 torch threads; GPU too if available
+    python benchmarks/track.py --frames 20 --trackers small-63/127 --threads 2
 
-Runs each tracker on the first ``--frames`` frames of ``../shared/data/tracking/vot15_bag`` (random frames when
-absent). Backbone = the encoder on the scale batch (``[S, 3, 5, X, X]``), correlation = the head (adjust convs +
-cross-correlation), pre/post = the rest of an update (crops, normalisation, upsampling, box update). Writes
-``benchmarks/results/track.json`` and ``.md``.
+Runs each tracker frame by frame (``init`` then ``update``, 2 future frames each) on the first ``--frames``
+frames of ``../shared/data/tracking/vot15_bag`` (random frames when absent) and reports medians over the updates:
+ms/frame (wall) and its CPU time (all threads), pre/post (crops, normalisation, response upsampling, box update:
+measured inside the loop), and, timed separately on the same shapes, backbone (the encoder on the scale batch
+``[S, 3, 5, X, X]``) and correlation (the head's ``respond``). The machine is recorded with the rows: CPU model
+and relevant flags, cores, torch threads, precision plan and the 1-minute load average before and after each
+row (a shared machine's load slows every row; the CPU time per frame is what the tracker itself needs).
+Writes ``benchmarks/results/track.json`` and ``.md``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import time
 from pathlib import Path
@@ -26,11 +31,32 @@ from constcl_zoo.fileio import atomic_write
 ROOT = Path(__file__).resolve().parents[1]
 BAG = ROOT.parent / "shared" / "data" / "tracking" / "vot15_bag"
 
-CONFIGS = {  # name -> (arch, exemplar, search)
-    "small-63/127": ("constcl_r3d14_w16", 63, 127),
-    "small-127/255": ("constcl_r3d14_w16", 127, 255),
-    "r3d50-127/255": ("constcl_r3d50", 127, 255),
+CONFIGS = {  # name -> (arch, head config)
+    "small-63/127": ("constcl_r3d14_w16", {"exemplar_size": 63, "search_size": 127}),
+    "small-63/127-1scale": ("constcl_r3d14_w16", {"exemplar_size": 63, "search_size": 127, "num_scales": 1}),
+    "small-127/255": ("constcl_r3d14_w16", {"exemplar_size": 127, "search_size": 255}),
+    "r3d50-127/255": ("constcl_r3d50", {"exemplar_size": 127, "search_size": 255}),
 }
+DEFAULT = ["small-63/127", "small-63/127-1scale", "r3d50-127/255"]
+CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
+
+
+def machine() -> dict:
+    """CPU model, the flags that decide the kernels, cores, torch build."""
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                model = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+    except OSError:
+        pass
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {"cpu": model, "cpu_flags": [f for f in CPU_FLAGS if f in flags], "cores": cores,
+            "torch": torch.__version__, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
+            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
 
 def _frames(n: int) -> tuple[list[np.ndarray], np.ndarray]:
@@ -44,26 +70,44 @@ def _frames(n: int) -> tuple[list[np.ndarray], np.ndarray]:
     return list(rng.integers(0, 255, (n, 480, 640, 3), dtype=np.uint8)), np.array([280.0, 120, 150, 140])
 
 
-def _time(fn, repeat: int) -> float:
+def _median_ms(fn, repeat: int) -> float:
     fn()
-    t0 = time.perf_counter()
+    times = []
     for _ in range(repeat):
+        t0 = time.perf_counter()
         fn()
-    return (time.perf_counter() - t0) / repeat
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times)) * 1e3
 
 
-def bench(name: str, device: str, frames: list[np.ndarray], box: np.ndarray, repeat: int) -> dict:
-    arch, z, x = CONFIGS[name]
-    tracker = load(arch, task="tracking", pretrained=False, head={"exemplar_size": z, "search_size": x},
-                   device=device)
-    result = tracker.track(frames, box)
+def bench(name: str, device: str, threads: int, frames: list[np.ndarray], box: np.ndarray, repeat: int) -> dict:
+    from constcl_zoo.precision import resolve_precision
+
+    torch.set_num_threads(threads)
+    load_before = os.getloadavg()[0]
+    arch, head = CONFIGS[name]
+    tracker = load(arch, task="tracking", pretrained=False, head=head, device=device)
     cfg = tracker.tracker_config
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    n = cfg.temporal_radius
+    tracker.init(frames[0], box, frames[1:1 + n])
+    wall, cpu, pre_post = [], [], []
+    for i in range(1, len(frames)):
+        before = tracker.timing["pre_post"]
+        c0, t0 = time.process_time(), time.perf_counter()
+        tracker.update(frames[i], frames[i + 1:i + 1 + n])
+        sync()
+        wall.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
+        pre_post.append(tracker.timing["pre_post"] - before)
+    skip = min(2, len(wall) - 1)  # the first updates warm the allocator / kernels
+    wall, cpu, pre_post = (np.median(v[skip:]) * 1e3 for v in (wall, cpu, pre_post))
+    z, x = cfg.exemplar_size, cfg.search_size
     clips = torch.rand(cfg.num_scales, 3, cfg.num_frames, x, x, device=device) * 2 - 1
     run = tracker._features_fn()  # the same precision plan as tracking
     feats = run(clips)
     with torch.inference_mode():
         zf = tracker.head.adjust_z(run(clips[:1, :, :, :z, :z]))
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
 
     def backbone() -> None:
         run(clips)
@@ -71,43 +115,51 @@ def bench(name: str, device: str, frames: list[np.ndarray], box: np.ndarray, rep
 
     def correlation() -> None:
         with torch.inference_mode():
-            tracker.head.correlate(zf, tracker.head.adjust_x(feats))
+            tracker.head.respond(zf, feats)
         sync()
 
-    per_frame = float(np.median(result.times[1:]))
-    t_backbone, t_corr = _time(backbone, repeat), _time(correlation, repeat)
-    return {"tracker": name, "arch": arch, "device": device, "exemplar": z, "search": x,
-            "fps": 1.0 / per_frame, "ms_per_frame": per_frame * 1e3, "ms_backbone": t_backbone * 1e3,
-            "ms_correlation": t_corr * 1e3, "ms_pre_post": max(per_frame - t_backbone - t_corr, 0.0) * 1e3,
-            "frames": len(frames)}
+    return {"tracker": name, "arch": arch, "device": device, "threads": threads, "exemplar": z, "search": x,
+            "num_scales": cfg.num_scales, "precision": str(resolve_precision(tracker.precision, device)),
+            "fps": 1e3 / wall, "ms_per_frame": wall, "cpu_ms_per_frame": cpu,
+            "ms_backbone": _median_ms(backbone, repeat), "ms_correlation": _median_ms(correlation, repeat),
+            "ms_pre_post": pre_post, "updates": len(frames) - 1 - skip,
+            "load_avg_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)]}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--frames", type=int, default=12)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--trackers", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    parser.add_argument("--frames", type=int, default=14, help="frames tracked per row (the first 2 updates are "
+                        "warm-up, not counted)")
+    parser.add_argument("--threads", type=int, nargs="+", default=[2, 1], help="torch CPU thread counts to run")
+    parser.add_argument("--repeat", type=int, default=5, help="timed repeats of the backbone / correlation alone")
+    parser.add_argument("--trackers", nargs="+", default=DEFAULT, choices=list(CONFIGS))
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "track"))
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
     frames, box = _frames(args.frames)
-    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    runs = [("cpu", t) for t in args.threads] + ([("cuda", 1)] if torch.cuda.is_available() else [])
     rows = []
-    for device in devices:
+    for device, threads in runs:
         for name in args.trackers:
-            row = bench(name, device, frames, box, args.repeat)
+            row = bench(name, device, threads, frames, box, args.repeat)
             print(json.dumps(row))
             rows.append(row)
-    meta = {"torch": torch.__version__, "threads": args.threads, "cpu": platform.processor() or platform.machine()}
+    meta = machine()
     atomic_write(args.out + ".json", json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
-    lines = [f"torch {meta['torch']}, {args.threads} CPU threads; median over {args.frames} vot15_bag frames; "
-             "3 scales x 5 frames a step", "",
-             "| tracker | device | fps | ms/frame | backbone ms | correlation ms | pre/post ms |",
-             "|---|---|---|---|---|---|---|"]
-    lines += [f"| {r['tracker']} | {r['device']} | {r['fps']:.2f} | {r['ms_per_frame']:.0f} | "
-              f"{r['ms_backbone']:.0f} | {r['ms_correlation']:.1f} | {r['ms_pre_post']:.0f} |" for r in rows]
-    atomic_write(args.out + ".md", "\n".join(lines) + "\n")
+    atomic_write(args.out + ".md", markdown(meta, rows))
+
+
+def markdown(meta: dict, rows: list[dict]) -> str:
+    """The results table (``track.md``) of ``track.json``'s ``meta`` and ``rows``."""
+    lines = [f"{meta['cpu']} ({', '.join(meta['cpu_flags'])}), {meta['cores']} cores, torch {meta['torch']}; "
+             f"median over {rows[0]['updates']} updates on vot15_bag frames; 5 frames a step; "
+             "load = 1-min load average before / after the row (a shared machine)", "",
+             "| tracker | device | threads | scales | fps | ms/frame | CPU ms/frame | backbone ms | correlation ms | "
+             "pre/post ms | load |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['tracker']} | {r['device']} | {r['threads']} | {r['num_scales']} | {r['fps']:.3g} | "
+              f"{r['ms_per_frame']:.0f} | {r['cpu_ms_per_frame']:.0f} | {r['ms_backbone']:.0f} | "
+              f"{r['ms_correlation']:.1f} | {r['ms_pre_post']:.1f} | "
+              f"{r['load_avg_1min'][0]:.1f} / {r['load_avg_1min'][1]:.1f} |" for r in rows]
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

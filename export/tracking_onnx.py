@@ -3,8 +3,8 @@
 * ``exemplar.onnx``: ``exemplar [1, 3, T, Z, Z] -> exemplar_features [1, C, hz, wz]`` (backbone + exemplar-side
   1x1 adjust; run once per ``init``).
 * ``search.onnx``: ``search [S, 3, T, X, X], exemplar_features -> responses [S, 1, h, w]`` (backbone +
-  search-side adjust + the cross-correlation with its output scale: the whole head exports cleanly, the
-  exemplar features being a graph input used as convolution weights).
+  :meth:`~constcl_zoo.tasks.tracking.SiamFCHead.respond`: the search-side adjust folded into the exemplar side,
+  the cross-correlation as a matrix product, the output scale; the whole head exports cleanly).
 * ``tracker.json``: the tracking checkpoint's config (every SiamFC parameter, the preprocessing value range).
 
 Shapes are fixed (S = the config's number of scales, Z / X its crop sizes): the crop sizes are part of the
@@ -47,8 +47,7 @@ class _Search(nn.Module):
         self.tracker = tracker
 
     def forward(self, search: torch.Tensor, exemplar_features: torch.Tensor) -> torch.Tensor:
-        head = self.tracker.head
-        return head.correlate(exemplar_features, head.adjust_x(self.tracker.features(search)))
+        return self.tracker.head.respond(exemplar_features, self.tracker.features(search))
 
 
 @dataclass(frozen=True)

@@ -5,13 +5,21 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from constcl_zoo import load
 from constcl_zoo.backbone import dilate_backbone
 from constcl_zoo.model import build_model
 from constcl_zoo.registry import arch_config
-from constcl_zoo.tasks.tracking import SiamFC, SiamFCTracker, TrackerConfig, TrackerInputError, crop_and_resize
+from constcl_zoo.tasks.tracking import (
+    SiamFC,
+    SiamFCTracker,
+    TrackerConfig,
+    TrackerInputError,
+    crop_and_resize,
+    stage_time_slice,
+)
 
 SMALL = {"exemplar_size": 63, "search_size": 127}
 
@@ -163,3 +171,125 @@ def test_crop_pads_outside_with_color():
     crop = crop_and_resize(frames, np.array([0.0, 0.0]), [10], 10, torch.tensor([1.0, 2.0, 3.0]))
     assert crop.shape == (1, 3, 1, 10, 10)
     assert crop[0, :, 0, 0, 0].tolist() == [1.0, 2.0, 3.0] and crop[0, 0, 0, -1, -1] == 200
+
+
+def _reference_crop(frame, center, size, out, pad):
+    """A straightforward sub-pixel crop: the frame on a canvas of the padding colour, output pixel ``u`` sampled
+    (bilinear, float64) at ``x1 + (u + 0.5) * size / out - 0.5`` with ``x1 = cx - size / 2`` (pixel centres at
+    integer + 0.5 in continuous coordinates, as ``F.interpolate(align_corners=False)``)."""
+    margin = int(np.ceil(size)) + 2
+    h, w = frame.shape[:2]
+    canvas = np.empty((h + 2 * margin, w + 2 * margin, 3))
+    canvas[:] = pad
+    canvas[margin:margin + h, margin:margin + w] = frame
+    s = size / out
+    coords = lambda c: c - size / 2 + (np.arange(out) + 0.5) * s - 0.5 + margin  # noqa: E731
+    xs, ys = coords(center[0]), coords(center[1])
+    x0, y0 = np.floor(xs).astype(int), np.floor(ys).astype(int)
+    fx, fy = (xs - x0)[None, :, None], (ys - y0)[:, None, None]
+    g = lambda yy, xx: canvas[yy][:, xx]  # noqa: E731
+    return ((1 - fy) * ((1 - fx) * g(y0, x0) + fx * g(y0, x0 + 1))
+            + fy * ((1 - fx) * g(y0 + 1, x0) + fx * g(y0 + 1, x0 + 1)))
+
+
+@pytest.mark.parametrize("center, size, out", [
+    ((60.0, 40.0), 31.0, 31),      # inside, one output pixel per input pixel
+    ((60.3, 40.7), 23.4, 31),      # inside, sub-pixel centre, upsampled
+    ((57.25, 44.5), 70.0, 31),     # inside, sub-pixel, downsampled
+    ((5.6, 3.2), 40.3, 27),        # partly outside (top-left): the padding colour blends in
+    ((95.5, 70.9), 61.7, 33),      # partly outside (bottom-right)
+    ((-10.0, 30.0), 30.0, 15),     # mostly outside
+])
+def test_crop_matches_padded_canvas_reference(center, size, out):
+    rng = np.random.default_rng(0)
+    frame = rng.integers(0, 256, (80, 100, 3), dtype=np.uint8)
+    frame = np.ascontiguousarray(np.repeat(np.repeat(frame[::4, ::4], 4, 0), 4, 1))  # smooth-ish
+    pad = frame.reshape(-1, 3).mean(0)
+    got = crop_and_resize([frame, frame[::-1].copy()], np.array(center), [size], out, torch.from_numpy(pad))
+    assert got.shape == (1, 3, 2, out, out)
+    for t, f in enumerate((frame, frame[::-1])):
+        want = _reference_crop(f.astype(np.float64), np.array(center), size, out, pad)
+        # cv2 samples at 1/32-pixel positions (<= 1/64 px off: <= 255/64 grey levels at a full-range step) and
+        # rounds to uint8 (0.5): a half-pixel error would be ~100 at this frame's steps
+        err = np.abs(got[0, :, t].permute(1, 2, 0).numpy() - want)
+        assert err.max() <= 255 / 64 + 0.5 + 1e-6 and err.mean() < 0.6, (err.max(), err.mean())
+
+
+def test_crop_aligned_equals_interpolated_padded_crop():
+    """An integer-aligned crop equals F.interpolate(bilinear, align_corners=False) of the padded region (same
+    sample points; upsampled, the outermost output ring reads the pixels just outside the region where
+    F.interpolate repeats the region's edge)."""
+    rng = np.random.default_rng(1)
+    frame = rng.integers(0, 256, (50, 60, 3), dtype=np.uint8)
+    pad = np.array([10.0, 20.0, 30.0])
+    canvas = np.empty((50 + 40, 60 + 40, 3))
+    canvas[:] = pad
+    canvas[20:70, 20:80] = frame
+    for (x1, y1, size), out in (((10, 5, 24), 24), ((-6, 30, 32), 16), ((40, -8, 30), 45)):
+        region = torch.from_numpy(canvas[y1 + 20:y1 + 20 + size, x1 + 20:x1 + 20 + size]).permute(2, 0, 1)[None]
+        want = F.interpolate(region, size=(out, out), mode="bilinear", align_corners=False)[0]
+        got = crop_and_resize([frame], np.array([x1 + size / 2, y1 + size / 2]), [size], out, pad)[0, :, 0]
+        ring = 1 if out > size else 0
+        inner = (slice(None), slice(ring, out - ring), slice(ring, out - ring))
+        assert (got.double() - want)[inner].abs().max() <= 255 / 64 + 0.5
+
+
+def test_output_stage_runs_on_the_needed_time_slices_only():
+    """stage_time_slice == the whole stage's slice, for the centre and every other slice (causal: the last), on a
+    res5 of two temporal-kernel-3 blocks (the walk back widens the interval block by block)."""
+    from constcl_zoo.backbone import _stage
+    from constcl_zoo.config import BackboneConfig
+
+    torch.manual_seed(0)
+    cfg = BackboneConfig(width=4, temporal_kernels=((1,), (1,), (3,), (3, 1, 3)))
+    stage = _stage(cfg, 3, 64).eval()
+    for m in stage.modules():
+        if isinstance(m, nn.BatchNorm3d):
+            nn.init.normal_(m.running_mean)
+    x = torch.randn(2, 64, 5, 6, 6)
+    with torch.inference_mode():
+        full = stage(x)
+        for t in range(5):
+            torch.testing.assert_close(stage_time_slice(stage, x, t), full[:, :, t], rtol=0, atol=0)
+    calls = []
+    hooks = [b.register_forward_pre_hook(lambda m, a: calls.append(a[0].shape[2])) for b in stage]
+    with torch.inference_mode():
+        stage_time_slice(stage, x, 2)
+        stage_time_slice(stage, x, 0)
+    for h in hooks:
+        h.remove()
+    # slice 2: block 2 needs 1..3, block 1 (kernel 1) 1..3, block 0 0..4; slice 0: 0..1, 0..1, 0..2
+    assert calls == [5, 3, 3, 3, 2, 2]
+
+
+def test_tracker_features_equal_full_encoder_slice(tracker):
+    x = torch.randn(2, 3, 5, 63, 63)
+    with torch.inference_mode():
+        full = tracker.encoder(x)
+        torch.testing.assert_close(tracker.features(x), full[:, :, full.shape[2] // 2], rtol=0, atol=0)
+
+
+def test_head_respond_equals_adjust_then_correlate():
+    """respond (adjust_x folded into the exemplar, correlation as a GEMM) == adjust both sides, then a mean
+    cross-correlation by convolution; shared exemplar (tracking) and pairs (training)."""
+    from constcl_zoo.tasks.tracking import SiamFCHead
+
+    torch.manual_seed(0)
+    head = SiamFCHead(64, TrackerConfig(adjust_channels=32)).eval()
+    for m in (head.adjust_x, head.adjust_z):
+        nn.init.normal_(m.bias)
+    nn.init.normal_(head.norm.running_mean)
+
+    def reference(z, x):
+        zf, xf = head.adjust_z(z), head.adjust_x(x)
+        b, c, h, w = xf.shape
+        zf = zf.expand(b, -1, -1, -1)
+        out = F.conv2d(xf.reshape(1, b * c, h, w), zf, groups=b).reshape(b, 1, h - zf.shape[2] + 1, -1)
+        return head.norm(out / (c * zf.shape[-2] * zf.shape[-1]))
+
+    with torch.no_grad():
+        for bz in (1, 3):
+            z, x = torch.randn(bz, 64, 5, 6), torch.randn(3, 64, 13, 11)
+            got = head(z, x)
+            assert got.shape == (3, 1, 9, 6)
+            torch.testing.assert_close(got, reference(z, x), rtol=1e-5, atol=1e-5)

@@ -28,7 +28,10 @@ The paper's setting (§4, "Single object tracking", after VFS / SeCo / VINCE):
   16x16 / 32x32 features and a 17x17 response — SiamFC's response size — and the crops' centres stay aligned
   (both sizes go odd -> even -> even -> even through the stride-2 layers, so their padding offsets agree).
 
-Exemplar features are computed once, at ``init``. The backbone runs in the embedding path's precision plan
+Exemplar features are computed once, at ``init``. Exact shortcuts (same numbers up to float rounding): the output
+stage runs only on the time slices the kept one depends on (:func:`stage_time_slice`), the search-side 1x1 adjust
+is folded into the exemplar side and the correlation is one matrix product (:meth:`SiamFCHead.respond`); crops
+are affine warps of the uint8 frames (:func:`crop_and_resize`). The backbone runs in the embedding path's precision plan
 (:mod:`constcl_zoo.precision`: bf16 autocast + channels_last_3d where the hardware has bf16) under
 ``torch.inference_mode``; the head and the post-processing run in fp32.
 
@@ -76,6 +79,12 @@ class TrackerConfig:
     ``temporal_radius``: n neighbours on each side of a frame (2n + 1 input frames); ``causal``: the 2n past
     frames instead (see the module doc). ``adjust_channels``: output channels of the 1x1 adjust convs (0: the
     encoder's feature channels, initialised to the identity).
+
+    Speed knob: ``num_scales=1`` (a fast mode, not the default) runs the backbone on one search crop instead of
+    3, ~3x less backbone work; the box then keeps its initial size. On vot15_bag (random-init R3D-14, 63 / 127) it
+    measured success 0.395 / precision 0.449 against 0.370 / 0.464 with 3 scales
+    (``benchmarks/results/track_vot15_bag_1scale.json``). ``causal=True`` is no faster (the same 5 frames); it
+    removes the n-frame look-ahead latency.
     """
 
     exemplar_size: int = 127
@@ -169,8 +178,10 @@ def check_frame(frame: Any, index: int | str = "") -> torch.Tensor:
 def crop_and_resize(frames: Sequence[np.ndarray | torch.Tensor] | torch.Tensor, center: np.ndarray,
                     sizes: Sequence[float], out_size: int, pad_color: torch.Tensor | np.ndarray) -> torch.Tensor:
     """Square crops of side ``sizes[k]`` px centred on ``center (cx, cy)`` (continuous pixel coordinates) of
-    uint8 frames ``[T, H, W, 3]``, padded with ``pad_color [3]`` outside the frame and resized (bilinear, as
-    ``F.interpolate(align_corners=False)`` on the padded crop): ``[K, 3, T, out, out]`` float in [0, 255].
+    uint8 frames ``[T, H, W, 3]``, padded with ``pad_color [3]`` outside the frame and resized (bilinear, the
+    sample points of ``F.interpolate(align_corners=False)`` on the padded crop; upsampled, the outermost output
+    ring blends in the pixels just outside the crop instead of repeating its edge): ``[K, 3, T, out, out]`` float
+    in [0, 255].
 
     One affine warp per frame and size on the uint8 frame: only the ``out x out`` output pixels are computed, so
     the cost does not grow with the crop's side (no padded float copy of the region)."""
@@ -373,11 +384,51 @@ def _with_future(frames: Iterable[Any], n: int) -> Iterator[tuple[Any, list[Any]
         buffer.popleft()
 
 
+def stage_time_slice(blocks: nn.Sequential, x: torch.Tensor, t: int) -> torch.Tensor:
+    """Time slice ``t`` of ``blocks(x)`` (``x [B, C, T, H, W]`` -> ``[B, C', H', W']``) for bottleneck blocks whose
+    only temporal op is a stride-1 'same'-padded ``temporal_conv`` of odd kernel: each block runs only on the slices
+    the wanted one depends on. A block's output slice needs its input slices within the kernel's radius, so
+    walking back from ``t`` gives each block's input interval; cropping a block's input to it leaves the kept
+    slices' values unchanged (their padding is the original one at the clip's ends). Other blocks: the whole
+    stage."""
+    kernels = [getattr(getattr(b, "temporal_conv", None), "kernel_size", (0,)) for b in blocks]
+    strides = [getattr(getattr(b, "temporal_conv", None), "stride", (0,)) for b in blocks]
+    if any(k[0] % 2 == 0 for k in kernels) or any(s[0] != 1 for s in strides):
+        return blocks(x)[:, :, t]
+    last = x.shape[2] - 1
+    need = [(t, t)]  # need[i]: the interval of block i's input slices (need[-1]: the output slice)
+    for k in reversed(kernels):
+        lo, hi = need[0]
+        need.insert(0, (max(lo - k[0] // 2, 0), min(hi + k[0] // 2, last)))
+    start = 0  # x holds the slices start, start + 1, ...
+    for block, (lo, hi) in zip(blocks, need, strict=False):
+        x = block(x[:, :, lo - start:hi - start + 1])
+        start = lo
+    return x[:, :, t - start]
+
+
+def cross_correlation(z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``sum_{c, p} z[b, c, p] x[b, c, p + q]``: ``z [B or 1, C, hz, wz]`` slid over ``x [B, C, hx, wx]`` ->
+    ``[B, 1, hx - hz + 1, wx - wz + 1]`` (a ``z`` with B = 1 is shared by every ``x``).
+
+    As one matrix product of every exemplar cell with every search cell (``[hz*wz, C] @ [C, hx*wx]``) and a sum
+    of the ``hz*wz`` shifted diagonals: a GEMM instead of a convolution with an ``hz x wz`` kernel over C
+    channels, which CPU convolution kernels run ~10x slower (8 ms against 1 ms for R3D-14's 63 / 127 crops)."""
+    b, _, hx, wx = x.shape
+    hz, wz = z.shape[-2:]
+    ho, wo = hx - hz + 1, wx - wz + 1
+    cells = torch.matmul(z.flatten(2).transpose(1, 2), x.flatten(2))  # [B, hz*wz, hx*wx]
+    p = torch.arange(hz * wz, device=x.device)
+    q = torch.arange(ho * wo, device=x.device)[:, None]
+    index = p * (hx * wx) + (q // wo + p // wz) * wx + (q % wo + p % wz)  # [ho*wo, hz*wz] into cells[b].flatten()
+    return cells.flatten(1)[:, index].sum(-1).view(b, 1, ho, wo)
+
+
 class SiamFCHead(nn.Module):
     """1x1 adjust convs on each side, mean cross-correlation, a one-channel BatchNorm (output scale and bias).
 
     ``forward(z [B, C, hz, wz], x [B, C, hx, wx]) -> [B, 1, hx - hz + 1, wx - wz + 1]`` (a ``z`` with B = 1 is
-    shared by every ``x``).
+    shared by every ``x``). Tracking computes ``adjust_z(z)`` once and :meth:`respond` every frame.
     """
 
     def __init__(self, in_channels: int, cfg: TrackerConfig) -> None:
@@ -387,18 +438,21 @@ class SiamFCHead(nn.Module):
         self.adjust_x = nn.Conv2d(in_channels, channels, 1)
         self.norm = nn.BatchNorm2d(1)
 
-    def correlate(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """Cross-correlate adjusted features (see the class doc)."""
-        b, c, h, w = x.shape
-        if z.shape[0] == 1:  # one exemplar for every search crop (tracking): a plain convolution
-            out = F.conv2d(x, z)
-        else:  # pairs (training): one group per pair
-            out = F.conv2d(x.reshape(1, b * c, h, w), z, groups=b)
-            out = out.reshape(b, 1, out.shape[-2], out.shape[-1])
-        return self.norm(out / (c * z.shape[-2] * z.shape[-1]))
+    def respond(self, zf: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Responses of adjusted exemplar features ``zf = adjust_z(z)`` in backbone search features ``x``: the
+        BatchNorm of the mean correlation of ``zf`` with ``adjust_x(x)``.
+
+        ``adjust_x`` is folded into the exemplar side (``<zf, W x + b> = <W^T zf, x> + <zf, b>``): a ``[c, C]``
+        product over the ``hz x wz`` exemplar cells instead of a 1x1 conv over the search cells of every scale
+        (12x as many with 3 scales at exemplar / search 63 / 127 or 127 / 255)."""
+        w = self.adjust_x.weight.flatten(1)  # [c, C]
+        kernel = torch.einsum("oc,boyx->bcyx", w, zf)
+        offset = (zf * self.adjust_x.bias.view(1, -1, 1, 1)).sum(dim=(1, 2, 3)).view(-1, 1, 1, 1)
+        out = cross_correlation(kernel, x) + offset
+        return self.norm(out / (zf.shape[1] * zf.shape[-2] * zf.shape[-1]))
 
     def forward(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        return self.correlate(self.adjust_z(z), self.adjust_x(x))
+        return self.respond(self.adjust_z(z), x)
 
 
 class FrameByFrame:
@@ -464,10 +518,19 @@ class SiamFCTracker(FrameByFrame, TaskModel):
 
     def features(self, clips: torch.Tensor) -> torch.Tensor:
         """``[B, 3, T, S, S]`` preprocessed clips -> ``[B, C, S/8, S/8]``: the centre time slice of the encoder's
-        dense features (the last one in causal mode)."""
-        fmap = self.encoder.forward_features(clips, (self.encoder.output_endpoint,))[self.encoder.output_endpoint] \
-            if hasattr(self.encoder, "output_endpoint") else self.encoder(clips)
-        return fmap[:, :, -1] if self.config.head.causal else fmap[:, :, fmap.shape[2] // 2]
+        dense features (the last one in causal mode).
+
+        The output stage (res5) runs only on the time slices that slice depends on (:func:`stage_time_slice`):
+        the same numbers as the whole stage's slice, e.g. res5 on 1 of 3 slices for R3D-14 (its one block has a
+        temporal kernel of 3, so it needs all 3 res4 slices but computes 1)."""
+        enc = self.encoder
+        endpoint = getattr(enc, "output_endpoint", None)
+        stage = getattr(getattr(enc, "backbone", None), endpoint or "", None)
+        if endpoint is None or not isinstance(stage, nn.Sequential):
+            fmap = enc.forward_features(clips, (endpoint,))[endpoint] if endpoint else enc(clips)
+            return fmap[:, :, -1] if self.config.head.causal else fmap[:, :, fmap.shape[2] // 2]
+        x = enc.forward_features(clips, ("res4",))["res4"]
+        return stage_time_slice(stage, x, x.shape[2] - 1 if self.config.head.causal else x.shape[2] // 2)
 
     def forward(self, exemplar: torch.Tensor, search: torch.Tensor) -> torch.Tensor:
         """Responses ``[B, 1, h, w]`` (logits) of exemplar clips ``[B, 3, T, Z, Z]`` in search clips
@@ -502,7 +565,7 @@ class SiamFCTracker(FrameByFrame, TaskModel):
         def respond(zf: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
             feats = features(x)
             with torch.inference_mode():
-                return head.correlate(zf, head.adjust_x(feats.to(dtype)))
+                return head.respond(zf, feats.to(dtype))
 
         return SiamFC(self.config.head, tuple(self.config.preprocess.value_range), self.feature_stride,
                       exemplar, respond)
@@ -523,4 +586,5 @@ class SiamFCTracker(FrameByFrame, TaskModel):
 
 
 __all__ = ["SiamFC", "SiamFCHead", "SiamFCTracker", "TrackResult", "TrackerConfig", "TrackerInputError",
-           "check_box", "check_frame", "crop_and_resize", "format_boxes"]
+           "check_box", "check_frame", "crop_and_resize", "cross_correlation", "format_boxes",
+           "stage_time_slice"]
