@@ -60,9 +60,10 @@ def test_config_errors_name_the_field(tmp_path) -> None:
 # ground-truth rows (4 classes), too few (measured +0.05 on them). 44 train / 16 val videos at 60 px/s: ~115-130 val
 # rows of 4 classes (left, right, grow, shrink; vertical moves rarely fit the frame at this speed, so up / down have
 # no val ground truth and are left out of the mean, as the official evaluator does). Measured with this test's
-# recipe (cpu_small, 250 steps, lr 0.1): trained 0.372 vs random-init 0.223 (+0.149) on seed 1, 0.416 vs 0.234
-# (+0.182) on seed 2; at 40 px/s (all 6 classes) only +0.074 / +0.075. MARGIN is about half the smallest measured
-# gap on this spec: a failure means learning broke, not noise across machines and thread counts.
+# recipe (cpu_small, 250 steps, lr 0.1): trained 0.365 vs random-init 0.223 (+0.142) on seed 1 (0.372 with
+# run.threads=1), 0.416 vs 0.234 (+0.182) on seed 2 (threads=1); at 40 px/s (all 6 classes) only +0.074 / +0.075.
+# MARGIN is about half the smallest measured gap on this spec: a failure means learning broke, not noise across
+# machines and thread counts.
 LEARN_SPEC = SyntheticSpec(num_videos=60, val_videos=16, seconds=8, speed=60.0, seed=1)
 MARGIN = 0.08
 
