@@ -10,7 +10,7 @@ import pytest
 
 from constcl_zoo import ava
 from training.__main__ import main as training_main
-from training.tasks.localization.evaluate import frame_map, voc_average_precision
+from training.tasks.localization.evaluate import FrameMapOptionError, frame_map, voc_average_precision
 
 LABELS = [ava.AvaLabel(1, "a"), ava.AvaLabel(2, "b"), ava.AvaLabel(3, "c")]
 B1 = (0.1, 0.1, 0.4, 0.9)
@@ -63,6 +63,50 @@ def test_detections_on_frames_without_ground_truth_are_false_positives() -> None
     # ... and on a frame with ground truth of another class only
     g2 = [gt(1, B1, 1), gt(2, B1, 2)]
     assert frame_map(g2, d, LABELS[:2]).per_class[1] == pytest.approx(expected)
+
+
+def _frames_without_gt_case() -> tuple[list[ava.AvaRow], list[ava.AvaRow]]:
+    """Key frame 1: ground truth of class 1; 2: none at all; 3: class 2 only; 4: only class 99 (not evaluated, so
+    no ground truth once step 1 drops it)."""
+    g = [gt(1, B1, 1), gt(3, B1, 2), gt(4, B1, 99)]
+    d = [det(1, B1, 1, 0.5),  # true positive
+         det(2, B1, 1, 0.9), det(4, B1, 1, 0.8),  # class 1 on frames without ground truth
+         det(3, B1, 1, 0.7),  # class 1 on a frame with ground truth of class 2 only
+         det(3, B1, 2, 0.6),  # true positive
+         det(2, B1, 2, 0.95)]  # class 2 on a frame without ground truth
+    return g, d
+
+
+@pytest.mark.parametrize("rule", ["false_positive", "ignore"])
+def test_frames_without_ground_truth_rule(rule: str) -> None:
+    """Both rules from their definitions: "false_positive" (official) counts detections on key frames without any
+    ground truth as false positives; "ignore" (the issue's rule, mmaction2's) drops them before ranking. A key frame
+    with ground truth of another class only keeps its detections as false positives under both."""
+    g, d = _frames_without_gt_case()
+    if rule == "false_positive":
+        # class 1 by score: 0.9 FP (frame 2), 0.8 FP (frame 4), 0.7 FP (frame 3), 0.5 TP; class 2: 0.95 FP, 0.6 TP
+        ap1 = voc([(0.0, 0.0), (0.0, 0.0), (0.0, 0.0), (1 / 4, 1.0)])
+        ap2 = voc([(0.0, 0.0), (1 / 2, 1.0)])
+    else:
+        # frames 2 and 4 dropped: class 1: 0.7 FP (frame 3), 0.5 TP; class 2: 0.6 TP
+        ap1 = voc([(0.0, 0.0), (1 / 2, 1.0)])
+        ap2 = voc([(1.0, 1.0)])
+    assert (ap1, ap2) == pytest.approx((0.25, 0.5) if rule == "false_positive" else (0.5, 1.0))
+    result = frame_map(g, d, LABELS[:2], frames_without_gt=rule)
+    assert result.per_class == {1: pytest.approx(ap1), 2: pytest.approx(ap2)}
+    assert result.mean_ap == pytest.approx((ap1 + ap2) / 2)
+    assert result.to_dict()["frames_without_gt"] == rule
+    if rule == "false_positive":
+        assert frame_map(g, d, LABELS[:2]).mean_ap == pytest.approx(result.mean_ap)  # the default
+    # excluded key frames go first under either rule: excluding frame 2 leaves frame 4's row as the only difference
+    without_2 = frame_map(g, d, LABELS[:2], {ava.image_key("v", 2)}, frames_without_gt=rule)
+    expected_1 = voc([(0.0, 0.0), (0.0, 0.0), (1 / 3, 1.0)]) if rule == "false_positive" else ap1
+    assert without_2.per_class == {1: pytest.approx(expected_1), 2: 1.0}
+
+
+def test_frames_without_ground_truth_rule_rejects_unknown_values() -> None:
+    with pytest.raises(FrameMapOptionError, match="frames_without_gt='skip'"):
+        frame_map([gt(1, B1, 1)], [det(1, B1, 1, 0.9)], LABELS[:1], frames_without_gt="skip")
 
 
 @pytest.mark.parametrize("others, expected", [(49, voc([(0.0, 0.0)] * 49 + [(1 / 50, 1.0)])), (50, 0.0)])
@@ -168,6 +212,19 @@ def test_eval_ava_command(tmp_path, capsys) -> None:
     result = json.loads((tmp_path / "r.json").read_text())
     assert result["mAP"] == pytest.approx(0.5) and result["per_class"] == {"1": 1.0, "2": 0.0}
     assert "frame-mAP@0.5 0.5000" in capsys.readouterr().out
+
+    assert result["frames_without_gt"] == "false_positive"
+
+    g, d = _frames_without_gt_case()
+    ava.write_ava_csv(tmp_path / "gt2.csv", g)
+    ava.write_ava_csv(tmp_path / "det2.csv", d, scores=True)
+    for flag, rule, expected in (("false-positive", "false_positive", (0.25 + 0.5) / 2), ("ignore", "ignore", 0.75)):
+        assert training_main(["eval-ava", "--gt", str(tmp_path / "gt2.csv"), "--detections", str(tmp_path / "det2.csv"),
+                              "--labelmap", str(tmp_path / "labels.pbtxt"), "--frames-without-gt", flag,
+                              "--out", str(tmp_path / f"{flag}.json")]) == 0
+        written = json.loads((tmp_path / f"{flag}.json").read_text())
+        assert written["frames_without_gt"] == rule and written["mAP"] == pytest.approx(expected)
+        assert f"without ground truth: {flag}" in capsys.readouterr().out
 
     assert training_main(["eval-ava", "--gt", str(tmp_path / "missing.csv"), "--detections",
                           str(tmp_path / "det.csv"), "--labelmap", str(tmp_path / "labels.pbtxt")]) == 2

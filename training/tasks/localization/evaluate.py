@@ -12,7 +12,11 @@ The definition, step by step (each step is tested in ``tests/test_localization_e
 4. Per class and key frame, detections are matched in that order: each to the ground-truth box of its class with
    the highest IoU (the first, on ties); it is a true positive if that IoU >= 0.5 and the box is not matched yet,
    else a false positive (no fall-back to the second-best box). Detections on a key frame without ground truth of
-   that class — including key frames without any ground truth — are false positives.
+   that class — including key frames without any ground truth — are false positives (``frames_without_gt=
+   "false_positive"``, the default). With ``frames_without_gt="ignore"``, the rule the localization issue stated
+   (mmaction2's ``ignore_empty_frames``), detections on a key frame without any ground truth of an evaluated class
+   (after steps 1-2) are dropped before matching; on a key frame with ground truth of other classes only they stay
+   false positives.
 5. Per class: detections of all key frames sorted by descending score, precision/recall against the number of
    ground-truth boxes of that class, and the VOC AP (precision made non-increasing from the right, summed over
    the recall steps, recall padded with 0 and 1).
@@ -22,8 +26,8 @@ The definition, step by step (each step is tested in ``tests/test_localization_e
 Where copies elsewhere differ: mmaction2's drops classes with ground truth but no detections from the mean and by
 default ignores detections on key frames without ground truth (``ignore_empty_frames``); the official code counts
 those as false positives (``per_image_evaluation``: no ground-truth boxes -> every detection is a false positive),
-and so does this one. (The localization issue called them "ignored"; we follow the official code — see
-``docs/official-differences.md``.)
+and so does this one by default. (The localization issue called them "ignored": that rule is the option
+``frames_without_gt="ignore"`` / ``eval-ava --frames-without-gt ignore``; see ``docs/official-differences.md``.)
 """
 
 from __future__ import annotations
@@ -33,33 +37,43 @@ import json
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import numpy as np
 
 from constcl_zoo.ava import AvaLabel, AvaRow, read_ava_csv, read_excluded, read_labelmap
 from constcl_zoo.boxes import box_iou
+from constcl_zoo.errors import ConstclZooError
 from constcl_zoo.fileio import atomic_write
 
 IOU_THRESHOLD = 0.5
 MAX_DETECTIONS_PER_FRAME = 50
+FramesWithoutGt = Literal["false_positive", "ignore"]
+FRAMES_WITHOUT_GT: tuple[str, ...] = get_args(FramesWithoutGt)
+
+
+class FrameMapOptionError(ConstclZooError, ValueError):
+    """An evaluator option with a value it does not know."""
 
 
 @dataclass
 class FrameMAP:
     """``mean_ap``: mean over classes with ground truth; ``per_class``: class id -> AP (classes with ground truth);
-    ``num_gt``: class id -> ground-truth boxes; ``no_ground_truth``: evaluated classes left out of the mean."""
+    ``num_gt``: class id -> ground-truth boxes; ``no_ground_truth``: evaluated classes left out of the mean;
+    ``frames_without_gt``: the rule for detections on key frames without ground truth."""
 
     mean_ap: float
     per_class: dict[int, float]
     num_gt: dict[int, int]
     no_ground_truth: list[int]
     names: dict[int, str]
+    frames_without_gt: FramesWithoutGt = "false_positive"
 
     def to_dict(self) -> dict[str, object]:
         return {"mAP": self.mean_ap, "per_class": {str(k): v for k, v in self.per_class.items()},
                 "per_class_name": {self.names.get(k, str(k)): v for k, v in self.per_class.items()},
                 "num_gt": {str(k): v for k, v in self.num_gt.items()},
-                "no_ground_truth": self.no_ground_truth}
+                "no_ground_truth": self.no_ground_truth, "frames_without_gt": self.frames_without_gt}
 
 
 def _per_frame(rows: Iterable[AvaRow], classes: set[int], capacity: int, excluded: set[str]
@@ -96,12 +110,19 @@ def voc_average_precision(scores: np.ndarray, is_tp: np.ndarray, num_gt: int) ->
 
 
 def frame_map(groundtruth: Iterable[AvaRow], detections: Iterable[AvaRow], labels: Sequence[AvaLabel],
-              excluded: set[str] | None = None, iou_threshold: float = IOU_THRESHOLD) -> FrameMAP:
-    """The official frame-mAP (see the module docstring) of ``detections`` against ``groundtruth`` rows."""
+              excluded: set[str] | None = None, iou_threshold: float = IOU_THRESHOLD,
+              frames_without_gt: FramesWithoutGt = "false_positive") -> FrameMAP:
+    """The official frame-mAP (see the module docstring) of ``detections`` against ``groundtruth`` rows;
+    ``frames_without_gt="ignore"``: drop detections on key frames without ground truth instead of counting them
+    as false positives."""
+    if frames_without_gt not in FRAMES_WITHOUT_GT:
+        raise FrameMapOptionError(f"frames_without_gt={frames_without_gt!r}: use one of {FRAMES_WITHOUT_GT}")
     classes = {x.id for x in labels}
     excluded = excluded or set()
     gt = _per_frame(groundtruth, classes, 0, excluded)
     det = _per_frame(detections, classes, MAX_DETECTIONS_PER_FRAME, excluded)
+    if frames_without_gt == "ignore":
+        det = {key: entries for key, entries in det.items() if key in gt}
 
     num_gt = {c: 0 for c in sorted(classes)}
     for entries in gt.values():
@@ -139,14 +160,15 @@ def frame_map(groundtruth: Iterable[AvaRow], detections: Iterable[AvaRow], label
         per_class[c] = voc_average_precision(s, t, num_gt[c])
     mean_ap = float(np.mean(list(per_class.values()))) if per_class else float("nan")
     return FrameMAP(mean_ap, per_class, {c: n for c, n in num_gt.items() if n},
-                    sorted(c for c in classes if num_gt[c] == 0), {x.id: x.name for x in labels})
+                    sorted(c for c in classes if num_gt[c] == 0), {x.id: x.name for x in labels}, frames_without_gt)
 
 
 def evaluate_files(groundtruth: str | os.PathLike, detections: str | os.PathLike, labelmap: str | os.PathLike,
-                   excluded: str | os.PathLike | None = None) -> FrameMAP:
+                   excluded: str | os.PathLike | None = None,
+                   frames_without_gt: FramesWithoutGt = "false_positive") -> FrameMAP:
     """:func:`frame_map` of AVA files (annotation CSV, detection CSV with scores, label map, excluded CSV)."""
     return frame_map(read_ava_csv(groundtruth), read_ava_csv(detections), read_labelmap(labelmap),
-                     read_excluded(excluded))
+                     read_excluded(excluded), frames_without_gt=frames_without_gt)
 
 
 def write_result(path: str | os.PathLike, result: FrameMAP) -> None:
