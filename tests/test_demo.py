@@ -255,13 +255,14 @@ def test_models_resolve_defaults_without_a_name(monkeypatch):
 
 @pytest.fixture(scope="module")
 def cli_server(assets, tmp_path_factory):
-    """``python -m demos`` in a subprocess on a free port."""
+    """``python -m demos`` in a subprocess on a free port, as a user starts it: no model flags (the package's
+    shipped default models), no network."""
     folder = tmp_path_factory.mktemp("demo_cli")
     port = _free_port()
-    env = {**os.environ, "GRADIO_TEMP_DIR": str(folder / "gradio"), "PYTHONPATH": str(Path(__file__).parents[1])}
+    env = {**os.environ, "GRADIO_TEMP_DIR": str(folder / "gradio"), "PYTHONPATH": str(Path(__file__).parents[1]),
+           "HF_HUB_OFFLINE": "1"}
     log = (folder / "server.log").open("w")
-    proc = subprocess.Popen([sys.executable, "-m", "demos", "--port", str(port), "--tracker", str(assets / "tracker"),
-                             "--localizer", str(assets / "localizer"), "--model", str(assets / "encoder")],
+    proc = subprocess.Popen([sys.executable, "-m", "demos", "--port", str(port)],
                             stdout=log, stderr=subprocess.STDOUT, env=env, cwd=folder)
     url = f"http://127.0.0.1:{port}/"
     deadline = time.monotonic() + 180

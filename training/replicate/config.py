@@ -125,11 +125,11 @@ class ReplicateConfig(TrainConfig):
 
 def cpu() -> ReplicateConfig:
     """The whole table on 2 CPU cores in about an hour (4 variants x 2 seeds; see the README for the measured
-    wall time): 10x64x64 clips, 8 a step, 120 steps per pretraining."""
+    wall time): 10x64x64 clips, 8 a step, 250 steps per pretraining."""
     return ReplicateConfig(
         preset="cpu",
         optim=OptimConfig(lr=0.5, warmup_steps=20, weight_decay=1e-6, grad_reduction="mean"),
-        run=RunConfig(steps=120, checkpoint_every=40, keep_checkpoints=1, log_every=25, precision="fp32",
+        run=RunConfig(steps=250, checkpoint_every=50, keep_checkpoints=1, log_every=25, precision="fp32",
                       channels_last=False, threads=2, progress=False),
     )
 

@@ -285,8 +285,7 @@ def replicate(cfg: ReplicateConfig, out: str | Path, resume: bool = False) -> di
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    if not resume or not (out / CONFIG).is_file():
-        cfg.save(out / CONFIG)
+    cfg.save(out / CONFIG)  # on --resume: the stored config with any overrides, i.e. what the rest runs with
     handler = logging.FileHandler(out / "replicate.log")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     log.addHandler(handler)
