@@ -151,6 +151,23 @@ def test_loop_geometry_scales_in_one_batch_and_exemplar_once():
     assert calls[0][1] == (1, 3, 5, 127, 127) and calls[1][1] == (3, 3, 5, 255, 255)
 
 
+def test_a_runaway_target_stays_on_the_frame():
+    """Responses that always peak at the top-left corner drag the target there, never beyond the frame; the crops
+    keep the size they had."""
+    cfg = TrackerConfig(window_influence=0.0, num_scales=1)
+    loop = _fake_loop(cfg, (-8, -8), [])
+    frame = np.zeros((120, 160, 3), np.uint8)
+    loop.init(frame, (100, 70, 20, 30))
+    x_size = loop._state["x_size"]
+    for _ in range(20):
+        box, _ = loop.update(frame)
+        centre = box[:2] + box[2:] / 2
+        assert (centre >= 0).all() and centre[0] <= 160 and centre[1] <= 120
+    np.testing.assert_allclose(centre, [0.0, 0.0])
+    np.testing.assert_allclose(box[2:], [20, 30])
+    assert loop._state["x_size"] == pytest.approx(x_size)
+
+
 def test_temporal_windows_edge_repeat_and_causal():
     tags = [torch.full((4, 4, 3), i, dtype=torch.uint8) for i in range(6)]
     cfg = TrackerConfig()

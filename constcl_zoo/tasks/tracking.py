@@ -268,7 +268,7 @@ class SiamFC:
         t2 = time.perf_counter()
         self._state = {"center": center, "size": size, "z_size": z_size,
                        "x_size": z_size * cfg.search_size / cfg.exemplar_size, "pad": pad, "z": state,
-                       "frame_size": tuple(x.shape[:2])}
+                       "frame_size": tuple(x.shape[:2]), "min_size": size.copy()}
         self._history.append(x)
         self.timing["pre_post"] += t1 - t0
         self.timing["exemplar"] += t2 - t1
@@ -317,11 +317,16 @@ class SiamFC:
         row, col = divmod(int(r.argmax()), up)
         disp = np.array([col, row], dtype=np.float64) - (up - 1) / 2
         disp = disp * self.feature_stride / cfg.response_upsample * st["x_size"] * factors[k] / cfg.search_size
-        st["center"] = st["center"] + disp
+        # The target stays on the frame (its centre inside, its size between 4 px or its initial size, if smaller,
+        # and the frame), as pysot does: a lost target is searched for where it can be, not ever farther away.
+        h, w = st["frame_size"]
+        st["center"] = np.clip(st["center"] + disp, 0.0, [w, h])
         scale = (1 - cfg.scale_lr) + cfg.scale_lr * factors[k]
-        st["size"] = st["size"] * scale
-        st["z_size"] *= scale
-        st["x_size"] *= scale
+        size = np.clip(st["size"] * scale, np.minimum(4.0, st["min_size"]), [w, h])
+        ratio = float(np.sqrt(np.prod(size) / np.prod(st["size"])))  # the crops follow the size (unclipped: scale)
+        st["size"] = size
+        st["z_size"] *= ratio
+        st["x_size"] *= ratio
         return np.concatenate([st["center"] - st["size"] / 2, st["size"]]), score
 
     def track(self, video: FrameSource, init_box: Sequence[float], *, fps: float | None = None,
