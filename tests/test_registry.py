@@ -13,8 +13,9 @@ from constcl_zoo.registry import (
     weights_entry,
 )
 
-from .conftest import TINY
-
+TINY = "cvrl_r3d14_w16"  # a small architecture without weights of its own
+SHIPPED = ["constcl_r3d14_w16.synth_cpu", "constcl_r3d14_w16.synth_cpu_localization",
+           "constcl_r3d14_w16.synth_cpu_tracking"]  # the package's default models (constcl_zoo/models)
 CVRL_TAGS = ["imagenet_inflated", "k400_200ep", "k400_800ep", "k600_800ep"]
 
 
@@ -30,11 +31,12 @@ def tiny_entries():
 
 
 def test_published_defaults_are_explicit():
-    assert default_tags() == {"cvrl_r3d50": "k600_800ep"}
+    assert default_tags() == {"cvrl_r3d50": "k600_800ep", "constcl_r3d14_w16": "synth_cpu"}
     assert default_weights("cvrl_r3d50") is weights_entry("cvrl_r3d50.k600_800ep")
+    assert default_weights("constcl_r3d14_w16") is weights_entry("constcl_r3d14_w16.synth_cpu")
     assert default_weights("constcl_r3d50") is None
     assert list_pretrained("cvrl_r3d50.*") == [f"cvrl_r3d50.{t}" for t in CVRL_TAGS]
-    assert list_pretrained("constcl*") == []
+    assert list_pretrained("constcl*") == SHIPPED
 
 
 def test_registering_weights_does_not_make_a_default(tiny_entries, tmp_path):
@@ -63,5 +65,6 @@ def test_arch_without_weights_error_lists_what_has_weights():
     with pytest.raises(WeightsNotAvailableError) as err:
         load("constcl_r3d50")
     msg = str(err.value)
-    assert msg.startswith("'constcl_r3d50' has no published weights. Names with weights: cvrl_r3d50.imagenet_inflated")
+    assert msg.startswith("'constcl_r3d50' has no published weights. Names with weights: "
+                          f"{', '.join(SHIPPED)}, cvrl_r3d50.imagenet_inflated")
     assert "pretrained=False" in msg

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -119,6 +120,11 @@ def model_card(kind: str, record: dict[str, Any]) -> str:
               "distribution. On the real `vot15_bag` sequence the tracker's numbers above are what to expect; "
               "OpenCV's classical trackers reach 0.38-0.39 success there (MIL 0.387, CSRT 0.392, KCF 0.383; README).",
               "* The localizer only knows the six synthetic motion classes."]
+    vot, floor = unit.get("track_vot_success"), table.get("random", {}).get("track_vot_success")
+    if vot is not None and floor is not None and vot < floor["mean"]:
+        lines.append(f"* On real video this pretraining hurts tracking: success {_fmt(vot)} on vot15_bag against "
+                     f"{_fmt(floor['mean'])} for the same tracker on random-init weights — the features specialised "
+                     "to the synthetic scenes they were trained on.")
     return "\n".join(lines) + "\n"
 
 
@@ -134,6 +140,9 @@ def install_default(replicate_out: Path, dest: Path = PACKAGE_MODELS) -> dict[st
                                                                             ).is_file() else []
     record = {"default": json.loads(needed[0].read_text()), "results": json.loads(needed[1].read_text()),
               "config": json.loads(needed[2].read_text()), "commands": commands}
+    # No local paths in what ships: the run folder becomes DIR, the shared data folder ../shared/data.
+    text = json.dumps(record).replace(str(replicate_out.resolve()), "DIR")
+    record = json.loads(re.sub(r'[^" ]*/shared/data', "../shared/data", text))
     for kind in NAMES:
         text = (default_dir / kind / "config.json").read_text()
         for root in (str(replicate_out.resolve()), "/tmp/", "/home/"):
