@@ -101,3 +101,20 @@ def test_offline_fresh_process_without_shared_data(tmp_path) -> None:
         stream = container.streams.video[0]
         assert stream.codec_context.name == "h264"
         assert sum(1 for _ in container.decode(stream)) == len(INDEX["sample"]["boxes"])
+
+
+def test_commands_take_the_shipped_names() -> None:
+    """`--model constcl_r3d14_w16.synth_cpu_tracking` is the trained tracker; the encoder's name gets a new head."""
+    from constcl_zoo.commands.localize import load_localizer
+    from constcl_zoo.commands.track import load_tracker
+    from constcl_zoo.errors import UsageError
+    from constcl_zoo.tasks.tracking import SiamFCTracker
+
+    default = load(task="tracking")
+    named = load_tracker(NAMES["tracker"])
+    assert isinstance(named, SiamFCTracker) and named.tracker_config == default.tracker_config
+    fresh = load_tracker(NAMES["encoder"], head={"num_scales": 3})
+    assert fresh.tracker_config.num_scales == 3
+    with pytest.raises(UsageError, match="head parameters are fixed"):
+        load_tracker(NAMES["tracker"], head={"num_scales": 3})
+    assert load_localizer(None).labels == load_localizer(NAMES["localizer"]).labels

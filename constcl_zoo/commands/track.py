@@ -64,12 +64,18 @@ def load_tracker(model: str | None, pretrained: bool = False, causal: bool = Fal
     an architecture name loads its published weights with ``pretrained``, random ones otherwise). ``None``: the
     package's default tracker."""
     from ..factory import load, read_config
+    from ..pretrained import packaged_models_dir
+    from ..registry import weights_entry
     from ..tasks.base import TaskConfig
     from ..tasks.tracking import SiamFCTracker
 
     folder = Path(model) if model is not None else None
-    is_task = model is None or (folder.is_dir() and (folder / "config.json").is_file() and
-                                isinstance(read_config(folder / "config.json"), TaskConfig))
+    if folder is not None and not folder.exists():  # a registered name: the shipped task models are folders too
+        entry = weights_entry(model)
+        if entry is not None and entry.package_dir is not None:
+            folder = packaged_models_dir() / entry.package_dir
+    is_task = folder is None or (folder.is_dir() and (folder / "config.json").is_file() and
+                                 isinstance(read_config(folder / "config.json"), TaskConfig))
     if is_task:
         if head:
             raise UsageError(f"--model {model or '(default)'} is a trained tracker: its head parameters are fixed")
