@@ -46,6 +46,11 @@ def test_wheel_contains_only_constcl_zoo(wheel):
     names = zipfile.ZipFile(wheel).namelist()
     assert {name.split("/")[0] for name in names} == {"constcl_zoo", _dist_info(wheel)}
     assert "constcl_zoo/layers/roi_align.py" in names
+    shipped = ROOT / "constcl_zoo" / "models"
+    if (shipped / "index.json").is_file():  # the default models and the sample travel in the wheel (offline use)
+        expected = {f"constcl_zoo/models/{p.relative_to(shipped).as_posix()}" for p in shipped.rglob("*")
+                    if p.is_file()}
+        assert expected <= set(names), sorted(expected - set(names))
 
 
 @pytest.mark.slow
