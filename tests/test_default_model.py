@@ -20,7 +20,8 @@ from constcl_zoo import load, sample_video
 from constcl_zoo.boxes import box_iou, xywh_to_xyxy
 from constcl_zoo.pretrained import packaged_models_dir, read_index
 from constcl_zoo.registry import weights_entry
-from training.replicate.install import LIMIT_BYTES, NAMES, model_card, sha256_file
+from constcl_zoo.weights import sha256_of
+from training.replicate.install import LIMIT_BYTES, NAMES, model_card
 from training.replicate.report import summarise
 
 MODELS = packaged_models_dir()
@@ -37,9 +38,9 @@ def test_shipped_files_match_their_registered_sha256() -> None:
     assert set(INDEX["defaults"].values()) == set(NAMES.values())
     for m in INDEX["models"]:
         assert weights_entry(m["name"]).sha256 == m["sha256"]  # what load() verifies against
-        assert sha256_file(MODELS / m["folder"] / "model.safetensors") == m["sha256"], m["name"]
+        assert sha256_of(MODELS / m["folder"] / "model.safetensors") == m["sha256"], m["name"]
         assert json.loads((MODELS / m["folder"] / "config.json").read_text())["weights"]["sha256"] == m["sha256"]
-    assert sha256_file(sample_video()) == INDEX["sample"]["sha256"]
+    assert sha256_of(sample_video()) == INDEX["sample"]["sha256"]
 
 
 def test_the_package_data_fits_the_budget() -> None:

@@ -80,7 +80,8 @@ def test_smoke_replication_runs_resumes_and_installs(tmp_path, capsys) -> None:
     assert again["table"] == doc["table"]  # the probe is deterministic
 
     # install-default into a folder: the index's sha256 are the files', every card number from the record.
-    from training.replicate.install import NAMES, model_card, sha256_file
+    from constcl_zoo.weights import sha256_of
+    from training.replicate.install import NAMES, model_card
 
     dest = tmp_path / "models"
     assert training_main(["install-default", str(out), "--to", str(dest)]) == 0
@@ -88,6 +89,6 @@ def test_smoke_replication_runs_resumes_and_installs(tmp_path, capsys) -> None:
     record = json.loads((dest / index["record"]).read_text())
     for kind, name in NAMES.items():
         entry = next(m for m in index["models"] if m["name"] == name)
-        assert entry["sha256"] == sha256_file(dest / name / "model.safetensors")
+        assert entry["sha256"] == sha256_of(dest / name / "model.safetensors")
         assert (dest / name / "README.md").read_text() == model_card(kind, record)
-    assert index["sample"]["sha256"] == sha256_file(dest / index["sample"]["file"])
+    assert index["sample"]["sha256"] == sha256_of(dest / index["sample"]["file"])

@@ -10,7 +10,6 @@ from which every number in the cards is taken (:func:`model_card`; a test re-ren
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import re
 import shutil
@@ -19,6 +18,7 @@ from typing import Any
 
 from constcl_zoo.errors import UsageError
 from constcl_zoo.fileio import atomic_write
+from constcl_zoo.weights import sha256_of
 
 PACKAGE_MODELS = Path(__file__).resolve().parents[2] / "constcl_zoo" / "models"
 ENCODER = "constcl_r3d14_w16.synth_cpu"
@@ -27,14 +27,6 @@ TASKS = {"encoder": None, "tracker": "tracking", "localizer": "localization"}
 SAMPLE = "sample.mp4"
 LIMIT_BYTES = 20_000_000  # the package's models, cards and sample together
 RECORD = "training_record.json"
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def render_sample(path: Path, seed: int = 7) -> list[list[float]]:
@@ -161,7 +153,7 @@ def install_default(replicate_out: Path, dest: Path = PACKAGE_MODELS) -> dict[st
         atomic_write(folder / "README.md", model_card(kind, record))
         unit = record["default"]["unit"]
         models.append({"name": name, "folder": name, "task": TASKS[kind],
-                       "sha256": sha256_file(folder / "model.safetensors"), "license": "Apache-2.0",
+                       "sha256": sha256_of(folder / "model.safetensors"), "license": "Apache-2.0",
                        "description": f"constcl-zoo default {TASKS[kind] or 'encoder'} (replicate preset "
                                       f"{record['results']['preset']}, seed {unit['seed']})",
                        "metrics": {k: v for k, v in unit.items() if k not in ("variant", "seed", "seconds")}})
@@ -169,7 +161,7 @@ def install_default(replicate_out: Path, dest: Path = PACKAGE_MODELS) -> dict[st
     index = {"defaults": {"encoder": NAMES["encoder"], "tracking": NAMES["tracker"],
                           "localization": NAMES["localizer"]},
              "models": models,
-             "sample": {"file": SAMPLE, "sha256": sha256_file(staging / SAMPLE), "init_box": truth[0],
+             "sample": {"file": SAMPLE, "sha256": sha256_of(staging / SAMPLE), "init_box": truth[0],
                         "boxes": truth,
                         "source": "rendered by training.replicate.install.render_sample (training.synthetic.scene, "
                                   "generated background and textures, seed 7): no third-party footage",
