@@ -1,13 +1,14 @@
-"""``constcl-zoo embed --engine ray`` on a local Ray cluster started here (loopback only): the same files and index
+"""``constcl-zoo embed --engine ray`` on local Ray clusters, loopback only: a running one (``ray start --head``)
+joined with ``--address auto`` or its GCS address, and one the command starts itself. The same files and index
 as the plain engine, a killed actor retried, a corrupt video failed alone, a rerun skipping finished videos."""
 
 from __future__ import annotations
 
-import ctypes
 import itertools
 import json
-import os
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -20,51 +21,25 @@ from constcl_zoo.commands.embed_ray import FAULT_ENV
 from constcl_zoo.video import iter_video_file
 
 from .conftest import SHARED
+from .ray_cluster import loopback_only_network, ray_environment, running_cluster
 from .test_embed import need_shared_videos, write_video
 
 ARGS = ["--model", "constcl_r3d14_w16", "--random-init", "--seed", "1", "--precision", "fp32", "--no-progress",
         "--batch-size", "4"]
 # Real content, cut short: (video, frames kept) -> 2, 1 and 3 windows of 16 frames.
 CUTS = (("vtest.avi", 40), ("tree.avi", 24), ("bikes.mp4", 56))
-_CLONE_NEWNET = 0x40000000
-
-
-def _own_network_namespace() -> int | None:
-    """Move this thread (and the processes it starts) into a new network namespace with only ``lo`` up, so Ray's
-    services, which listen on all interfaces, are reachable from loopback only; the old namespace's fd (to go back)
-    or None where that is not permitted (no CAP_SYS_ADMIN)."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    old = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-    if libc.unshare(_CLONE_NEWNET) != 0:
-        os.close(old)
-        return None
-    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
-    return old
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    """One local Ray cluster for the module (2 CPUs, no dashboard) in a network namespace of its own."""
-    ray = pytest.importorskip("ray", reason="the `ray` extra is not installed")
+    """An already-running Ray cluster (``ray start --head``, 2 CPUs) for the module; the tests join it with
+    ``--address``. Yields the fault file (creating it arms the crash hook in the cluster's workers) and the GCS
+    address."""
+    pytest.importorskip("ray", reason="the `ray` extra is not installed")
     fault = tmp_path_factory.mktemp("fault") / "crash-next-actor-call"
-    env = {k: os.environ.pop(k) for k in ("RAY_ADDRESS",) if k in os.environ}
-    os.environ[FAULT_ENV] = str(fault)  # inherited by the workers; armed by creating the file
-    old_ns = _own_network_namespace()
-    if old_ns is None:
-        pytest.fail("cannot create a network namespace (needs CAP_SYS_ADMIN): the Ray cluster would listen on "
-                    "every interface")
-    try:
-        interfaces = [line.split(":")[0].strip() for line in Path("/proc/net/dev").read_text().splitlines()[2:]]
-        assert interfaces == ["lo"]  # nothing Ray starts can listen beyond loopback
-        ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
-        yield fault
-    finally:
-        ray.shutdown()
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.setns(old_ns, _CLONE_NEWNET)
-        os.close(old_ns)
-        os.environ.pop(FAULT_ENV, None)
-        os.environ.update(env)
+    # FAULT_ENV is inherited by the cluster's workers
+    with loopback_only_network(), ray_environment(**{FAULT_ENV: str(fault)}), running_cluster(2) as gcs_address:
+        yield fault, gcs_address
 
 
 @pytest.fixture(scope="module")
@@ -88,10 +63,7 @@ def _index(out: Path) -> dict:
     return json.loads((out / "index.json").read_text())
 
 
-@pytest.mark.slow
-def test_ray_outputs_equal_the_plain_engine(cluster, videos, plain, tmp_path):
-    out = tmp_path / "ray"
-    assert main(["embed", str(videos), "--out", str(out), *ARGS, "--engine", "ray", "--actors", "1"]) == 0
+def _assert_same_outputs(out: Path, plain: Path) -> None:
     files = sorted(p.name for p in plain.glob("*.safetensors"))
     assert files == sorted(p.name for p in out.glob("*.safetensors")) and len(files) == 3
     for name in files:
@@ -106,12 +78,50 @@ def test_ray_outputs_equal_the_plain_engine(cluster, videos, plain, tmp_path):
     assert ours["videos"] == theirs["videos"] and ours["failed"] == theirs["failed"] == []
 
 
+def _embed_ray(inputs: Path, out: Path, *options: str) -> subprocess.CompletedProcess:
+    """``constcl-zoo embed --engine ray`` as a user runs it: its own process (Ray keeps per-process state, such as
+    the authentication mode it reads from the environment once), with this process's environment."""
+    command = [sys.executable, "-m", "constcl_zoo", "embed", str(inputs), "--out", str(out), *ARGS,
+               "--engine", "ray", *options]
+    return subprocess.run(command, capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["auto", "gcs-address"])
+def test_ray_on_a_running_cluster_equals_the_plain_engine(cluster, videos, plain, tmp_path, how):
+    _, gcs_address = cluster
+    out = tmp_path / "ray"
+    done = _embed_ray(videos, out, "--address", "auto" if how == "auto" else gcs_address, "--actors", "1")
+    assert done.returncode == 0, done.stderr[-3000:]
+    _assert_same_outputs(out, plain)
+
+
+@pytest.mark.slow
+def test_without_address_a_cluster_is_started_for_the_run_and_stopped(videos, plain, tmp_path):
+    import psutil
+
+    out = tmp_path / "ray"
+    # A network namespace and Ray folder of their own: no running cluster is reachable or named in the address
+    # file there, so the command starts one.
+    with loopback_only_network(), ray_environment() as ray_tmp:
+        done = _embed_ray(videos, out)
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert "Started a local Ray instance" in done.stderr
+        time.sleep(2)
+        left = [p.info for p in psutil.process_iter(["pid", "name", "cmdline"])
+                if str(ray_tmp) in " ".join(p.info["cmdline"] or [])]
+        assert not left, left  # the cluster it started is gone with it
+    _assert_same_outputs(out, plain)
+
+
 @pytest.mark.slow
 def test_killed_actor_is_retried_and_every_video_finishes(cluster, videos, plain, tmp_path):
-    cluster.write_text("")  # the next model actor call exits its process
+    fault, _ = cluster
+    fault.write_text("")  # the next model actor call exits its process
     out = tmp_path / "ray"
-    assert main(["embed", str(videos), "--out", str(out), *ARGS, "--engine", "ray"]) == 0
-    assert not cluster.exists()  # the fault fired
+    done = _embed_ray(videos, out, "--address", "auto")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert not fault.exists()  # the fault fired
     assert [v["file"] for v in _index(out)["videos"]] == sorted(p.name for p in plain.glob("*.safetensors"))
     for p in plain.glob("*.safetensors"):
         torch.testing.assert_close(load_embeddings(out / p.name)["embeddings"], load_embeddings(p)["embeddings"],
@@ -119,25 +129,45 @@ def test_killed_actor_is_retried_and_every_video_finishes(cluster, videos, plain
 
 
 @pytest.mark.slow
-def test_corrupt_video_fails_alone_and_a_rerun_skips_finished_videos(cluster, videos, tmp_path, capsys, monkeypatch):
+def test_corrupt_video_fails_alone_and_a_rerun_skips_finished_videos(cluster, videos, tmp_path):
     folder = tmp_path / "in"
     folder.mkdir()
     for p in videos.iterdir():
         (folder / p.name).symlink_to(p)
     (folder / "broken.mp4").write_bytes(b"\x00" * 3000)
     out = tmp_path / "ray"
-    assert main(["embed", str(folder), "--out", str(out), *ARGS, "--engine", "ray"]) == 1
+    done = _embed_ray(folder, out, "--address", "auto")
+    assert done.returncode == 1, done.stderr[-3000:]
     index = _index(out)
     assert len(index["videos"]) == 3 and [f["file"] for f in index["failed"]] == ["broken.mp4.safetensors"]
     assert index["failed"][0]["error"].startswith("VideoDecodeError: ")
-    assert "FAILED" in capsys.readouterr().err
+    assert "FAILED" in done.stderr
     # rerun: the finished files are skipped (untouched), only the broken one is tried again
     before = {p: p.stat().st_mtime_ns for p in out.glob("*.safetensors")}
-    assert main(["embed", str(folder), "--out", str(out), *ARGS, "--engine", "ray"]) == 1
-    err = capsys.readouterr().err
-    assert "3 video(s) done (3 skipped as already done, 0 embedded), 1 failed" in err
+    done = _embed_ray(folder, out, "--address", "auto")
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert "3 video(s) done (3 skipped as already done, 0 embedded), 1 failed" in done.stderr
     assert all(p.stat().st_mtime_ns == t for p, t in before.items())
     assert [f["file"] for f in _index(out)["failed"]] == ["broken.mp4.safetensors"]
+
+
+@pytest.mark.slow
+def test_cuda_on_a_cluster_without_gpus_is_a_usage_error(cluster, videos, tmp_path):
+    out = tmp_path / "ray"
+    done = _embed_ray(videos, out, "--address", "auto", "--device", "cuda")
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert "--device cuda: the Ray cluster has no GPU; use --device cpu" in done.stderr
+    assert not list(out.glob("*.safetensors"))
+
+
+def test_ray_client_address_is_refused_with_the_way_that_works(videos, tmp_path, capsys):
+    pytest.importorskip("ray", reason="the `ray` extra is not installed")
+    out = tmp_path / "o"
+    assert main(["embed", str(videos), "--out", str(out), *ARGS, "--engine", "ray", "--address",
+                 "ray://10.0.0.1:10001"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Ray Data does not run through Ray Client" in err and "--address auto" in err
+    assert not out.exists()
 
 
 def test_without_ray_the_engine_names_the_extra(videos, tmp_path, capsys, monkeypatch):

@@ -467,7 +467,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                      help="local: this process (one rank of torchrun); ray: CPU decode tasks feeding a pool of model "
                           "actors on a Ray cluster, with retries (default: local)")
     ray.add_argument("--address", default=None,
-                     help="Ray cluster: auto (the running one), ray://HOST:10001, or none to start a local one")
+                     help="Ray cluster to join from one of its machines: auto (the one running here) or HOST:6379 "
+                          "(its GCS address); none: start a local one for the run. Not ray:// (Ray Data does not "
+                          "run through Ray Client: submit the command as a Ray Job instead)")
     ray.add_argument("--actors", type=positive_int, default=None,
                      help="model actors (default: one per GPU of the cluster, else 1)")
     ray.add_argument("--actor-cpus", type=positive_float, default=1.0, help="CPUs of each CPU model actor")

@@ -12,9 +12,12 @@ Failures: a video that fails to decode is recorded in the index's ``failed`` lis
 on. A decode task or model actor whose process dies is retried by Ray with Ray Data's defaults (a task 3
 times; an actor is restarted and its batch retried without limit; the per-call ``ray_remote_args`` that would
 change these are deprecated); a video whose work still fails after that is recorded as failed, and a rerun
-retries it while skipping the finished ones. ``--address`` picks the cluster (``auto``: the running one;
-``ray://HOST:10001``: Ray Client); without it a local cluster is started for the run (its services listen on all
-interfaces, as Ray's always do) and shut down after. Launch it once, not under ``torchrun``.
+retries it while skipping the finished ones. ``--address`` picks the cluster to join from a machine of that cluster
+(``auto``: the one running here, as ``ray start`` recorded it; ``HOST:6379``: its GCS address); without it a local
+cluster is started for the run (its services listen on all interfaces, as Ray's always do) and shut down after.
+Ray Client addresses (``ray://``) are refused: Ray Data does not run through Ray Client (its streaming executor
+needs a full driver), so from outside the cluster submit the command as a Ray Job. Launch it once, not under
+``torchrun``.
 """
 
 from __future__ import annotations
@@ -171,6 +174,10 @@ def _connect(address: str | None) -> bool:
     """Connect to (or start) the cluster unless this process already did; True when this call did."""
     import ray
 
+    if address is not None and address.startswith("ray://"):
+        raise UsageError(f"--address {address}: Ray Data does not run through Ray Client (ray://). Run the command on "
+                         "a machine of the cluster with --address auto or HOST:6379 (the GCS address), for example "
+                         "submitted as a Ray Job (`ray job submit -- constcl-zoo embed ...`)")
     if ray.is_initialized():
         return False
     ray.init(address=address, log_to_driver=False)
