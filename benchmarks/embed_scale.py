@@ -1,6 +1,6 @@
 """``constcl-zoo embed`` at scale on this machine: the plain CLI, torchrun with 2 processes and Ray with 2 CPUs.
 
-    python benchmarks/embed_scale.py [--model constcl_r3d14_w16] [--short 6]
+    python benchmarks/embed_scale.py [--model constcl_r3d14_w16] [--short 6] [--out benchmarks/results/embed_scale]
 
 The input is a skewed-length manifest made from the real videos in ../shared/data/videos, written to a temporary
 folder: short cuts (the first 32-64 frames of each, re-encoded as MJPEG), the real videos themselves, and
@@ -8,7 +8,7 @@ concatenations (a video repeated 2x and 3x by stream copy, ``benchmarks/embed.py
 engine runs in a fresh process into a fresh output folder (random weights, ``--precision fp32``); wall time
 includes the process start, the model load and, for Ray, starting the local cluster (run in a network namespace
 of its own, loopback only, where permitted). videos/s and clips/s (windows embedded) per engine. Writes
-``benchmarks/results/embed_scale.{json,md}`` with the CPU model and flags.
+``PREFIX.{json,md}`` (``--out``, default ``benchmarks/results/embed_scale``) with the CPU model, flags and load.
 """
 
 from __future__ import annotations
@@ -121,6 +121,8 @@ def main() -> None:
     parser.add_argument("--model", default="constcl_r3d14_w16")
     parser.add_argument("--short", type=int, default=6, help="short cuts in the manifest")
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--out", type=Path, default=RESULTS / "embed_scale",
+                        help="results prefix: writes PREFIX.json and PREFIX.md")
     args = parser.parse_args()
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RANK", "WORLD_SIZE", "LOCAL_RANK")}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
@@ -145,9 +147,9 @@ def main() -> None:
             results.append(run_engine(name, full, out, {**env, **extra}))
             print(results[-1], flush=True)
     report = {**cpu_info(), "model": args.model, "inputs": len(inputs), "frames": frames, "results": results}
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "embed_scale.json").write_text(json.dumps(report, indent=1) + "\n")
-    (RESULTS / "embed_scale.md").write_text(markdown(report))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.with_suffix(".json").write_text(json.dumps(report, indent=1) + "\n")
+    args.out.with_suffix(".md").write_text(markdown(report))
     print(markdown(report))
 
 
