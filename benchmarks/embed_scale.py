@@ -3,7 +3,7 @@
     python benchmarks/embed_scale.py [--model constcl_r3d14_w16] [--short 6] [--out benchmarks/results/embed_scale]
 
 The input is a skewed-length manifest made from the real videos in ../shared/data/videos, written to a temporary
-folder: short cuts (the first 32-64 frames of each, re-encoded as MJPEG), the real videos themselves, and
+folder: short cuts (the first 32-64 frames of each, re-encoded as H.264), the real videos themselves, and
 concatenations (a video repeated 2x and 3x by stream copy, ``benchmarks/embed.py``'s ``concat_video``). Each
 engine runs in a fresh process into a fresh output folder (random weights, ``--precision fp32``); wall time
 includes the process start, the model load and, for Ray, starting the local cluster (run in a network namespace
@@ -32,23 +32,14 @@ RESULTS = ROOT / "benchmarks" / "results"
 
 from benchmarks.embed import concat_video  # noqa: E402
 from constcl_zoo.video import iter_video_file  # noqa: E402
+from constcl_zoo.visualize import Mp4Writer  # noqa: E402
 
 
 def cut(source: Path, frames: int, out: Path) -> Path:
-    """The first ``frames`` frames of ``source`` as an MJPEG AVI."""
-    import av
-    import numpy as np
-
-    rgb = np.stack([f.rgb for f in itertools.islice(iter_video_file(source), frames)])
-    with av.open(str(out), "w") as container:
-        stream = container.add_stream("mjpeg", rate=25)
-        stream.height, stream.width = rgb.shape[1:3]
-        stream.pix_fmt = "yuvj420p"
-        for frame in rgb:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
+    """The first ``frames`` frames of ``source`` as an H.264 MP4 (the package's writer)."""
+    with Mp4Writer(out, fps=25) as writer:
+        for frame in itertools.islice(iter_video_file(source), frames):
+            writer.write(frame.rgb)
     return out
 
 
@@ -59,7 +50,7 @@ def make_inputs(folder: Path, short: int) -> Path:
     for i, (src, frames) in enumerate(zip(itertools.cycle(sources), [32, 48, 64] * short)):
         if i >= short:
             break
-        names.append(cut(src, frames, folder / f"short{i}_{src.stem}.avi").name)
+        names.append(cut(src, frames, folder / f"short{i}_{src.stem}.mp4").name)
     for src in sources:
         link = folder / src.name
         link.symlink_to(src)
