@@ -6,7 +6,8 @@
 * GEMM peak: fp32 and bf16 ``n x n`` matmuls (best of n = 256..2048), measured in child processes before and after
   the network modes, best of both (the "% of peak" denominators; on a shared machine both may be low).
 * Network modes on random clips ``[batch, 3, T, crop, crop]``: eager fp32, fp32 channels_last_3d, bf16 autocast +
-  channels_last_3d, ``torch.compile`` (fp32, inductor; compile time reported apart) and ONNX Runtime (CPU provider).
+  channels_last_3d, ``torch.compile`` (fp32, inductor; compile time reported apart) and ONNX Runtime (CPU provider;
+  sessions without intra-op spinning, so an idle session does not slow the mode timed after it).
   ms/clip, clips/s, achieved GFLOP/s (FLOPs of one clip counted by ``torch.utils.flop_counter``) and its share of
   the measured GEMM peak of the same dtype, and the minimum cosine of the embeddings vs eager fp32.
 * ONNX Runtime int8 (``python -m export onnx --int8``: QDQ, per-channel weights), calibrated on windows of
@@ -137,7 +138,10 @@ def bench_modes(arch: str, batch: int, iters: int, skip: set[str], device: str =
         provider = "CUDAExecutionProvider" if dev.type == "cuda" else "CPUExecutionProvider"
         export_onnx(load(arch, branch="global", pretrained=False), Path(tmp.name) / "m.onnx", source=arch)
         try:
-            embedder = OnnxEmbedder(Path(tmp.name) / "m.onnx", providers=[provider])
+            # No spinning: the modes run round-robin in this one process, and the spinning threads of an idle ORT
+            # session steal the CPU of whatever runs next (measured on the tiny model: fp32 / int8 ORT alternating
+            # 130 / 127 ms per batch with spinning, 96 / 89 without, 99 / 88 each alone with spinning).
+            embedder = OnnxEmbedder(Path(tmp.name) / "m.onnx", providers=[provider], spinning=False)
         except RuntimeError as exc:  # e.g. the CPU onnxruntime wheel on a GPU machine
             print(f"ONNX Runtime skipped: {exc}", flush=True)
         else:
@@ -151,7 +155,7 @@ def bench_modes(arch: str, batch: int, iters: int, skip: set[str], device: str =
                 int8 = export_int8(load(arch, branch="global", pretrained=False), Path(tmp.name) / "int8.onnx",
                                    [VIDEOS / "tree.avi"], held_out=[VIDEOS / "bikes.mp4"], calibration_windows=8,
                                    source=arch)
-                int8_embedder = OnnxEmbedder(int8.path, providers=[provider])
+                int8_embedder = OnnxEmbedder(int8.path, providers=[provider], spinning=False)
                 modes["ONNX Runtime int8 (CPU)"] = (
                     "int8", lambda: torch.from_numpy(int8_embedder.run(x)), f"held-out mean cosine "
                     f"{int8.mean_cosine:.4f}, top-1 agreement {int8.top1_agreement:.0%}; export + calibration "

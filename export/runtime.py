@@ -45,21 +45,27 @@ def read_metadata(path: str | os.PathLike) -> dict[str, str]:
     return {p.key[len(META_PREFIX):]: p.value for p in proto.metadata_props if p.key.startswith(META_PREFIX)}
 
 
-def session_options(threads: int | None = None):
+def session_options(threads: int | None = None, spinning: bool = True):
+    """ORT session options: all graph optimisations; ``threads`` intra-op threads (default: ORT's, one per core);
+    ``spinning=False`` makes idle intra-op threads sleep instead of spinning between runs."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     if threads:
         options.intra_op_num_threads = threads
+    if not spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return options
 
 
-def create_session(path: str | os.PathLike, providers: list[str] | None = None, threads: int | None = None):
+def create_session(path: str | os.PathLike, providers: list[str] | None = None, threads: int | None = None,
+                   spinning: bool = True):
     """An inference session on the first provider that works (default: TensorRT, CUDA, then CPU).
 
     Each candidate is tried by creating a session with it; one whose session reports another provider first
-    (ORT's silent fallback) is rejected. Returns ``(session, provider)``.
+    (ORT's silent fallback) is rejected. Returns ``(session, provider)``. ``threads``, ``spinning``: see
+    :func:`session_options`.
     """
     import onnxruntime as ort
 
@@ -72,7 +78,8 @@ def create_session(path: str | os.PathLike, providers: list[str] | None = None, 
             continue
         chain = [provider] if provider == "CPUExecutionProvider" else [provider, "CPUExecutionProvider"]
         try:
-            session = ort.InferenceSession(str(path), sess_options=session_options(threads), providers=chain)
+            session = ort.InferenceSession(str(path), sess_options=session_options(threads, spinning),
+                                           providers=chain)
         except Exception as exc:  # ORT raises plain RuntimeError/Fail subclasses for provider problems
             errors.append(f"{provider}: {exc}")
             continue
@@ -88,10 +95,12 @@ class OnnxEmbedder:
     ``run(clips)``: preprocessed float32 clips ``[B, 3, T, crop, crop]`` -> outputs ``[B, ...]`` (numpy).
     ``embed(video)``: sliding-window embeddings of a video file or frames, like ``model.embed``.
     ``preprocess``: the weights' :class:`~constcl_zoo.ClipPreprocess` (uint8 ``[T, H, W, 3]`` -> clip).
+    ``spinning=False``: ORT's idle threads sleep between runs instead of spinning; use it where other sessions or
+    PyTorch share the cores in the same process (spinning threads of an idle session steal their CPU time).
     """
 
     def __init__(self, path: str | os.PathLike, providers: list[str] | None = None,
-                 threads: int | None = None) -> None:
+                 threads: int | None = None, spinning: bool = True) -> None:
         self.path = Path(path)
         if not self.path.is_file():
             raise FileNotFoundError(f"no ONNX model at {self.path}")
@@ -103,7 +112,7 @@ class OnnxEmbedder:
         self.preprocess = ClipPreprocess(self.config.preprocess)
         self.branch = self.metadata.get("branch", "global")
         self.with_rois = json.loads(self.metadata.get("with_rois", "false"))
-        self.session, self.provider = create_session(self.path, providers, threads)
+        self.session, self.provider = create_session(self.path, providers, threads, spinning)
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_name = self.session.get_outputs()[0].name
         self.clip_shape = input_shape(self.config)

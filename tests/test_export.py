@@ -232,6 +232,18 @@ def test_provider_selection_by_session(tmp_path):
         OnnxEmbedder(bare)
 
 
+def test_sessions_without_spinning_give_the_same_outputs():
+    spinning = OnnxEmbedder(exported())
+    quiet = OnnxEmbedder(exported(), threads=2, spinning=False)
+    options = quiet.session.get_session_options()
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert options.intra_op_num_threads == 2
+    with pytest.raises(RuntimeError, match="does not have configuration"):  # unset: ORT's default, spinning
+        spinning.session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning")
+    clips = tiny_clip(batch=2, frames=8, size=112).numpy()
+    np.testing.assert_array_equal(quiet.run(clips), spinning.run(clips))
+
+
 def _parse(folder: Path) -> model_config_pb2.ModelConfig:
     return text_format.Parse((folder / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
 
