@@ -20,7 +20,7 @@ from .augment import augment_view
 from .config import PretrainConfig
 from .regions import view_boxes
 from .sampling import clip_indices, pair_key_frames, sample_view_starts
-from .videos import VideoDecodeError, VideoIndex, read_frames
+from .videos import FrameCache, VideoDecodeError, VideoIndex, read_frames
 
 log = logging.getLogger(__name__)
 _MAX_RETRIES = 10
@@ -34,10 +34,12 @@ class PretrainDataset(Dataset):
     ``skipped`` (videos that failed to decode and were replaced by the next one).
     """
 
-    def __init__(self, index: VideoIndex, cfg: PretrainConfig, temporal_stride: int) -> None:
+    def __init__(self, index: VideoIndex, cfg: PretrainConfig, temporal_stride: int,
+                 frame_cache: FrameCache | None = None) -> None:
         self.index = index
         self.cfg = cfg
         self.temporal_stride = temporal_stride
+        self.frame_cache = frame_cache
         if cfg.data.num_frames % temporal_stride:
             raise ConfigError(f"config data.num_frames={cfg.data.num_frames}: must be a multiple of the backbone's "
                               f"temporal stride ({temporal_stride})")
@@ -67,7 +69,10 @@ class PretrainDataset(Dataset):
         steps = d.num_frames // self.temporal_stride
         keys = pair_key_frames(d.key_frames, starts, steps, self.temporal_stride * d.frame_stride, rng)
         views = [clip_indices(s, d.num_frames, d.frame_stride, length) for s in starts]
-        frames = read_frames(path, views[0] + views[1], d.decoder, d.decode_short_side)
+        if self.frame_cache is not None:
+            frames = self.frame_cache.read(path, views[0] + views[1])
+        else:
+            frames = read_frames(path, views[0] + views[1], d.decoder, d.decode_short_side)
         clips, boxes = [], []
         for v in range(2):
             view_frames = frames[v * d.num_frames:(v + 1) * d.num_frames]

@@ -20,7 +20,7 @@ from ..engine import ConfigError, RunContext, StepOutput, TrainTask, train
 from .config import PretrainConfig
 from .dataset import PretrainDataset, build_loader, views_first
 from .losses import global_contrastive_loss, local_contrastive_loss
-from .videos import VideoIndex, build_index, list_videos
+from .videos import FrameCache, VideoIndex, build_index, list_videos
 
 log = logging.getLogger("training")
 
@@ -51,6 +51,7 @@ class PretrainTask(TrainTask):
     def __init__(self, cfg: PretrainConfig) -> None:
         self.cfg = cfg
         self.index: VideoIndex | None = None
+        self.frame_cache: FrameCache | None = None
 
     @property
     def batch_size(self) -> int:
@@ -65,21 +66,25 @@ class PretrainTask(TrainTask):
         cache = Path(d.index_cache) if d.index_cache else ctx.out / "video_index.json"
         paths = list_videos(d.videos, d.extensions)
         min_frames = d.min_video_frames or self.cfg.clip_span
+        frames = None
+        if d.frame_cache:  # a relative folder lives in the run folder
+            frames = FrameCache(ctx.out / d.frame_cache, d.decode_short_side, d.decoder)
         index = None
         if ctx.info.is_main:
-            index = build_index(paths, min_frames, d.decoder, cache, threads=max(2, d.num_workers))
+            index = build_index(paths, min_frames, d.decoder, cache, threads=max(2, d.num_workers),
+                                frame_cache=frames)
         ctx.barrier()
         if index is None:
-            index = build_index(paths, min_frames, d.decoder, cache)
+            index = build_index(paths, min_frames, d.decoder, cache, frame_cache=frames)
         log.info("videos: %d usable, %d skipped (of %d listed)", len(index), len(index.skipped), len(paths))
-        self.index = index
+        self.index, self.frame_cache = index, frames
 
     def build_model(self, ctx: RunContext) -> torch.nn.Module:
         return build_pretrain_model(self.cfg)
 
     def batches(self, model: torch.nn.Module, local_batch: int, ctx: RunContext, start: int) -> Iterator[Any]:
         bb = model.config.backbone
-        dataset = PretrainDataset(self.index, self.cfg, bb.stem_stride[0] * bb.stem_pool_stride[0])
+        dataset = PretrainDataset(self.index, self.cfg, bb.stem_stride[0] * bb.stem_pool_stride[0], self.frame_cache)
         return iter(build_loader(dataset, local_batch, ctx.info.rank, ctx.info.world, start))
 
     def inputs(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
