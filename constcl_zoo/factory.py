@@ -30,6 +30,7 @@ from .registry import (
 )
 from .tasks import task_class
 from .tasks.base import TaskConfig, TaskConfigError, TaskModel, is_task_config
+from .tasks.tracking import NCCTracker, PixelTrackerConfig, is_pixel_tracker_config
 from .tf_checkpoint import is_tf_checkpoint
 from .weights import CONFIG_NAME, WEIGHTS_NAME, load_weights, read_weights_record, sha256_of, verify_sha256
 
@@ -44,7 +45,7 @@ def load(name_or_path: str | os.PathLike | None = None, *, task: str | None = No
          head: Any = None, branch: str | None = None, pretrained: bool = True,
          device: str | torch.device | None = None, dtype: torch.dtype | None = None,
          revision: str | None = None, cache_dir: str | os.PathLike | None = None, seed: int = 0,
-         **config_overrides: Any) -> ConstCLBase | TaskModel:
+         **config_overrides: Any) -> ConstCLBase | TaskModel | NCCTracker:
     """Load a ConST-CL network or task model, in eval mode.
 
     Args:
@@ -86,6 +87,8 @@ def load(name_or_path: str | os.PathLike | None = None, *, task: str | None = No
                                     "(e.g. load('constcl_r3d14_w16', pretrained=False) for its random init)")
 
     config, folder, digests = _resolve(str(name_or_path), pretrained, revision, cache_dir)
+    if isinstance(config, PixelTrackerConfig):
+        return _pixel_tracker(name_or_path, config, folder, digests, task, labels, head, branch, config_overrides)
     if isinstance(config, TaskConfig):
         if task is not None and task != config.task:
             raise TaskConfigError(f"{name_or_path} is a {config.task!r} checkpoint, not {task!r}")
@@ -110,6 +113,21 @@ def load(name_or_path: str | os.PathLike | None = None, *, task: str | None = No
     if task_cls is not None:
         model = task_cls.from_encoder(model, labels=tuple(labels or ()), head=head, seed=seed)
     return model.to(device=device, dtype=dtype).eval()
+
+
+def _pixel_tracker(name: Any, config: PixelTrackerConfig, folder: Path | None, digests: list[tuple[str, str]],
+                   task: str | None, labels: Any, head: Any, branch: str | None, overrides: dict) -> NCCTracker:
+    """A training-free tracker checkpoint (``config.json`` only; its sha256 verified where the registry knows
+    it) as an :class:`~constcl_zoo.tasks.tracking.NCCTracker`."""
+    if task not in (None, "tracking"):
+        raise TaskConfigError(f"{name} is a 'tracking' model (training-free, on pixels), not {task!r}")
+    if labels is not None or head is not None or branch is not None or overrides:
+        raise TaskConfigError(f"{name} is a training-free tracker on pixels: it has no encoder branch, labels or "
+                              f"architecture, and its parameters are fixed (use NCCTracker(config) for others)")
+    if folder is not None:
+        for source, digest in digests:
+            verify_sha256(folder / CONFIG_NAME, digest, source)
+    return NCCTracker(config.head, config.provenance)
 
 
 def _materialise(build: Callable[[], torch.nn.Module], folder: Path | None, digests: list[tuple[str, str]],
@@ -283,13 +301,16 @@ def _merge(base: Any, change: Any) -> Any:
     return change
 
 
-def read_config(config_path: str | os.PathLike) -> ModelConfig | TaskConfig:
-    """A checkpoint's ``config.json``: a :class:`TaskConfig` when it names a task, else a :class:`ModelConfig`."""
+def read_config(config_path: str | os.PathLike) -> ModelConfig | TaskConfig | PixelTrackerConfig:
+    """A checkpoint's ``config.json``: a :class:`PixelTrackerConfig` for a training-free tracker, a
+    :class:`TaskConfig` when it names a task, else a :class:`ModelConfig`."""
     config_path = Path(config_path)
     try:
         data = json.loads(config_path.read_text())
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{config_path}: not valid JSON ({exc})") from exc
+    if is_pixel_tracker_config(data):
+        return PixelTrackerConfig.from_dict(data, str(config_path))
     if is_task_config(data):
         return TaskConfig.from_json(config_path)
     return ModelConfig.from_json(config_path)

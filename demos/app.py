@@ -116,8 +116,8 @@ def click_corner(frame: np.ndarray | None, corner: list[int] | None, box_text: s
 
 def track(models: Models, video: str | None, box_text: str,
           progress: gr.Progress | None = None) -> tuple[str, pd.DataFrame, str]:
-    """Track the target through the video: the annotated H.264 MP4, the per-frame response scores (a DataFrame
-    ``frame, score``) and the boxes file (``x,y,w,h`` px a line)."""
+    """Track the target through the video: the annotated H.264 MP4, the per-frame confidence (a DataFrame
+    ``frame, confidence``; it drops when the target is lost) and the boxes file (``x,y,w,h,confidence`` a line)."""
     from constcl_zoo.commands.track import parse_box, track_video
     from constcl_zoo.fileio import atomic_write
     from constcl_zoo.tasks.tracking import format_boxes
@@ -129,8 +129,8 @@ def track(models: Models, video: str | None, box_text: str,
     with models.use("tracking") as tracker:
         result = track_video(tracker, path, box, out=out / "tracked.mp4",
                              progress=lambda i: _say(progress, (i + 1, None), "tracking", "frames"))
-    atomic_write(out / "boxes.txt", format_boxes(result.boxes))
-    scores = pd.DataFrame({"frame": np.arange(len(result)), "score": result.scores.astype(float)})
+    atomic_write(out / "boxes.txt", format_boxes(result.boxes, result.scores))
+    scores = pd.DataFrame({"frame": np.arange(len(result)), "confidence": result.scores.astype(float)})
     return str(out / "tracked.mp4"), scores, str(out / "boxes.txt")
 
 
@@ -240,7 +240,8 @@ def build_app(models: Models) -> gr.Blocks:
                     t_run = gr.Button("Track", variant="primary", elem_id="track-run")
                 with gr.Column():
                     t_out = gr.Video(label="Tracked", format=None, include_audio=True, elem_id="track-out")
-                    t_plot = gr.LinePlot(x="frame", y="score", label="Response score per frame", y_lim=[0, 1])
+                    t_plot = gr.LinePlot(x="frame", y="confidence", label="Tracking confidence per frame",
+                                         y_lim=[0, 1])
                     t_file = gr.File(label="Boxes (x,y,w,h per frame)")
             if sample is not None:
                 t_sample.click(lambda: str(sample), outputs=t_video, api_name="sample")

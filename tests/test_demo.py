@@ -106,11 +106,11 @@ def test_tracking_api_real_video(served, assets):
     assert frames == list(range(24)) and scores["data"][0][1] == 1.0
     assert all(0.0 <= row[1] <= 1.0 for row in scores["data"])
     text = Path(boxes_file).read_text()
-    assert text.splitlines()[0] == "300.00,150.00,60.00,120.00" and len(text.splitlines()) == 24
+    assert text.splitlines()[0] == "300.00,150.00,60.00,120.00,1.0000" and len(text.splitlines()) == 24
     # the page's boxes are the package's: the same tracker through the command's code path gives the same file
     with models.use("tracking") as tracker:
         direct = track_video(tracker, assets / "short.mp4", (300, 150, 60, 120))
-    assert text == format_boxes(direct.boxes)
+    assert text == format_boxes(direct.boxes, direct.scores)
     assert [row[1] for row in scores["data"]] == pytest.approx(direct.scores.tolist())
 
 

@@ -40,12 +40,27 @@ def test_track_writes_boxes_and_mp4(ckpt, frames_dir, tmp_path, capsys):
                "--boxes-out", str(boxes), "--precision", "fp32"])
     assert rc == 0
     lines = boxes.read_text().splitlines()
-    assert len(lines) == 4 and lines[0] == "20.00,20.00,24.00,24.00"
+    assert len(lines) == 4 and lines[0] == "20.00,20.00,24.00,24.00,1.0000"  # x,y,w,h,confidence
     with av.open(str(out)) as c:
         stream = c.streams.video[0]
         assert stream.codec_context.name == "h264" and stream.codec_context.pix_fmt == "yuv420p"
         assert sum(1 for _ in c.decode(stream)) == 4
     assert "tracked 4 frames" in capsys.readouterr().err
+
+
+def test_track_baseline_ncc_follows_the_square(frames_dir, tmp_path):
+    boxes = tmp_path / "b.txt"
+    assert _run([str(frames_dir), "--box", "20,20,24,24", "--baseline", "ncc", "--boxes-out", str(boxes)]) == 0
+    rows = np.array([[float(v) for v in line.split(",")] for line in boxes.read_text().splitlines()])
+    assert rows.shape == (4, 5)
+    np.testing.assert_allclose(rows[:, 0], [20, 23, 26, 29], atol=1.0)  # the square moves 3 px a frame
+    assert (rows[1:, 4] > 0.9).all()  # an unchanged target: confidence near 1
+
+
+def test_track_baseline_and_model_conflict(ckpt, frames_dir, tmp_path, capsys):
+    rc = _run([str(frames_dir), "--box", "20,20,24,24", "--baseline", "ncc", "--model", str(ckpt),
+               "--boxes-out", str(tmp_path / "b.txt")])
+    assert rc == 2 and "not both" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("box, video, message", [

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -22,7 +23,7 @@ import numpy as np
 from ..errors import UsageError
 
 if TYPE_CHECKING:
-    from ..tasks.tracking import SiamFCTracker, TrackResult
+    from ..tasks.tracking import NCCTracker, SiamFCTracker, TrackResult
 
 def parse_box(text: str, name: str = "--box") -> tuple[float, float, float, float]:
     """``"x,y,w,h"`` (commas or spaces) -> 4 floats; raises :class:`UsageError` (naming the field ``name``)."""
@@ -49,8 +50,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                         "on (default: the package's trained default tracker; an architecture name gets random "
                         "weights unless --pretrained)")
     p.add_argument("--pretrained", action="store_true", help="with an architecture name: load its published weights")
+    p.add_argument("--baseline", choices=("ncc",), default=None,
+                   help="track with the training-free baseline instead of a model: ncc, normalised "
+                        "cross-correlation of grayscale pixels in the same SiamFC loop (the floor a learned "
+                        "tracker must beat)")
     p.add_argument("--out", help="annotated video to write (.mp4, H.264)")
-    p.add_argument("--boxes-out", help="boxes to write: x,y,w,h a line")
+    p.add_argument("--boxes-out", help="boxes to write: x,y,w,h,confidence a line (confidence in [0, 1])")
     p.add_argument("--causal", action="store_true", help="use past frames only (live video; see the docs)")
     p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"))
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -67,7 +72,7 @@ def load_tracker(model: str | None, pretrained: bool = False, causal: bool = Fal
     from ..pretrained import packaged_models_dir
     from ..registry import weights_entry
     from ..tasks.base import TaskConfig
-    from ..tasks.tracking import SiamFCTracker
+    from ..tasks.tracking import NCCTracker, PixelTrackerConfig, SiamFCTracker
 
     folder = Path(model) if model is not None else None
     if folder is not None and not folder.exists():  # a registered name: the shipped task models are folders too
@@ -75,13 +80,13 @@ def load_tracker(model: str | None, pretrained: bool = False, causal: bool = Fal
         if entry is not None and entry.package_dir is not None:
             folder = packaged_models_dir() / entry.package_dir
     is_task = folder is None or (folder.is_dir() and (folder / "config.json").is_file() and
-                                 isinstance(read_config(folder / "config.json"), TaskConfig))
+                                 isinstance(read_config(folder / "config.json"), TaskConfig | PixelTrackerConfig))
     if is_task:
         if head:
             raise UsageError(f"--model {model or '(default)'} is a trained tracker: its head parameters are fixed")
         tracker = load(model, task="tracking") if model is not None else load(task="tracking")
         model = model or "(the default tracker)"
-        if not isinstance(tracker, SiamFCTracker):
+        if not isinstance(tracker, SiamFCTracker | NCCTracker):
             raise UsageError(f"--model {model}: a {tracker.task!r} checkpoint, not a tracker")
         if causal and not tracker.tracker_config.causal:
             raise UsageError(f"--model {model} was trained non-causal; --causal needs a causal tracker")
@@ -115,7 +120,14 @@ def run(args: argparse.Namespace) -> int:
     source = Path(args.video)
     if not source.exists():
         raise FileNotFoundError(f"no video file or image folder at {source}")
-    tracker = load_tracker(args.model, args.pretrained, args.causal)
+    if args.baseline and args.model:
+        raise UsageError(f"give --model or --baseline, not both (got --model {args.model} --baseline {args.baseline})")
+    if args.baseline:
+        from ..tasks.tracking import NCC_CONFIG, NCCTracker
+
+        tracker = NCCTracker(dataclasses.replace(NCC_CONFIG, causal=args.causal))
+    else:
+        tracker = load_tracker(args.model, args.pretrained, args.causal)
     bar = _progress(_count_frames(source), enabled=not args.no_progress)
     try:
         result = track_video(tracker, source, box, out=args.out, precision=args.precision,
@@ -123,7 +135,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         bar.close()
     if args.boxes_out:
-        atomic_write(args.boxes_out, format_boxes(result.boxes))
+        atomic_write(args.boxes_out, format_boxes(result.boxes, result.scores))
     written = " and ".join(p for p in (args.out, args.boxes_out) if p)
     print(f"tracked {len(result)} frames at {result.fps:.1f} fps (tracker time); wrote {written}", file=sys.stderr)
     return 0
@@ -140,7 +152,7 @@ def video_fps(source: str | os.PathLike, default: float = 30.0) -> float:
     return 1.0 / first.duration_s if first is not None and first.duration_s > 0 else default
 
 
-def track_video(tracker: SiamFCTracker, source: str | os.PathLike, box: Sequence[float], *,
+def track_video(tracker: SiamFCTracker | NCCTracker, source: str | os.PathLike, box: Sequence[float], *,
                 out: str | os.PathLike | None = None, precision: str = "auto",
                 progress: Callable[[int], None] | None = None) -> TrackResult:
     """Track ``box`` (x, y, w, h px on the first frame) through a video file or image folder; with ``out``, also

@@ -42,11 +42,13 @@ ONNX Runtime tracker (``export.tracking_runtime``) runs the same loop on exporte
 from __future__ import annotations
 
 import collections
+import dataclasses
+import json
 import math
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +63,8 @@ from ..errors import ConstclZooError
 from .base import TaskConfig, TaskConfigError, TaskModel
 
 FrameSource = str | os.PathLike | np.ndarray | torch.Tensor | Iterable[np.ndarray]
+CORRELATIONS = ("mean", "zncc")
+ENDPOINTS = ("output", "res4", "res3")
 
 
 class TrackerInputError(ConstclZooError, ValueError):
@@ -78,7 +82,12 @@ class TrackerConfig:
     ``response_upsample`` x (bicubic) and mixed with a cosine (Hann) window of weight ``window_influence``.
     ``temporal_radius``: n neighbours on each side of a frame (2n + 1 input frames); ``causal``: the 2n past
     frames instead (see the module doc). ``adjust_channels``: output channels of the 1x1 adjust convs (0: the
-    encoder's feature channels, initialised to the identity).
+    encoder's feature channels, initialised to the identity). ``correlation``: ``"mean"`` (SiamFC's
+    cross-correlation, scaled by ``1 / (C * hz * wz)``) or ``"zncc"`` (zero-mean normalised cross-correlation of the
+    adjusted exemplar and each search window over channels and cells, in [-1, 1]: brightness-, contrast- and
+    feature-scale-invariant, so a few strong background features cannot outvote the target; the response
+    BatchNorm then only scales training logits). ``endpoint``: the features correlated: ``"output"`` (the encoder's
+    output stage, res5 or the region res5, dilated), ``"res4"`` (dilated) or ``"res3"``, all at feature stride 8.
 
     Speed knob: ``num_scales=1`` (a fast mode, not the default) runs the backbone on one search crop instead of
     3, ~3x less backbone work; the box then keeps its initial size. On vot15_bag (random-init R3D-14, 63 / 127) it
@@ -99,8 +108,14 @@ class TrackerConfig:
     temporal_radius: int = 2
     causal: bool = False
     adjust_channels: int = 0
+    correlation: str = "mean"
+    endpoint: str = "output"
 
     def __post_init__(self) -> None:
+        if self.correlation not in CORRELATIONS:
+            raise TaskConfigError(f"head.correlation must be one of {list(CORRELATIONS)}, got {self.correlation!r}")
+        if self.endpoint not in ENDPOINTS:
+            raise TaskConfigError(f"head.endpoint must be one of {list(ENDPOINTS)}, got {self.endpoint!r}")
         if not (0 < self.exemplar_size < self.search_size):
             raise TaskConfigError(f"head: need 0 < exemplar_size < search_size, got {self.exemplar_size}, "
                                   f"{self.search_size}")
@@ -123,8 +138,11 @@ class TrackerConfig:
 
 @dataclass
 class TrackResult:
-    """``boxes [N, 4]`` float64 ``x, y, w, h`` pixels (frame 0: the initial box), ``scores [N]`` (sigmoid of the
-    response peak; 1 on frame 0), ``times [N]`` seconds the tracker spent on each frame (decoding excluded)."""
+    """``boxes [N, 4]`` float64 ``x, y, w, h`` pixels (frame 0: the initial box), ``scores [N]`` the per-frame
+    confidence in [0, 1] (1 on frame 0): for a ``"zncc"`` tracker the normalised correlation of the exemplar with
+    the chosen window (how much the target still looks like its first frame; it drops when the target is lost or
+    hidden), else the sigmoid of the response peak. ``times [N]`` seconds the tracker spent on each frame
+    (decoding excluded)."""
 
     boxes: np.ndarray
     scores: np.ndarray
@@ -139,9 +157,13 @@ class TrackResult:
         return len(self.boxes)
 
 
-def format_boxes(boxes: np.ndarray) -> str:
-    """``[N, 4]`` boxes as text, one ``x,y,w,h`` line a frame (the OTB / GOT-10k results format)."""
-    return "".join(",".join(f"{v:.2f}" for v in row) + "\n" for row in np.asarray(boxes, dtype=np.float64))
+def format_boxes(boxes: np.ndarray, scores: np.ndarray | None = None) -> str:
+    """``[N, 4]`` boxes as text, one ``x,y,w,h`` line a frame (the OTB / GOT-10k results format); with ``scores
+    [N]``, a fifth column: the per-frame confidence (``x,y,w,h,confidence``)."""
+    rows = np.asarray(boxes, dtype=np.float64)
+    if scores is None:
+        return "".join(",".join(f"{v:.2f}" for v in row) + "\n" for row in rows)
+    return "".join(",".join(f"{v:.2f}" for v in row) + f",{c:.4f}\n" for row, c in zip(rows, scores, strict=True))
 
 
 def check_box(box: Sequence[float] | np.ndarray, frame_size: tuple[int, int] | None = None,
@@ -306,7 +328,8 @@ class SiamFC:
         penalty[cfg.num_scales // 2] = 1.0
         peaks = resp.flatten(1).amax(dim=1) * penalty
         k = int(peaks.argmax())
-        score = float(torch.sigmoid(responses[k].max()))
+        peak = responses[k].max()
+        score = float(peak.clamp(0, 1) if cfg.correlation == "zncc" else torch.sigmoid(peak))
         r = resp[k] - resp[k].min()
         r = r / (r.sum() + 1e-16)
         if self._hann is None or self._hann.shape[-1] != up:
@@ -429,6 +452,29 @@ def cross_correlation(z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return cells.flatten(1)[:, index].sum(-1).view(b, 1, ho, wo)
 
 
+def normalized_cross_correlation(z: torch.Tensor, x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """Zero-mean normalised cross-correlation (ZNCC) of ``z [B or 1, C, hz, wz]`` with every ``hz x wz`` window
+    of ``x [B, C, hx, wx]``, over channels and cells: ``[B, 1, hx - hz + 1, wx - wz + 1]`` in [-1, 1] (0 where a
+    window is constant).
+
+    The exemplar is centred once; the windows' means and norms come from box sums of ``x`` and ``x**2`` (in
+    float64: the variance is a difference of two large sums). Numerator: :func:`cross_correlation` with the centred
+    exemplar (its zero mean removes each window's mean by itself)."""
+    hz, wz = z.shape[-2:]
+    n = z.shape[1] * hz * wz
+    z0 = z - z.mean(dim=(1, 2, 3), keepdim=True)
+    numerator = cross_correlation(z0, x)
+    x64 = x.double()
+    cells = hz * wz
+    s1 = F.avg_pool2d(x64.sum(1, keepdim=True), (hz, wz), stride=1) * cells
+    s2 = F.avg_pool2d(x64.square().sum(1, keepdim=True), (hz, wz), stride=1) * cells
+    variance = s2 - s1.square() / n
+    flat = variance <= 1e-9 * s2  # a constant window (up to rounding): no pattern to correlate with
+    window_norm = variance.clamp_min(0).sqrt().to(x.dtype)
+    z_norm = z0.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
+    return (numerator / (z_norm * window_norm + eps)).masked_fill(flat, 0.0)
+
+
 class SiamFCHead(nn.Module):
     """1x1 adjust convs on each side, mean cross-correlation, a one-channel BatchNorm (output scale and bias).
 
@@ -438,6 +484,7 @@ class SiamFCHead(nn.Module):
 
     def __init__(self, in_channels: int, cfg: TrackerConfig) -> None:
         super().__init__()
+        self.correlation = cfg.correlation
         channels = cfg.adjust_channels or in_channels
         self.adjust_z = nn.Conv2d(in_channels, channels, 1)
         self.adjust_x = nn.Conv2d(in_channels, channels, 1)
@@ -449,7 +496,14 @@ class SiamFCHead(nn.Module):
 
         ``adjust_x`` is folded into the exemplar side (``<zf, W x + b> = <W^T zf, x> + <zf, b>``): a ``[c, C]``
         product over the ``hz x wz`` exemplar cells instead of a 1x1 conv over the search cells of every scale
-        (12x as many with 3 scales at exemplar / search 63 / 127 or 127 / 255)."""
+        (12x as many with 3 scales at exemplar / search 63 / 127 or 127 / 255).
+
+        ``correlation="zncc"``: the ZNCC of ``zf`` with ``adjust_x(x)`` (:func:`normalized_cross_correlation`), in
+        [-1, 1], without the BatchNorm in eval mode (it only scales training logits; the tracker's confidence is the
+        ZNCC itself)."""
+        if self.correlation == "zncc":
+            out = normalized_cross_correlation(zf, self.adjust_x(x))
+            return self.norm(out) if self.training else out
         w = self.adjust_x.weight.flatten(1)  # [c, C]
         kernel = torch.einsum("oc,boyx->bcyx", w, zf)
         offset = (zf * self.adjust_x.bias.view(1, -1, 1, 1)).sum(dim=(1, 2, 3)).view(-1, 1, 1, 1)
@@ -481,6 +535,109 @@ class FrameByFrame:
             raise TrackerInputError("call tracker.init(frame, box) before tracker.update(frame)")
         return self._loop.update(frame, future)
 
+    def track(self, video: FrameSource, init_box: Sequence[float], **kwargs: Any) -> TrackResult:
+        """Track through a whole video (file, image folder, array or iterable of frames): :meth:`SiamFC.track`."""
+        self._loop = self._new_loop()
+        return self._loop.track(video, init_box, **kwargs)
+
+    @property
+    def timing(self) -> dict[str, float]:
+        """Seconds spent since the last ``init``/``track``: ``exemplar``, ``search`` (features + correlation) and
+        ``pre_post`` (crops, upsampling, box update)."""
+        return dict(self._loop.timing) if self._loop is not None else {}
+
+
+#: The training-free baseline's parameters: a template of the box's area (no context), a search window 3x its
+#: side, one scale, the response at crop resolution, a Hann window of weight 0.3 (chosen on the validation
+#: sequences: docs in the README's tracking section).
+NCC_CONFIG = TrackerConfig(exemplar_size=32, search_size=96, context=0.0, num_scales=1, response_upsample=1,
+                           window_influence=0.3, temporal_radius=0, correlation="zncc")
+
+
+PIXEL_FEATURES = "pixels"
+
+
+def is_pixel_tracker_config(data: Any) -> bool:
+    """Whether a parsed ``config.json`` describes a training-free pixel tracker (a config, no weights)."""
+    return isinstance(data, dict) and data.get("task") == "tracking" and data.get("features") == PIXEL_FEATURES
+
+
+@dataclass(frozen=True)
+class PixelTrackerConfig:
+    """A training-free tracker checkpoint: ``config.json`` alone (``"task": "tracking", "features": "pixels"``,
+    the :class:`TrackerConfig` under ``head``; no weights). ``load()`` returns it as an :class:`NCCTracker`."""
+
+    head: TrackerConfig = field(default_factory=lambda: NCC_CONFIG)
+    provenance: dict[str, Any] = field(default_factory=dict)
+    task = "tracking"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"format_version": 1, "task": self.task, "features": PIXEL_FEATURES,
+                "head": dataclasses.asdict(self.head), "provenance": self.provenance}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "config") -> PixelTrackerConfig:
+        if not is_pixel_tracker_config(data):
+            raise TaskConfigError(f"{source}: not a pixel tracker config (needs task 'tracking', features 'pixels')")
+        head = data.get("head") or {}
+        names = {f.name for f in dataclasses.fields(TrackerConfig)}
+        unknown = sorted(set(head) - names) if isinstance(head, dict) else ["(head is not an object)"]
+        if unknown:
+            raise TaskConfigError(f"{source}: unknown head field(s) {unknown}; fields: {sorted(names)}")
+        provenance = data.get("provenance") or {}
+        return cls(TrackerConfig(**head), dict(provenance) if isinstance(provenance, dict) else {})
+
+
+class NCCTracker(FrameByFrame):
+    """The training-free baseline: zero-mean normalised cross-correlation of grayscale pixels (OpenCV's
+    ``matchTemplate``, ``TM_CCOEFF_NORMED``) in the same tracking loop as the SiamFC tracker (:class:`SiamFC`:
+    crops, scales, scale penalty, cosine window, box update), at feature stride 1. The floor every learned tracker
+    must beat. ``config``: a :class:`TrackerConfig` with ``correlation="zncc"`` (default :data:`NCC_CONFIG`).
+
+    >>> tracker = NCCTracker(); result = tracker.track("video.mp4", init_box=(x, y, w, h))
+    """
+
+    task = "tracking"
+    name = "ncc"
+
+    def __init__(self, config: TrackerConfig | None = None, provenance: dict[str, Any] | None = None) -> None:
+        self.config = PixelTrackerConfig(config or NCC_CONFIG, dict(provenance or {}))
+        if self.tracker_config.correlation != "zncc":
+            raise TaskConfigError("NCCTracker: the pixel baseline's correlation is 'zncc'")
+        self._loop: SiamFC | None = None
+
+    @property
+    def tracker_config(self) -> TrackerConfig:
+        return self.config.head
+
+    def save_pretrained(self, folder: str | os.PathLike) -> Path:
+        """Write the tracker as a checkpoint folder (``config.json`` only: there are no weights)."""
+        from ..fileio import atomic_write
+
+        return atomic_write(Path(folder) / "config.json", json.dumps(self.config.to_dict(), indent=2) + "\n")
+
+    def _new_loop(self) -> SiamFC:
+        import cv2
+
+        def gray(clips: torch.Tensor) -> np.ndarray:  # [S, 3, T, X, X] in [0, 255] -> [S, X, X] float32
+            rgb = clips[:, :, clips.shape[2] // 2 if not self.tracker_config.causal else -1]
+            weights = torch.tensor([0.299, 0.587, 0.114], dtype=rgb.dtype).view(1, 3, 1, 1)
+            return (rgb * weights).sum(1).numpy().astype(np.float32)
+
+        def exemplar(z: torch.Tensor) -> np.ndarray:
+            return gray(z)[0]
+
+        def respond(template: np.ndarray, x: torch.Tensor) -> torch.Tensor:
+            maps = [cv2.matchTemplate(search, template, cv2.TM_CCOEFF_NORMED) for search in gray(x)]
+            return torch.from_numpy(np.stack(maps)[:, None])
+
+        return SiamFC(self.tracker_config, (0.0, 255.0), 1, exemplar, respond)
+
+    def track(self, video: FrameSource, init_box: Sequence[float], *, precision: str | None = None,
+              **kwargs: Any) -> TrackResult:
+        """As :meth:`FrameByFrame.track`; ``precision`` is accepted for a uniform interface (pixels: fp32)."""
+        return super().track(video, init_box, **kwargs)
+
 
 class SiamFCTracker(FrameByFrame, TaskModel):
     """A SiamFC tracker on an encoder (see the module doc). ``forward(exemplar, search) -> responses`` for
@@ -497,7 +654,10 @@ class SiamFCTracker(FrameByFrame, TaskModel):
         self._loop: SiamFC | None = None
 
     def build_head(self, config: TaskConfig) -> nn.Module:
-        return SiamFCHead(config.encoder.feature_dim, config.head)
+        endpoint = config.head.endpoint
+        channels = config.encoder.feature_dim if endpoint == "output" else \
+            config.encoder.backbone.stage_channels[{"res3": 1, "res4": 2}[endpoint]]
+        return SiamFCHead(channels, config.head)
 
     def init_head(self, generator: torch.Generator) -> None:
         head = self.head
@@ -523,12 +683,16 @@ class SiamFCTracker(FrameByFrame, TaskModel):
 
     def features(self, clips: torch.Tensor) -> torch.Tensor:
         """``[B, 3, T, S, S]`` preprocessed clips -> ``[B, C, S/8, S/8]``: the centre time slice of the encoder's
-        dense features (the last one in causal mode).
+        dense features at the head's ``endpoint`` (the last one in causal mode).
 
         The output stage (res5) runs only on the time slices that slice depends on (:func:`stage_time_slice`):
         the same numbers as the whole stage's slice, e.g. res5 on 1 of 3 slices for R3D-14 (its one block has a
         temporal kernel of 3, so it needs all 3 res4 slices but computes 1)."""
         enc = self.encoder
+        head_cfg = self.config.head
+        if head_cfg.endpoint != "output":
+            fmap = enc.forward_features(clips, (head_cfg.endpoint,))[head_cfg.endpoint]
+            return fmap[:, :, -1] if head_cfg.causal else fmap[:, :, fmap.shape[2] // 2]
         endpoint = getattr(enc, "output_endpoint", None)
         stage = getattr(getattr(enc, "backbone", None), endpoint or "", None)
         if endpoint is None or not isinstance(stage, nn.Sequential):
@@ -575,21 +739,30 @@ class SiamFCTracker(FrameByFrame, TaskModel):
         return SiamFC(self.config.head, tuple(self.config.preprocess.value_range), self.feature_stride,
                       exemplar, respond)
 
-    def track(self, video: FrameSource, init_box: Sequence[float], *, fps: float | None = None,
-              precision: str | None = None, **kwargs: Any) -> TrackResult:
+    def track(self, video: FrameSource, init_box: Sequence[float], *, precision: str | None = None,
+              **kwargs: Any) -> TrackResult:
         """Track through a whole video (file, image folder, array or iterable of frames): :meth:`SiamFC.track`."""
         if precision is not None:
             self.precision = precision
-        self._loop = self._new_loop()
-        return self._loop.track(video, init_box, fps=fps, **kwargs)
-
-    @property
-    def timing(self) -> dict[str, float]:
-        """Seconds spent since the last ``init``/``track``: ``exemplar``, ``search`` (backbone + head) and
-        ``pre_post`` (crops, upsampling, box update)."""
-        return dict(self._loop.timing) if self._loop is not None else {}
+        return super().track(video, init_box, **kwargs)
 
 
-__all__ = ["SiamFC", "SiamFCHead", "SiamFCTracker", "TrackResult", "TrackerConfig", "TrackerInputError",
-           "check_box", "check_frame", "crop_and_resize", "cross_correlation", "format_boxes",
-           "stage_time_slice"]
+__all__ = [
+    "NCC_CONFIG",
+    "NCCTracker",
+    "PixelTrackerConfig",
+    "SiamFC",
+    "SiamFCHead",
+    "SiamFCTracker",
+    "TrackResult",
+    "TrackerConfig",
+    "TrackerInputError",
+    "check_box",
+    "check_frame",
+    "crop_and_resize",
+    "cross_correlation",
+    "format_boxes",
+    "is_pixel_tracker_config",
+    "normalized_cross_correlation",
+    "stage_time_slice",
+]

@@ -26,6 +26,7 @@ from constcl_zoo.fileio import atomic_write
 from constcl_zoo.video import EmptyVideoError, VideoDecodeError, VideoError, iter_av_frames, list_videos
 
 __all__ = [
+    "FrameCache",
     "NoUsableVideosError",
     "VideoDecodeError",
     "VideoEntry",
@@ -34,7 +35,6 @@ __all__ = [
     "count_frames",
     "list_videos",
     "read_frames",
-    "FrameCache",
 ]
 
 log = logging.getLogger(__name__)
