@@ -27,6 +27,7 @@ import torch
 
 from constcl_zoo import load
 from constcl_zoo.fileio import atomic_write
+from constcl_zoo.tasks.tracking import NCCTracker
 
 ROOT = Path(__file__).resolve().parents[1]
 BAG = ROOT.parent / "shared" / "data" / "tracking" / "vot15_bag"
@@ -36,6 +37,8 @@ CONFIGS = {  # name -> (arch, head config)
     "small-63/127-1scale": ("constcl_r3d14_w16", {"exemplar_size": 63, "search_size": 127, "num_scales": 1}),
     "small-127/255": ("constcl_r3d14_w16", {"exemplar_size": 127, "search_size": 255}),
     "r3d50-127/255": ("constcl_r3d50", {"exemplar_size": 127, "search_size": 255}),
+    "default": (None, None),  # the package's default tracker, load(task="tracking")
+    "ncc": (None, None),  # the training-free baseline (NCC_CONFIG)
 }
 DEFAULT = ["small-63/127", "small-63/127-1scale", "r3d50-127/255"]
 CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
@@ -86,7 +89,12 @@ def bench(name: str, device: str, threads: int, frames: list[np.ndarray], box: n
     torch.set_num_threads(threads)
     load_before = os.getloadavg()[0]
     arch, head = CONFIGS[name]
-    tracker = load(arch, task="tracking", pretrained=False, head=head, device=device)
+    if name == "ncc":
+        tracker = NCCTracker()
+    elif name == "default":
+        tracker = load(task="tracking", device=device)
+    else:
+        tracker = load(arch, task="tracking", pretrained=False, head=head, device=device)
     cfg = tracker.tracker_config
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     n = cfg.temporal_radius
@@ -103,6 +111,12 @@ def bench(name: str, device: str, threads: int, frames: list[np.ndarray], box: n
     skip = min(2, len(wall) - 1)  # the first updates warm the allocator / kernels
     wall, cpu, pre_post = (np.median(v[skip:]) * 1e3 for v in (wall, cpu, pre_post))
     z, x = cfg.exemplar_size, cfg.search_size
+    row = {"tracker": name, "arch": arch or type(tracker).__name__, "device": device, "threads": threads,
+           "exemplar": z, "search": x, "num_scales": cfg.num_scales, "fps": 1e3 / wall, "ms_per_frame": wall,
+           "cpu_ms_per_frame": cpu, "ms_pre_post": pre_post, "updates": len(frames) - 1 - skip}
+    if isinstance(tracker, NCCTracker):  # pixels: no backbone; the correlation is inside the update
+        return {**row, "precision": "fp32", "ms_backbone": None, "ms_correlation": None,
+                "load_avg_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)]}
     clips = torch.rand(cfg.num_scales, 3, cfg.num_frames, x, x, device=device) * 2 - 1
     run = tracker._features_fn()  # the same precision plan as tracking
     feats = run(clips)
@@ -118,11 +132,8 @@ def bench(name: str, device: str, threads: int, frames: list[np.ndarray], box: n
             tracker.head.respond(zf, feats)
         sync()
 
-    return {"tracker": name, "arch": arch, "device": device, "threads": threads, "exemplar": z, "search": x,
-            "num_scales": cfg.num_scales, "precision": str(resolve_precision(tracker.precision, device)),
-            "fps": 1e3 / wall, "ms_per_frame": wall, "cpu_ms_per_frame": cpu,
+    return {**row, "precision": str(resolve_precision(tracker.precision, device)),
             "ms_backbone": _median_ms(backbone, repeat), "ms_correlation": _median_ms(correlation, repeat),
-            "ms_pre_post": pre_post, "updates": len(frames) - 1 - skip,
             "load_avg_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)]}
 
 
@@ -156,10 +167,14 @@ def markdown(meta: dict, rows: list[dict]) -> str:
              "| tracker | device | threads | scales | fps | ms/frame | CPU ms/frame | backbone ms | correlation ms | "
              "pre/post ms | load |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     lines += [f"| {r['tracker']} | {r['device']} | {r['threads']} | {r['num_scales']} | {r['fps']:.3g} | "
-              f"{r['ms_per_frame']:.0f} | {r['cpu_ms_per_frame']:.0f} | {r['ms_backbone']:.0f} | "
-              f"{r['ms_correlation']:.1f} | {r['ms_pre_post']:.1f} | "
+              f"{r['ms_per_frame']:.1f} | {r['cpu_ms_per_frame']:.1f} | {_ms(r['ms_backbone'], 0)} | "
+              f"{_ms(r['ms_correlation'], 1)} | {r['ms_pre_post']:.1f} | "
               f"{r['load_avg_1min'][0]:.1f} / {r['load_avg_1min'][1]:.1f} |" for r in rows]
     return "\n".join(lines) + "\n"
+
+
+def _ms(value: float | None, digits: int) -> str:
+    return "—" if value is None else f"{value:.{digits}f}"
 
 
 if __name__ == "__main__":

@@ -86,7 +86,9 @@ class TrackerConfig:
     cross-correlation, scaled by ``1 / (C * hz * wz)``) or ``"zncc"`` (zero-mean normalised cross-correlation of the
     adjusted exemplar and each search window over channels and cells, in [-1, 1]: brightness-, contrast- and
     feature-scale-invariant, so a few strong background features cannot outvote the target; the response
-    BatchNorm then only scales training logits). ``endpoint``: the features correlated: ``"output"`` (the encoder's
+    BatchNorm then only scales training logits). ``template_lr``: after each frame the exemplar moves this
+    fraction of the way to the exemplar cut at the new box (0: SiamFC's fixed exemplar; costs one exemplar pass
+    a frame). ``endpoint``: the features correlated: ``"output"`` (the encoder's
     output stage, res5 or the region res5, dilated), ``"res4"`` (dilated) or ``"res3"``, all at feature stride 8.
 
     Speed knob: ``num_scales=1`` (a fast mode, not the default) runs the backbone on one search crop instead of
@@ -110,6 +112,7 @@ class TrackerConfig:
     adjust_channels: int = 0
     correlation: str = "mean"
     endpoint: str = "output"
+    template_lr: float = 0.0
 
     def __post_init__(self) -> None:
         if self.correlation not in CORRELATIONS:
@@ -123,8 +126,8 @@ class TrackerConfig:
             raise TaskConfigError(f"head.num_scales must be odd and >= 1, got {self.num_scales}")
         if self.temporal_radius < 0 or self.response_upsample < 1 or self.adjust_channels < 0:
             raise TaskConfigError("head: temporal_radius, adjust_channels must be >= 0 and response_upsample >= 1")
-        if not (0.0 <= self.window_influence <= 1.0 and 0.0 <= self.scale_lr <= 1.0):
-            raise TaskConfigError("head: window_influence and scale_lr must be in [0, 1]")
+        if not all(0.0 <= v <= 1.0 for v in (self.window_influence, self.scale_lr, self.template_lr)):
+            raise TaskConfigError("head: window_influence, scale_lr and template_lr must be in [0, 1]")
 
     @property
     def num_frames(self) -> int:
@@ -313,9 +316,14 @@ class SiamFC:
         responses = self._respond(st["z"], clips).float()
         t2 = time.perf_counter()
         box, score = self._locate(responses)
+        t3 = time.perf_counter()
+        if cfg.template_lr > 0:  # the exemplar moves towards the target's current appearance
+            z = self._normalise(crop_and_resize(window, st["center"], [st["z_size"]], cfg.exemplar_size, st["pad"]))
+            st["z"] = st["z"] * (1 - cfg.template_lr) + self._exemplar(z) * cfg.template_lr
         self._history.append(x)
-        self.timing["pre_post"] += (t1 - t0) + (time.perf_counter() - t2)
+        self.timing["pre_post"] += (t1 - t0) + (t3 - t2)
         self.timing["search"] += t2 - t1
+        self.timing["exemplar"] += time.perf_counter() - t3
         return box, score
 
     def _locate(self, responses: torch.Tensor) -> tuple[np.ndarray, float]:
