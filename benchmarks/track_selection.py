@@ -59,13 +59,13 @@ def _sequences(synthetic: str | None):
     return real, synth
 
 
-def _row(name: str, kind: str, make, real, synth) -> dict:
+def _row(name: str, kind: str, make, real, synth, config: dict | None = None) -> dict:
     from training.tasks.tracking.evaluate import evaluate
 
     started = time.perf_counter()
     ev = evaluate(make, real + synth, name=name, log=None)
     row = {"name": name, "kind": kind, "sequences": {}, "wall_s": round(time.perf_counter() - started, 1),
-           "fps": round(ev.fps, 1)}
+           "fps": round(ev.fps, 1), "config": config}
     for seq in real:
         m = ev.metrics[seq.name]
         row["sequences"][seq.name] = {"success": round(m.success, 4), "precision": round(m.precision, 4)}
@@ -120,8 +120,9 @@ def main() -> None:
     if not real and not synth:
         raise SystemExit(f"track_selection: no sequences ({REAL} is missing and no --synthetic)")
     rows = []
+    configs = {"ncc": dataclasses.asdict(NCC_CONFIG), "ncc3": dataclasses.asdict(NCC3_CONFIG)}
     for name, make in _baselines(args.baseline or ["ncc", "ncc3", "mil", "kcf", "csrt", "static"]).items():
-        rows.append(_row(name, "baseline", make, real, synth))
+        rows.append(_row(name, "baseline", make, real, synth, configs.get(name)))
     for item in args.tracker:
         name, _, path = item.partition("=")
         tracker = load(path, task="tracking")
@@ -131,7 +132,8 @@ def main() -> None:
         model, kwargs = _encoder(spec)
         for head in args.heads:
             tracker = load(model, task="tracking", head=HEADS[head], **kwargs)
-            rows.append(_row(f"{name} {head}", "encoder", lambda t=tracker: t, real, synth))
+            rows.append(_row(f"{name} {head}", "encoder", lambda t=tracker: t, real, synth,
+                             dataclasses.asdict(tracker.tracker_config)))
     payload = {"benchmark": "track_selection", "machine": platform.processor() or platform.machine(),
                "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                "load_avg": os.getloadavg(), "heads": HEADS, "ncc": dataclasses.asdict(NCC_CONFIG),

@@ -187,7 +187,7 @@ def _resolve(name: str, pretrained: bool, revision: str | None, cache_dir: str |
         entry = require_default_weights(name)
     if entry is None:
         raise UnknownModelError(unknown_name_message(name))
-    if not pretrained:
+    if not pretrained and not entry.training_free:  # a training-free model is its config: nothing to randomise
         return arch_config(entry.arch), None, []
     return _from_registry(entry, revision, cache_dir)
 

@@ -111,7 +111,8 @@ def _register_packaged() -> None:
     for m in index["models"]:
         register_weights(PretrainedWeights(name=m["name"], package_dir=m["folder"], sha256=m["sha256"],
                                            license=m.get("license", "Apache-2.0"),
-                                           description=m.get("description", ""), metrics=m.get("metrics", {})))
+                                           description=m.get("description", ""), metrics=m.get("metrics", {}),
+                                           training_free=bool(m.get("training_free", False))))
     arch, tag = index["defaults"]["encoder"].split(".", 1)
     set_default_weights(arch, tag)
 

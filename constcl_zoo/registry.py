@@ -56,6 +56,8 @@ class PretrainedWeights:
     description: str = ""
     metrics: dict[str, Any] = field(default_factory=dict)
     package_dir: str | None = None  # a checkpoint folder shipped inside the package (constcl_zoo/models/...)
+    # a model without weights or architecture (a training-free tracker: config.json only; sha256 is the config's)
+    training_free: bool = False
 
     @property
     def arch(self) -> str:
@@ -73,7 +75,7 @@ def register_arch(fn: Callable[[], ModelConfig]) -> Callable[[], ModelConfig]:
 def register_weights(entry: PretrainedWeights, *, overwrite: bool = False) -> None:
     """Register published weights ``arch.tag`` (also usable for a private zoo). This does not make them the
     architecture's default; :func:`set_default_weights` does."""
-    if entry.arch not in _ARCHS:
+    if entry.arch not in _ARCHS and not entry.training_free:
         raise InvalidArgumentError(f"weights {entry.name!r}: unknown architecture {entry.arch!r}")
     if "." not in entry.name:
         raise InvalidArgumentError(f"weights names are 'arch.tag', got {entry.name!r}")

@@ -1,5 +1,5 @@
 """``python -m training <command>``: pretrain, probe, finetune, track-train, eval-tracking, train-localizer,
-eval-ava, replicate, install-default, export-checkpoint, publish, convert-tf.
+eval-ava, replicate, install-default, ship-default, export-checkpoint, publish, convert-tf.
 
     python -m training pretrain --config cpu_smoke --videos ../shared/data/videos --out runs/smoke
     python -m training pretrain --out runs/smoke --resume                   # continue where it stopped
@@ -33,6 +33,7 @@ PROG = "python -m training"
 COMMANDS = ("training.pretrain.cli", "training.tasks.recognition.cli", "training.tasks.recognition.finetune_cli",
             "training.tasks.tracking.cli_train", "training.tasks.tracking.cli_eval", "training.tasks.localization.cli",
             "training.tasks.localization.eval_ava", "training.replicate.cli", "training.replicate.install",
+            "training.replicate.ship",
             "training.release.checkpoint", "training.release.publish", "training.release.convert_tf")
 
 
