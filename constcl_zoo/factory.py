@@ -98,7 +98,13 @@ def load(name_or_path: str | os.PathLike | None = None, *, task: str | None = No
         if labels is not None or head is not None or config_overrides:
             raise TaskConfigError(f"{name_or_path} is a trained {config.task!r} model: its labels, head and "
                                   f"architecture are fixed (use model.reset_classifier(labels) for new classes)")
-        model = _materialise(lambda: task_class(config.task)(config), folder, digests, seed)
+        def build() -> TaskModel:
+            try:
+                return task_class(config.task)(config)
+            except TaskConfigError as exc:  # fields that clash with each other (labels vs head): name the file
+                raise TaskConfigError(f"{folder / CONFIG_NAME if folder else name_or_path}: {exc}") from None
+
+        model = _materialise(build, folder, digests, seed)
         return model.to(device=device, dtype=dtype).eval()
 
     if task_cls is None and (labels is not None or head is not None):

@@ -140,10 +140,12 @@ TABLE_COLUMNS = ["time (s)", "track", "box (x1, y1, x2, y2 px)", "action", "scor
 
 
 def localize_video(models: Models, video: str | None, person_source: str, boxes_csv: str | None, interval_s: float,
-                   score_threshold: float, progress: gr.Progress | None = None) -> tuple[str, pd.DataFrame, str]:
+                   score_threshold: float | None, progress: gr.Progress | None = None
+                   ) -> tuple[str, pd.DataFrame, str]:
     """Persons (HOG detector or an AVA-format CSV), their tracks and top actions: the annotated MP4, a table of
     ``time, track, box, action, score`` rows (one per action shown; a person without one gets an empty action)
-    and the results JSON (``constcl-zoo localize --json``'s format)."""
+    and the results JSON (``constcl-zoo localize --json``'s format). ``score_threshold`` ``None``: the model's
+    calibrated per-class thresholds (else 0.5), as ``localize`` decides."""
     import json
 
     from constcl_zoo.commands.localize import read_boxes_csv
@@ -161,7 +163,8 @@ def localize_video(models: Models, video: str | None, person_source: str, boxes_
     _say(progress, 0.0, "loading the localizer")
     with models.use("localization") as model:
         result = localize(model, path, boxes=boxes, detector=None if boxes is not None else HogPersonDetector(),
-                          score_threshold=float(score_threshold), top_k=3, interval_s=float(interval_s),
+                          score_threshold=None if score_threshold is None else float(score_threshold), top_k=3,
+                          interval_s=float(interval_s),
                           progress=lambda n: _say(progress, (n, None), "finding people and actions", "frames"))
     write_annotated(result, path, out / "localized.mp4",
                     progress=lambda n: _say(progress, (n, result.num_frames), "writing the video", "frames"))
@@ -266,7 +269,10 @@ def build_app(models: Models) -> gr.Blocks:
                     l_csv = gr.File(label="Person boxes CSV (AVA: video_id,timestamp,x1,y1,x2,y2,action_id,score)",
                                     file_types=[".csv"], type="filepath")
                     l_interval = gr.Slider(0.2, 5.0, value=1.0, step=0.1, label="Seconds between key frames")
-                    l_threshold = gr.Slider(0.0, 1.0, value=0.3, step=0.05, label="Minimum action score shown")
+                    l_threshold = gr.Slider(0.0, 1.0, value=0.5, step=0.05,
+                                            label="Minimum action score shown (with the box below unticked)")
+                    l_calibrated = gr.Checkbox(value=True, label="Use the model's calibrated per-class thresholds "
+                                               "(else 0.5; unticked: the slider for every class)")
                     l_run = gr.Button("Localize", variant="primary")
                 with gr.Column():
                     l_out = gr.Video(label="Tracks and actions", format=None, include_audio=True)
@@ -275,10 +281,11 @@ def build_app(models: Models) -> gr.Blocks:
 
             @readable_errors
             def on_localize(video: str | None, source: str, csv: str | None, interval: float, threshold: float,
-                            progress: gr.Progress = gr.Progress()):  # noqa: B008
-                return localize_video(models, video, source, csv, interval, threshold, progress)
+                            calibrated: bool, progress: gr.Progress = gr.Progress()):  # noqa: B008
+                return localize_video(models, video, source, csv, interval, None if calibrated else threshold,
+                                      progress)
 
-            l_run.click(on_localize, inputs=[l_video, l_source, l_csv, l_interval, l_threshold],
+            l_run.click(on_localize, inputs=[l_video, l_source, l_csv, l_interval, l_threshold, l_calibrated],
                         outputs=[l_out, l_table, l_file], api_name="localize")
 
         with gr.Tab("Embeddings"):

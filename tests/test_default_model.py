@@ -21,7 +21,7 @@ from constcl_zoo.boxes import box_iou, xywh_to_xyxy
 from constcl_zoo.pretrained import packaged_models_dir, read_index
 from constcl_zoo.registry import weights_entry
 from constcl_zoo.weights import sha256_of
-from training.replicate.install import LIMIT_BYTES, NAMES, model_card
+from training.replicate.install import LIMIT_BYTES, NAMES, model_card, read_calibration
 from training.replicate.report import summarise
 
 MODELS = packaged_models_dir()
@@ -59,7 +59,8 @@ def test_cards_numbers_come_from_the_recorded_run() -> None:
     assert unit in results["runs"] and unit["variant"] == "constcl"
     assert any(c.startswith("python -m training pretrain") for c in record["commands"])
     for kind, name in NAMES.items():
-        assert (MODELS / name / "README.md").read_text() == model_card(kind, record), name
+        assert (MODELS / name / "README.md").read_text() == model_card(kind, record,
+                                                                       read_calibration(MODELS / name)), name
 
 
 def test_default_models_load_and_the_tracker_follows_the_sample_target() -> None:

@@ -162,7 +162,7 @@ def test_localization_api_detector_and_csv(served, assets, tmp_path):
     import json
 
     client, _ = served
-    video, table, results = client.predict(handle_file(assets / "short.mp4"), "HOG detector", None, 1.0, 0.0,
+    video, table, results = client.predict(handle_file(assets / "short.mp4"), "HOG detector", None, 1.0, 0.0, False,
                                            api_name="/localize")
     assert _decode(video) == ("h264", 24, (576, 768))
     saved = json.loads(Path(results).read_text())
@@ -176,11 +176,11 @@ def test_localization_api_detector_and_csv(served, assets, tmp_path):
 
     csv = tmp_path / "people.csv"
     csv.write_text("short,1,0.25,0.25,0.5,0.75,,0.9\n")
-    _, table, _ = client.predict(handle_file(assets / "short.mp4"), "CSV file", handle_file(csv), 1.0, 0.0,
+    _, table, _ = client.predict(handle_file(assets / "short.mp4"), "CSV file", handle_file(csv), 1.0, 0.0, False,
                                  api_name="/localize")
     assert {tuple(row[:3]) for row in table["data"]} == {(1.0, 0, "192, 144, 384, 432")}
     with pytest.raises(gradio_client.exceptions.AppError, match="upload the CSV"):
-        client.predict(handle_file(assets / "short.mp4"), "CSV file", None, 1.0, 0.0, api_name="/localize")
+        client.predict(handle_file(assets / "short.mp4"), "CSV file", None, 1.0, 0.0, False, api_name="/localize")
 
 
 def test_embeddings_api_safetensors_and_npy(served, assets):

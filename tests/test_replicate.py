@@ -81,7 +81,7 @@ def test_smoke_replication_runs_resumes_and_installs(tmp_path, capsys) -> None:
 
     # install-default into a folder: the index's sha256 are the files', every card number from the record.
     from constcl_zoo.weights import sha256_of
-    from training.replicate.install import NAMES, model_card
+    from training.replicate.install import NAMES, model_card, read_calibration
 
     dest = tmp_path / "models"
     assert training_main(["install-default", str(out), "--to", str(dest)]) == 0
@@ -90,5 +90,5 @@ def test_smoke_replication_runs_resumes_and_installs(tmp_path, capsys) -> None:
     for kind, name in NAMES.items():
         entry = next(m for m in index["models"] if m["name"] == name)
         assert entry["sha256"] == sha256_of(dest / name / "model.safetensors")
-        assert (dest / name / "README.md").read_text() == model_card(kind, record)
+        assert (dest / name / "README.md").read_text() == model_card(kind, record, read_calibration(dest / name))
     assert index["sample"]["sha256"] == sha256_of(dest / index["sample"]["file"])

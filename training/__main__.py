@@ -1,5 +1,5 @@
 """``python -m training <command>``: pretrain, probe, finetune, track-train, eval-tracking, train-localizer,
-eval-ava, replicate, install-default, ship-default, export-checkpoint, publish, convert-tf.
+calibrate-localizer, eval-ava, replicate, install-default, ship-default, export-checkpoint, publish, convert-tf.
 
     python -m training pretrain --config cpu_smoke --videos ../shared/data/videos --out runs/smoke
     python -m training pretrain --out runs/smoke --resume                   # continue where it stopped
@@ -10,6 +10,7 @@ eval-ava, replicate, install-default, ship-default, export-checkpoint, publish, 
     python -m training publish checkpoints/smoke --repo-id org/constcl-smoke --revision v1
     python -m training convert-tf r3d_1x_k600_800ep.tar.gz --out checkpoints/cvrl_k600
     python -m training train-localizer --config cpu_small --data synth --out runs/loc
+    python -m training calibrate-localizer --model runs/loc/model --data synth --out runs/loc_calibrated
     python -m training replicate --preset cpu --out runs/replicate          # the README table, ~1 h on 2 cores
     python -m training install-default runs/replicate                      # ship its default model in the package
     python -m training eval-ava --gt GT.csv --detections DET.csv --labelmap LABELS.pbtxt --out result.json
@@ -32,9 +33,9 @@ PROG = "python -m training"
 # Each module has add_parser(subparsers) -> its parser, with set_defaults(func=...): a new subcommand is one line.
 COMMANDS = ("training.pretrain.cli", "training.tasks.recognition.cli", "training.tasks.recognition.finetune_cli",
             "training.tasks.tracking.cli_train", "training.tasks.tracking.cli_eval", "training.tasks.localization.cli",
-            "training.tasks.localization.eval_ava", "training.replicate.cli", "training.replicate.install",
-            "training.replicate.ship",
-            "training.release.checkpoint", "training.release.publish", "training.release.convert_tf")
+            "training.tasks.localization.calibrate", "training.tasks.localization.eval_ava", "training.replicate.cli",
+            "training.replicate.install", "training.replicate.ship", "training.release.checkpoint",
+            "training.release.publish", "training.release.convert_tf")
 
 
 def build_parser() -> argparse.ArgumentParser:

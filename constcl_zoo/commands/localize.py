@@ -9,7 +9,9 @@ this video — ``video_id`` = the file's stem, or every row when the file holds 
 ``--box-threshold``; key frames at its timestamps) or from OpenCV's HOG people detector on key frames every
 ``--interval`` seconds (``--detector model.onnx``: a user-supplied ONNX person detector, see
 :mod:`constcl_zoo.detection`). ``--model``: a localization checkpoint, or an encoder with ``--labels``
-(an untrained head: for trying the pipeline only).
+(an untrained head: for trying the pipeline only). Actions shown: those whose probability reaches
+``--score-threshold`` when given, else the model's calibrated per-class thresholds (``python -m training
+calibrate-localizer``), else 0.5; a person with none keeps its box and track without an action.
 """
 
 from __future__ import annotations
@@ -43,7 +45,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--detector", default=None, help="ONNX person detector (default: OpenCV HOG)")
     p.add_argument("--hog-short-side", type=int, default=600, help="HOG detector: frame short side in px")
     p.add_argument("--interval", type=float, default=1.0, help="seconds between key frames (detector boxes)")
-    p.add_argument("--score-threshold", type=float, default=0.3, help="minimum action probability shown")
+    p.add_argument("--score-threshold", type=float, default=None,
+                   help="minimum action probability shown, for every class (default: the model's calibrated "
+                        "per-class thresholds, else 0.5)")
     p.add_argument("--top-k", type=int, default=3, help="actions per person at most")
     p.add_argument("--out", default=None, help="annotated H.264 MP4 to write")
     p.add_argument("--json", default=None, help="results JSON to write")
@@ -117,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("nothing to write: give --out annotated.mp4 and/or --json results.json")
     if args.out and Path(args.out).suffix.lower() != ".mp4":
         raise UsageError(f"--out {args.out}: the annotated video is written as .mp4 (H.264)")
-    if not 0 <= args.score_threshold <= 1:
+    if args.score_threshold is not None and not 0 <= args.score_threshold <= 1:
         raise UsageError(f"--score-threshold must be in [0, 1], got {args.score_threshold}")
     if args.interval <= 0:
         raise UsageError(f"--interval must be > 0 seconds, got {args.interval}")

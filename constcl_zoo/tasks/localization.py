@@ -31,6 +31,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -44,6 +45,9 @@ if TYPE_CHECKING:
     from .localization_infer import Localization
 
 
+DEFAULT_SCORE_THRESHOLD = 0.5  # an action's probability threshold when neither the caller nor the model sets one
+
+
 @dataclass(frozen=True)
 class LocalizationHeadConfig:
     """The head and the clips it reads.
@@ -53,7 +57,11 @@ class LocalizationHeadConfig:
     query's linear map; ``roi_size``: ROIAlign bins per side; ``roi_dropout``: the ROI head's dropout.
     ``label_ids``: the AVA action id of each label (default 1..C). ``num_frames``, ``frame_stride``,
     ``short_side``: the clip around a key frame (0: the encoder's ``num_frames``, ``frame_stride`` and
-    ``resize_short_side``; the paper: 32, 2, 400 at test).
+    ``resize_short_side``; the paper: 32, 2, 400 at test). ``score_thresholds``: one probability threshold per
+    label, in label order, that :meth:`ActionLocalizer.localize` reports an action above when the caller gives no
+    ``score_threshold`` (written by ``python -m training calibrate-localizer``: the lowest threshold reaching a
+    target precision on held-out data; 1.0: never reported). Empty: not calibrated (then
+    :data:`DEFAULT_SCORE_THRESHOLD` for every class).
     """
 
     type: Literal["transformer", "roi"] = "transformer"
@@ -68,6 +76,7 @@ class LocalizationHeadConfig:
     num_frames: int = 0
     frame_stride: int = 0
     short_side: int = 0
+    score_thresholds: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         if self.dim % self.num_heads:
@@ -81,6 +90,9 @@ class LocalizationHeadConfig:
         for name in ("num_frames", "frame_stride", "short_side"):
             if getattr(self, name) < 0:
                 raise TaskConfigError(f"head.{name} must be >= 0 (0: the encoder's), got {getattr(self, name)}")
+        bad = [t for t in self.score_thresholds if not 0.0 <= t <= 1.0]
+        if bad:
+            raise TaskConfigError(f"head.score_thresholds must be probabilities in [0, 1], got {bad}")
 
 
 def _seeded_init(module: nn.Module, generator: torch.Generator) -> None:
@@ -197,6 +209,10 @@ class ActionLocalizer(TaskModel):
             raise TaskConfigError(f"head.label_ids has {len(ids)} ids for {len(config.labels)} labels")
         if len(set(ids)) != len(ids):
             raise TaskConfigError(f"head.label_ids repeat: {sorted({i for i in ids if ids.count(i) > 1})}")
+        thresholds = config.head.score_thresholds
+        if thresholds and len(thresholds) != len(config.labels):
+            raise TaskConfigError(f"head.score_thresholds has {len(thresholds)} thresholds for "
+                                  f"{len(config.labels)} labels (one per label, in label order)")
         super().__init__(config, encoder)
 
     def build_head(self, config: TaskConfig) -> nn.Module:
@@ -214,6 +230,22 @@ class ActionLocalizer(TaskModel):
     def label_ids(self) -> tuple[int, ...]:
         """AVA action id of each label (``head.label_ids``, default 1..C)."""
         return self.config.head.label_ids or tuple(range(1, self.num_classes + 1))
+
+    @property
+    def calibrated(self) -> bool:
+        """Whether the checkpoint carries per-class thresholds (``head.score_thresholds``)."""
+        return bool(self.config.head.score_thresholds)
+
+    def action_thresholds(self, score_threshold: float | None = None) -> np.ndarray:
+        """Per-class probability thresholds ``[C]`` that :meth:`localize` reports actions at: ``score_threshold``
+        for every class when given, else the checkpoint's calibrated ``head.score_thresholds``, else
+        :data:`DEFAULT_SCORE_THRESHOLD`. An action is reported when its probability >= its class's threshold and
+        that threshold is below 1 (1.0: never)."""
+        if score_threshold is not None:
+            return np.full(self.num_classes, float(score_threshold))
+        if self.calibrated:
+            return np.asarray(self.config.head.score_thresholds, dtype=np.float64)
+        return np.full(self.num_classes, DEFAULT_SCORE_THRESHOLD)
 
     @property
     def clip_preprocess(self) -> ClipPreprocess:
@@ -242,7 +274,8 @@ class ActionLocalizer(TaskModel):
         return self.forward_head(self.forward_features(clip), boxes)
 
     def localize(self, video: Any, boxes: Any = None, times: Sequence[float] | None = None, *,
-                 score_threshold: float = 0.3, top_k: int = 5, detector: Any = None, person_threshold: float = 0.0,
+                 score_threshold: float | None = None, top_k: int = 5, detector: Any = None,
+                 person_threshold: float = 0.0,
                  interval_s: float = 1.0, fps: float | None = None, progress: Any = None) -> Localization:
         """Actions of every person at key frames of ``video`` (a file path, or uint8 ``[T, H, W, 3]`` frames with
         ``fps``), linked into person tracks.
@@ -250,7 +283,10 @@ class ActionLocalizer(TaskModel):
         ``boxes``: ``{time_s: [N, 4 or 5]}`` normalised (x1, y1, x2, y2[, score]) person boxes, or a list of them
         with ``times=``; ``None``: ``detector`` (default :class:`~constcl_zoo.detection.HogPersonDetector`) finds
         persons with score >= ``person_threshold`` on key frames every ``interval_s`` seconds (or at ``times``).
-        Each person lists at most ``top_k`` actions with probability >= ``score_threshold``. Returns a
+        Each person lists at most ``top_k`` actions whose probability reaches its class's threshold
+        (:meth:`action_thresholds`): ``score_threshold`` for every class when given, else the checkpoint's
+        calibrated per-class thresholds, else 0.5; a threshold of 1.0 reports nothing. A person with no action
+        above threshold is still reported (box, track, ``probs``) with ``actions == []``. Returns a
         :class:`~constcl_zoo.tasks.localization_infer.Localization` (``.frames``, ``.to_dict()``).
         """
         from .localization_infer import localize

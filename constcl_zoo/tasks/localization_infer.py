@@ -6,6 +6,13 @@ last frame repeats at the video's ends), whole frames resized to the head's ``sh
 the frames one clip spans are kept. Person boxes: ``boxes`` from the caller (per key frame), else the detector
 (:class:`~constcl_zoo.detection.HogPersonDetector` by default) on the full-resolution key frame. Boxes of
 consecutive key frames are linked into tracks by IoU (greedy, highest IoU first).
+
+Which actions are reported — the rule, per person and class ``c``: probability ``p[c] >= threshold[c]`` and
+``threshold[c] < 1``; of those, the ``top_k`` most probable, best first. ``threshold`` is the caller's
+``score_threshold`` for every class when given; otherwise the checkpoint's calibrated ``head.score_thresholds``
+(``python -m training calibrate-localizer``: per class, the lowest threshold with precision >= a target on held-out
+data; 1.0 for a class that never reaches it); otherwise 0.5. A model that is not sure says nothing: the person keeps
+its box and track, with no action.
 """
 
 from __future__ import annotations
@@ -147,16 +154,17 @@ def link_tracks(frames: list[KeyFrameResult], iou_threshold: float = 0.2, max_ga
 
 
 def localize(model: ActionLocalizer | None, video: Any, *, boxes: Any = None, times: Sequence[float] | None = None,
-             score_threshold: float = 0.3, top_k: int = 5, detector: PersonDetector | None = None,
+             score_threshold: float | None = None, top_k: int = 5, detector: PersonDetector | None = None,
              person_threshold: float = 0.0, interval_s: float = 1.0, fps: float | None = None,
              progress: Callable[[int], None] | None = None, num_frames: int | None = None,
              frame_stride: int | None = None) -> Localization:
     """Persons and their actions at key frames of ``video`` (module docstring). ``model=None``: persons and tracks
     only (no action head; ``num_frames``/``frame_stride`` then unused). ``progress(frames_decoded)`` is called per
-    decoded frame."""
+    decoded frame. ``score_threshold``: report actions with probability >= it (1.0: none); ``None``: the model's
+    calibrated per-class thresholds, else 0.5 (``ActionLocalizer.action_thresholds``)."""
     from ..embed import frames_of
 
-    if not 0.0 <= score_threshold <= 1.0:
+    if score_threshold is not None and not 0.0 <= score_threshold <= 1.0:
         raise LocalizationInputError(f"score_threshold must be in [0, 1], got {score_threshold}")
     if interval_s <= 0:
         raise LocalizationInputError(f"interval_s must be > 0, got {interval_s}")
@@ -170,6 +178,7 @@ def localize(model: ActionLocalizer | None, video: Any, *, boxes: Any = None, ti
     if model is not None:
         pre = model.clip_preprocess
         nf, stride = pre.cfg.num_frames, pre.cfg.frame_stride
+        thresholds = model.action_thresholds(score_threshold)  # [C]
         device = next(model.parameters()).device
     else:
         pre, nf, stride, device = None, 1, 1, torch.device("cpu")
@@ -204,9 +213,10 @@ def localize(model: ActionLocalizer | None, video: Any, *, boxes: Any = None, ti
                 timings["backbone"] += mid - start
                 timings["head"] += time.perf_counter() - mid
             for p, pr in zip(persons, probs, strict=True):
-                order = np.argsort(-pr, kind="stable")[:top_k]
+                order = np.argsort(-pr, kind="stable")
                 p.probs = pr
-                p.actions = [(model.labels[c], float(pr[c])) for c in order if pr[c] >= score_threshold]
+                p.actions = [(model.labels[c], float(pr[c])) for c in order
+                             if pr[c] >= thresholds[c] and thresholds[c] < 1.0][:top_k]
         results.append(KeyFrameResult(t, index, persons))
 
     for frame in frames_iter:

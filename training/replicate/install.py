@@ -54,8 +54,17 @@ def _fmt(value: float | None) -> str:
     return "—" if value is None else f"{value:.3f}"
 
 
-def model_card(kind: str, record: dict[str, Any]) -> str:
-    """The model card of the shipped ``kind`` ("encoder", "tracker", "localizer"), every number from ``record``."""
+def read_calibration(folder: Path) -> dict[str, Any] | None:
+    """A localizer folder's ``calibration.json`` (``python -m training calibrate-localizer``), or ``None``."""
+    from ..tasks.localization.calibrate import CALIBRATION
+
+    path = folder / CALIBRATION
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def model_card(kind: str, record: dict[str, Any], calibration: dict[str, Any] | None = None) -> str:
+    """The model card of the shipped ``kind`` ("encoder", "tracker", "localizer"), every number from ``record``;
+    a calibrated localizer's ``calibration`` (its ``calibration.json``) adds the "What it recognises" section."""
     default, results, config = record["default"], record["results"], record["config"]
     unit = default["unit"]
     seed = unit["seed"]
@@ -117,7 +126,12 @@ def model_card(kind: str, record: dict[str, Any]) -> str:
         lines.append(f"* On real video this pretraining hurts tracking: success {_fmt(vot)} on vot15_bag against "
                      f"{_fmt(floor['mean'])} for the same tracker on random-init weights — the features specialised "
                      "to the synthetic scenes they were trained on.")
-    return "\n".join(lines) + "\n"
+    card = "\n".join(lines) + "\n"
+    if kind == "localizer" and calibration is not None:
+        from ..tasks.localization.calibrate import with_card_section
+
+        card = with_card_section(card, calibration)
+    return card
 
 
 def install_default(replicate_out: Path, dest: Path = PACKAGE_MODELS) -> dict[str, Any]:
@@ -148,9 +162,10 @@ def install_default(replicate_out: Path, dest: Path = PACKAGE_MODELS) -> dict[st
     for kind, name in NAMES.items():
         folder = staging / name
         folder.mkdir()
-        for file in ("config.json", "model.safetensors"):
-            shutil.copy2(default_dir / kind / file, folder / file)
-        atomic_write(folder / "README.md", model_card(kind, record))
+        for file in ("config.json", "model.safetensors", "calibration.json"):
+            if file != "calibration.json" or (default_dir / kind / file).is_file():
+                shutil.copy2(default_dir / kind / file, folder / file)
+        atomic_write(folder / "README.md", model_card(kind, record, read_calibration(folder)))
         unit = record["default"]["unit"]
         models.append({"name": name, "folder": name, "task": TASKS[kind],
                        "sha256": sha256_of(folder / "model.safetensors"), "license": "Apache-2.0",

@@ -25,12 +25,15 @@ import sys
 import time
 from dataclasses import fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from constcl_zoo.errors import ConstclZooError
 from constcl_zoo.fileio import atomic_write
 
 from .config import ReplicateConfig
+
+if TYPE_CHECKING:
+    from ..tasks.localization.synthetic import SyntheticSpec
 
 log = logging.getLogger("training.replicate")
 CONFIG = "config.json"
@@ -86,6 +89,16 @@ def _generate(folder: Path, make: Any) -> Path:
     return folder
 
 
+def ava_spec(cfg: ReplicateConfig) -> SyntheticSpec:
+    """The synthetic AVA-format set of a replication (``<out>/data/ava``; its val split is held out from every
+    localizer the replication trains): generate it alone with ``generate(folder, ava_spec(cfg),
+    cfg.data.backgrounds or None)`` from :mod:`training.tasks.localization.synthetic`."""
+    from ..tasks.localization.synthetic import SyntheticSpec
+
+    d = cfg.data
+    return SyntheticSpec(num_videos=d.ava_videos, val_videos=d.ava_val_videos, speed=d.ava_speed, seed=d.seed + 1)
+
+
 def prepare_data(cfg: ReplicateConfig, root: Path) -> dict[str, Path]:
     """Generate (or find) every dataset of the benchmark under ``root``; returns their paths."""
     from ..synthetic.recognition import RecognitionSpec, generate_recognition
@@ -101,8 +114,7 @@ def prepare_data(cfg: ReplicateConfig, root: Path) -> dict[str, Path]:
         "pretrain": _generate(root / "pretrain", lambda p: generate_ava(p, SyntheticSpec(
             num_videos=d.pretrain_videos + 1, val_videos=1, seconds=d.pretrain_seconds, max_people=3,
             seed=d.seed + 100), back)),
-        "ava": _generate(root / "ava", lambda p: generate_ava(p, SyntheticSpec(
-            num_videos=d.ava_videos, val_videos=d.ava_val_videos, speed=d.ava_speed, seed=d.seed + 1), back)),
+        "ava": _generate(root / "ava", lambda p: generate_ava(p, ava_spec(cfg), back)),
         "tracking_train": _generate(root / "tracking" / "train", lambda p: generate_tracking(p, TrackingSpec(
             num_sequences=d.tracking_train, seconds=d.tracking_seconds, scene=SceneSpec(), seed=d.seed + 2), back)),
         "tracking_val": _generate(root / "tracking" / "val", lambda p: generate_tracking(p, TrackingSpec(

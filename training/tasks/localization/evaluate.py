@@ -109,12 +109,22 @@ def voc_average_precision(scores: np.ndarray, is_tp: np.ndarray, num_gt: int) ->
     return float(np.sum((recall[steps] - recall[steps - 1]) * precision[steps]))
 
 
-def frame_map(groundtruth: Iterable[AvaRow], detections: Iterable[AvaRow], labels: Sequence[AvaLabel],
-              excluded: set[str] | None = None, iou_threshold: float = IOU_THRESHOLD,
-              frames_without_gt: FramesWithoutGt = "false_positive") -> FrameMAP:
-    """The official frame-mAP (see the module docstring) of ``detections`` against ``groundtruth`` rows;
-    ``frames_without_gt="ignore"``: drop detections on key frames without ground truth instead of counting them
-    as false positives."""
+@dataclass
+class ClassMatches:
+    """Steps 1-4 of the module docstring, per evaluated class id: ``scores`` ``[D]`` of its detections, ``is_tp``
+    ``[D]`` whether each matched a ground-truth box (IoU >= the threshold, one detection per box) and ``num_gt``
+    (ground-truth boxes of the class)."""
+
+    scores: dict[int, np.ndarray]
+    is_tp: dict[int, np.ndarray]
+    num_gt: dict[int, int]
+
+
+def match_detections(groundtruth: Iterable[AvaRow], detections: Iterable[AvaRow], labels: Sequence[AvaLabel],
+                     excluded: set[str] | None = None, iou_threshold: float = IOU_THRESHOLD,
+                     frames_without_gt: FramesWithoutGt = "false_positive") -> ClassMatches:
+    """Match ``detections`` to ``groundtruth`` per class as the official evaluator does (steps 1-4 of the module
+    docstring); :func:`frame_map` turns the result into APs, ``calibrate-localizer`` into thresholds."""
     if frames_without_gt not in FRAMES_WITHOUT_GT:
         raise FrameMapOptionError(f"frames_without_gt={frames_without_gt!r}: use one of {FRAMES_WITHOUT_GT}")
     classes = {x.id for x in labels}
@@ -150,17 +160,22 @@ def frame_map(groundtruth: Iterable[AvaRow], detections: Iterable[AvaRow], label
                         tp[i] = taken[g] = True
             scores[int(c)].append(d_scores[sel])
             is_tp[int(c)].append(tp)
+    return ClassMatches({c: np.concatenate(v) if v else np.zeros(0) for c, v in scores.items()},
+                        {c: np.concatenate(v) if v else np.zeros(0, bool) for c, v in is_tp.items()}, num_gt)
 
-    per_class = {}
-    for c in sorted(classes):
-        if num_gt[c] == 0:
-            continue
-        s = np.concatenate(scores[c]) if scores[c] else np.zeros(0)
-        t = np.concatenate(is_tp[c]) if is_tp[c] else np.zeros(0, bool)
-        per_class[c] = voc_average_precision(s, t, num_gt[c])
+
+def frame_map(groundtruth: Iterable[AvaRow], detections: Iterable[AvaRow], labels: Sequence[AvaLabel],
+              excluded: set[str] | None = None, iou_threshold: float = IOU_THRESHOLD,
+              frames_without_gt: FramesWithoutGt = "false_positive") -> FrameMAP:
+    """The official frame-mAP (see the module docstring) of ``detections`` against ``groundtruth`` rows;
+    ``frames_without_gt="ignore"``: drop detections on key frames without ground truth instead of counting them
+    as false positives."""
+    m = match_detections(groundtruth, detections, labels, excluded, iou_threshold, frames_without_gt)
+    classes = sorted(m.num_gt)
+    per_class = {c: voc_average_precision(m.scores[c], m.is_tp[c], m.num_gt[c]) for c in classes if m.num_gt[c]}
     mean_ap = float(np.mean(list(per_class.values()))) if per_class else float("nan")
-    return FrameMAP(mean_ap, per_class, {c: n for c, n in num_gt.items() if n},
-                    sorted(c for c in classes if num_gt[c] == 0), {x.id: x.name for x in labels}, frames_without_gt)
+    return FrameMAP(mean_ap, per_class, {c: n for c, n in m.num_gt.items() if n},
+                    [c for c in classes if m.num_gt[c] == 0], {x.id: x.name for x in labels}, frames_without_gt)
 
 
 def evaluate_files(groundtruth: str | os.PathLike, detections: str | os.PathLike, labelmap: str | os.PathLike,

@@ -157,8 +157,9 @@ class LocalizationTask(TrainTask):
     def loss(self, outputs: torch.Tensor, batch: dict[str, Any]) -> StepOutput:
         return StepOutput(localization_loss(outputs, batch["labels"], batch["mask"]))
 
-    def validate(self, model: ActionLocalizer) -> FrameMAP:
-        """Frame-mAP@0.5 on the val split with ground-truth boxes (the official definition, as ``eval-ava``)."""
+    def val_detections(self, model: ActionLocalizer) -> tuple[list[AvaRow], list[AvaRow], set[str]]:
+        """The val split scored by ``model`` on its ground-truth person boxes (eval mode): ``(ground-truth rows,
+        detection rows (every box x class with its probability), excluded key frames)``."""
         d = self.cfg.data
         if self._val is None:
             self._val = self.dataset(model, "val")
@@ -169,7 +170,12 @@ class LocalizationTask(TrainTask):
             rows = predict(model, self._val, d.eval_batch_size)
         finally:
             model.train(was_training)
-        return frame_map(read_ava_csv(d.path("val_csv")), rows, self.labels, excluded)
+        return read_ava_csv(d.path("val_csv")), rows, excluded
+
+    def validate(self, model: ActionLocalizer) -> FrameMAP:
+        """Frame-mAP@0.5 on the val split with ground-truth boxes (the official definition, as ``eval-ava``)."""
+        truth, rows, excluded = self.val_detections(model)
+        return frame_map(truth, rows, self.labels, excluded)
 
     def evaluate(self, model: torch.nn.Module, ctx: RunContext) -> dict[str, float]:
         assert self.model is not None
