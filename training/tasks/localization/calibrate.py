@@ -8,8 +8,10 @@ The localizer scores every ground-truth person box of the val split of ``AVA_DIR
 matched to the ground truth per class as the official frame-mAP does (:func:`~.evaluate.match_detections`). Per
 class, a threshold ``t`` reports the detections with probability >= ``t``; its precision is their fraction of true
 positives and its recall their true positives over the class's val boxes. The chosen threshold is the **lowest**
-``t`` (among the val probabilities) whose precision is >= ``--min-precision``; a class that never reaches it gets
-1.0, which ``localize`` never reports (``reached: false`` in the report).
+``t`` (among the val probabilities) whose precision is >= ``--min-precision`` *and* that reports at least
+``--min-true-positives`` (default 5) true positives, so that one or two lucky detections at the top of a nearly
+constant score range do not make a threshold; a class that never reaches both gets 1.0, which ``localize`` never
+reports (``reached: false`` in the report).
 
 ``NEW_DIR`` is a copy of ``LOCALIZER_DIR`` — ``model.safetensors`` byte for byte, so the sha256 that
 ``config.json`` records stays valid — whose ``config.json`` carries the thresholds (``head.score_thresholds``) and
@@ -56,9 +58,10 @@ class ClassThreshold:
 
 
 def choose_threshold(scores: np.ndarray, is_tp: np.ndarray, num_positives: int,
-                     min_precision: float) -> ClassThreshold:
+                     min_precision: float, min_true_positives: int = 5) -> ClassThreshold:
     """The lowest threshold ``t`` among ``scores`` ``[D]`` (probabilities) at which the detections with score >= ``t``
-    have precision >= ``min_precision`` (``is_tp`` ``[D]``: matched a ground-truth box); 1.0 when none does."""
+    have precision >= ``min_precision`` (``is_tp`` ``[D]``: matched a ground-truth box) with at least
+    ``min_true_positives`` true positives; 1.0 when none does."""
     if not 0.0 < min_precision <= 1.0:
         raise UsageError(f"--min-precision must be in (0, 1], got {min_precision}")
     scores, is_tp = np.asarray(scores, np.float64), np.asarray(is_tp, bool)
@@ -68,7 +71,7 @@ def choose_threshold(scores: np.ndarray, is_tp: np.ndarray, num_positives: int,
     thresholds, hits, reported = s[last], tp[last], np.arange(1, len(s) + 1)[last]
     precision = hits / np.maximum(reported, 1)
     best = float(precision.max()) if len(precision) else None
-    ok = np.nonzero(precision >= min_precision - 1e-12)[0]
+    ok = np.nonzero((precision >= min_precision - 1e-12) & (hits >= min_true_positives))[0]
     if len(ok) == 0:
         return ClassThreshold(1.0, False, None, 0.0, 0, num_positives, best)
     i = ok[-1]  # thresholds descend: the last that reaches the target is the lowest
@@ -78,7 +81,7 @@ def choose_threshold(scores: np.ndarray, is_tp: np.ndarray, num_positives: int,
 
 
 def calibrate(model: ActionLocalizer, data_root: str | Path, min_precision: float = 0.9,
-              batch_size: int = 8) -> dict[str, Any]:
+              batch_size: int = 8, min_true_positives: int = 5) -> dict[str, Any]:
     """Thresholds for ``model`` from the val split of the AVA-format folder ``data_root``: ``{"classes": [one
     :class:`ClassThreshold` dict + ``label``/``action_id`` per model label, in label order], "val_frame_mAP",
     "num_key_frames", ...}``."""
@@ -104,9 +107,10 @@ def calibrate(model: ActionLocalizer, data_root: str | Path, min_precision: floa
     matches = match_detections(truth, rows, task.labels, excluded)
     classes = []
     for name, i in zip(model.labels, model.label_ids, strict=True):
-        chosen = choose_threshold(matches.scores[i], matches.is_tp[i], matches.num_gt[i], min_precision)
+        chosen = choose_threshold(matches.scores[i], matches.is_tp[i], matches.num_gt[i], min_precision,
+                                  min_true_positives)
         classes.append({"label": name, "action_id": i, **asdict(chosen)})
-    return {"min_precision": min_precision, "split": "val", "boxes": "ground truth",
+    return {"min_precision": min_precision, "min_true_positives": min_true_positives, "split": "val", "boxes": "ground truth",
             "rule": "per class, the lowest threshold whose val precision >= min_precision; 1.0 (never reported) "
                     "when none reaches it",
             "val_frame_mAP": frame_map(truth, rows, task.labels, excluded).mean_ap,
@@ -181,6 +185,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="AVA-format dataset folder (annotations/, videos/); its val split")
     p.add_argument("--out", required=True, help="folder for the calibrated copy of the checkpoint")
     p.add_argument("--min-precision", type=float, default=0.9, help="target val precision per class (default 0.9)")
+    p.add_argument("--min-true-positives", type=int, default=5,
+                   help="true positives the threshold must report on val (default 5): support for the precision")
     p.add_argument("--batch-size", type=int, default=8, help="key frames per forward pass")
     p.add_argument("--overwrite", action="store_true", help="replace --out when it exists")
     p.set_defaults(func=run)
@@ -204,7 +210,9 @@ def run(args: argparse.Namespace) -> int:
     model = load(str(model_dir))
     if not isinstance(model, ActionLocalizer):
         raise UsageError(f"--model {model_dir}: a {type(model).__name__}, not a localization checkpoint")
-    report = calibrate(model, args.data, args.min_precision, args.batch_size)
+    if args.min_true_positives < 1:
+        raise UsageError(f"--min-true-positives must be >= 1, got {args.min_true_positives}")
+    report = calibrate(model, args.data, args.min_precision, args.batch_size, args.min_true_positives)
     provenance = {"command": getattr(args, "command_line", "python -m training calibrate-localizer"),
                   "source_model": model_dir.name, "data": str(args.data), "min_precision": args.min_precision}
     write_calibrated(model_dir, out, report, provenance)
