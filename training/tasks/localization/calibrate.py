@@ -110,9 +110,10 @@ def calibrate(model: ActionLocalizer, data_root: str | Path, min_precision: floa
         chosen = choose_threshold(matches.scores[i], matches.is_tp[i], matches.num_gt[i], min_precision,
                                   min_true_positives)
         classes.append({"label": name, "action_id": i, **asdict(chosen)})
-    return {"min_precision": min_precision, "min_true_positives": min_true_positives, "split": "val", "boxes": "ground truth",
-            "rule": "per class, the lowest threshold whose val precision >= min_precision; 1.0 (never reported) "
-                    "when none reaches it",
+    return {"min_precision": min_precision, "min_true_positives": min_true_positives, "split": "val",
+            "boxes": "ground truth",
+            "rule": "per class, the lowest threshold whose val precision >= min_precision with >= min_true_positives "
+                    "true positives; 1.0 (never reported) when none reaches both",
             "val_frame_mAP": frame_map(truth, rows, task.labels, excluded).mean_ap,
             "num_key_frames": len({row.key for row in truth} - excluded),
             "val_annotations_sha256": sha256_of(cfg.data.path("val_csv")), "classes": classes}
