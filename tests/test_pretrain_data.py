@@ -23,6 +23,7 @@ from training.pretrain.regions import (
 )
 from training.pretrain.sampling import clip_indices, pair_key_frames, sample_gap, sample_view_starts
 from training.pretrain.videos import (
+    FrameCache,
     VideoDecodeError,
     VideoEntry,
     VideoIndex,
@@ -102,6 +103,44 @@ def test_index_skips_and_counts_bad_videos(tmp_path, caplog):
     assert sorted(Path(e.path).name for e in again.entries) == ["bikes.mp4", "tree.avi"]
     with pytest.raises(RuntimeError, match="no usable videos"):
         build_index([tmp_path / "empty.avi"], min_frames=1)
+
+
+@needs_videos
+@pytest.mark.parametrize("decoder", ["opencv", "pyav"])
+def test_frame_cache_serves_the_decoded_frames(tmp_path, decoder):
+    path = VIDEOS / "tree.avi"
+    cache = FrameCache(tmp_path / "frames", short_side=48, decoder=decoder)
+    want = read_frames(path, [0, 30, 67, 30], decoder, short_side=48)
+    np.testing.assert_array_equal(cache.read(path, [0, 30, 67, 30]), want)
+    files = list((tmp_path / "frames").glob("*.npy"))
+    assert len(files) == 1 and len(cache.frames(path)) == 68  # every decoded frame, once (headers claim 444)
+    assert not list((tmp_path / "frames").glob("*.tmp"))
+    with pytest.raises(VideoDecodeError, match=r"tree\.avi: frame 68 requested"):
+        cache.read(path, [68])
+    # a new process reads the file, decodes nothing; another resolution is another file
+    np.testing.assert_array_equal(FrameCache(tmp_path / "frames", 48, decoder).read(path, [67]), want[2:3])
+    FrameCache(tmp_path / "frames", 32, decoder).frames(path)
+    assert len(list((tmp_path / "frames").glob("*.npy"))) == 2
+
+
+def test_frame_cache_refuses_an_unreadable_video(tmp_path):
+    bad = tmp_path / "garbage.mp4"
+    bad.write_bytes(np.random.default_rng(0).integers(0, 256, 5000, dtype=np.uint8).tobytes())
+    with pytest.raises(VideoDecodeError, match="garbage.mp4"):
+        FrameCache(tmp_path / "frames", 48).frames(bad)
+    assert not list(tmp_path.rglob("*.npy"))  # nothing half-written
+
+
+@needs_videos
+def test_index_and_dataset_read_through_the_frame_cache(tmp_path):
+    cache = FrameCache(tmp_path / "frames", short_side=80)
+    index = build_index([VIDEOS / "tree.avi", VIDEOS / "bikes.mp4"], min_frames=19, frame_cache=cache)
+    assert sorted(e.num_frames for e in index.entries) == [68, 250]
+    cfg = cpu_smoke().replace([f"data.videos={VIDEOS}", "data.decode_short_side=80"])
+    cached, direct = PretrainDataset(index, cfg, 2, cache)[(3, 0)], PretrainDataset(index, cfg, 2)[(3, 0)]
+    # the same sample (same frames, same randomness); decoders resize alike, so equal up to rounding of a few
+    assert (cached["clips"] - direct["clips"]).abs().mean() < 0.02
+    torch.testing.assert_close(cached["boxes"], direct["boxes"])
 
 
 # -- temporal sampling ------------------------------------------------------------------------------------------
