@@ -2,8 +2,9 @@
 label maps and excluded timestamps (training and evaluation use them; ``constcl-zoo localize --boxes`` too).
 
 * **Annotations** ``ava_{train,val}_v2.2.csv``, no header: ``video_id, timestamp, x1, y1, x2, y2, action_id,
-  person_id`` — one row per person and action at a key frame (1 fps, ``timestamp`` in whole seconds), box corners
-  normalised to [0, 1] by the frame's width and height.
+  person_id`` — one row per person and action at a key frame (AVA: 1 fps, whole seconds; fractional seconds are
+  read too), box corners normalised to [0, 1] by the frame's width and height. A row of only ``video_id, timestamp``
+  marks a key frame without actions (the current official evaluator scores detections there as false positives).
 * **Detections / predictions**, no header: ``video_id, timestamp, x1, y1, x2, y2, action_id, score`` (the 8th column
   is a score). Person boxes from a detector use the same layout with an empty or ``-1`` ``action_id`` (``score``:
   the person score; :func:`read_person_boxes` keeps those above a threshold).
@@ -12,7 +13,9 @@ label maps and excluded timestamps (training and evaluation use them; ``constcl-
   (all 80, ``ava_action_list_v2.2.pbtxt``).
 * **Excluded timestamps**, no header: ``video_id, timestamp``.
 
-A key frame is identified like the official evaluator does: ``"video_id,%04d" % int(timestamp)``.
+A key frame is identified like the current official evaluator does (ActivityNet ``get_ava_performance.py`` since
+2020): ``"video_id,%.6f" % timestamp`` (:func:`image_key`); the 2018 evaluator's ``"video_id,%04d" % int(timestamp)``
+is :func:`image_key_2018`.
 """
 
 from __future__ import annotations
@@ -38,8 +41,19 @@ class AvaFormatError(ConstclZooError, ValueError):
 
 
 def image_key(video_id: str, timestamp: float | str) -> str:
-    """The official key of a key frame: ``"video_id,%04d" % int(timestamp)``."""
+    """The official key of a key frame: ``"video_id,%.6f" % timestamp`` (six decimals: fractional timestamps)."""
+    return f"{video_id},{float(timestamp):.6f}"
+
+
+def image_key_2018(video_id: str, timestamp: float | str) -> str:
+    """The 2018 evaluator's key: ``"video_id,%04d" % int(timestamp)`` (whole seconds only)."""
     return f"{video_id},{int(float(timestamp)):04d}"
+
+
+def split_key(key: str) -> tuple[str, float]:
+    """``(video_id, timestamp)`` of a key made by :func:`image_key` (or :func:`image_key_2018`)."""
+    video_id, timestamp = key.rsplit(",", 1)
+    return video_id, float(timestamp)
 
 
 @dataclass(frozen=True)
@@ -54,7 +68,7 @@ class AvaRow:
     action; ``value``: the 8th column — ``person_id`` in annotations, ``score`` in detections (``None`` if absent)."""
 
     video_id: str
-    timestamp: int
+    timestamp: float
     box: tuple[float, float, float, float]
     action_id: int | None
     value: float | None = None
@@ -84,15 +98,44 @@ def _rows(path: PathLike) -> Iterable[tuple[int, list[str]]]:
                 yield line, [cell.strip() for cell in row]
 
 
-def read_ava_csv(path: PathLike) -> list[AvaRow]:
-    """Rows of an annotation or detection CSV (7 or 8 columns, no header). Timestamps are whole seconds."""
-    rows = []
+MAX_TIMESTAMP = 10_000_000.0  # seconds (116 days): far beyond any video, far below float precision trouble
+
+
+def _timestamp(path: PathLike, line: int, text: str) -> float:
+    """The timestamp cell ``text`` of ``path:line`` in seconds: a finite number in ``[0, MAX_TIMESTAMP]``."""
+    try:
+        value = float(text)
+    except ValueError:
+        hint = " — AVA CSVs have no header line" if line == 1 else ""
+        raise AvaFormatError(f"{path}:{line}: timestamp {text[:40]!r} is not a number{hint}") from None
+    if not 0 <= value <= MAX_TIMESTAMP:  # also refuses nan and inf
+        raise AvaFormatError(f"{path}:{line}: timestamp {text[:40]!r} is not a number of seconds in "
+                             f"[0, {MAX_TIMESTAMP:.0f}]")
+    return value
+
+
+@dataclass
+class AvaFile:
+    """An annotation or detection CSV: its box ``rows`` and the ``keys`` (:func:`image_key`) of every key frame it
+    names — those of the box rows and of the ``video_id, timestamp`` rows that mark key frames without actions."""
+
+    rows: list[AvaRow]
+    keys: set[str]
+
+
+def read_ava_file(path: PathLike) -> AvaFile:
+    """Rows of an annotation or detection CSV (no header): 7 or 8 columns, or 2 (a key frame without actions)."""
+    rows, keys = [], set()
     for line, row in _rows(path):
-        if len(row) not in (7, 8):
+        if len(row) not in (2, 7, 8):
             raise AvaFormatError(f"{path}:{line}: expected 7 or 8 columns (video_id, timestamp, x1, y1, x2, y2, "
-                                 f"action_id[, person_id or score]), got {len(row)}: {row}")
+                                 f"action_id[, person_id or score]) or 2 (video_id, timestamp: a key frame without "
+                                 f"actions), got {len(row)}: {row}")
+        timestamp = _timestamp(path, line, row[1])
         try:
-            timestamp = int(float(row[1]))
+            if len(row) == 2:
+                keys.add(image_key(row[0], timestamp))
+                continue
             box = tuple(float(v) for v in row[2:6])
             action = int(row[6]) if row[6] not in ("", "-1") else None
             value = float(row[7]) if len(row) == 8 and row[7] != "" else None
@@ -105,11 +148,22 @@ def read_ava_csv(path: PathLike) -> list[AvaRow]:
             raise AvaFormatError(f"{path}:{line}: box {box} is not normalised (x1, y1, x2, y2) with "
                                  f"0 <= x1 <= x2 <= 1 and 0 <= y1 <= y2 <= 1")
         rows.append(AvaRow(row[0], timestamp, box, action, value))  # type: ignore[arg-type]
-    return rows
+        keys.add(rows[-1].key)
+    return AvaFile(rows, keys)
+
+
+def read_ava_csv(path: PathLike) -> list[AvaRow]:
+    """The box rows of an annotation or detection CSV (:func:`read_ava_file` without the key-frame set)."""
+    return read_ava_file(path).rows
+
+
+def format_timestamp(timestamp: float) -> str:
+    """A timestamp as AVA files write it: ``0902`` for whole seconds, else six decimals (``902.500000``)."""
+    return f"{int(timestamp):04d}" if float(timestamp).is_integer() else f"{timestamp:.6f}"
 
 
 def _format_row(row: AvaRow, value_fmt: str) -> list[str]:
-    out = [row.video_id, f"{int(row.timestamp):04d}", *(f"{v:.3f}" for v in row.box),
+    out = [row.video_id, format_timestamp(row.timestamp), *(f"{v:.3f}" for v in row.box),
            "" if row.action_id is None else str(row.action_id)]
     if row.value is not None:
         out.append(format(row.value, value_fmt))
@@ -197,12 +251,10 @@ def read_excluded(path: PathLike | None) -> set[str]:
         if len(row) != 2:
             raise AvaFormatError(f"{path}:{line}: an excluded-timestamps row has 2 columns (video_id, timestamp), "
                                  f"got {row}")
-        try:
-            keys.add(image_key(row[0], row[1]))
-        except ValueError as exc:
-            raise AvaFormatError(f"{path}:{line}: timestamp {row[1]!r} is not a number") from exc
+        keys.add(image_key(row[0], _timestamp(path, line, row[1])))
     return keys
 
 
-def write_excluded(path: PathLike, keys: Iterable[tuple[str, int]]) -> None:
-    atomic_write(path, "".join(f"{v},{int(t):04d}\n" for v, t in keys))
+def write_excluded(path: PathLike, keys: Iterable[tuple[str, float]]) -> None:
+    """Write an excluded-timestamps CSV of ``(video_id, timestamp)`` pairs (atomically)."""
+    atomic_write(path, "".join(f"{v},{format_timestamp(t)}\n" for v, t in keys))

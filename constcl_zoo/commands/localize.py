@@ -56,20 +56,20 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 def read_boxes_csv(path: str | Path, video_id: str, threshold: float = 0.0) -> dict[float, np.ndarray]:
     """``{timestamp: [N, 5]}`` (x1, y1, x2, y2, score) of ``video_id`` from an AVA-format person-box CSV (every row
     when the file names a single video), score >= ``threshold``, best first."""
-    from ..ava import read_person_boxes
+    from ..ava import read_person_boxes, split_key
 
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"--boxes: no file at {path}")
-    table = read_person_boxes(path, threshold)
-    videos = sorted({key.rsplit(",", 1)[0] for key in table})
+    table = {split_key(key): found for key, found in read_person_boxes(path, threshold).items()}
+    videos = sorted({video for video, _ in table})
     if not videos:
         raise UsageError(f"--boxes {path}: no boxes with score >= {threshold}")
     if video_id not in videos and len(videos) > 1:
         raise UsageError(f"--boxes {path}: no rows for video_id {video_id!r} (the file has {videos[:5]}...)")
     chosen = video_id if video_id in videos else videos[0]
-    return {float(key.rsplit(",", 1)[1]): np.array([[*b, s] for b, s in found], np.float32)
-            for key, found in sorted(table.items()) if key.rsplit(",", 1)[0] == chosen}
+    return {t: np.array([[*b, s] for b, s in found], np.float32)
+            for (video, t), found in sorted(table.items()) if video == chosen}
 
 
 def load_localizer(model: str | None, labels: Sequence[str] | None = None, device: str = "cpu",

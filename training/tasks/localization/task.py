@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from constcl_zoo.ava import AvaLabel, AvaRow, read_ava_csv, read_excluded, read_labelmap
+from constcl_zoo.ava import AvaLabel, AvaRow, read_ava_file, read_excluded, read_labelmap
 from constcl_zoo.tasks.localization import ActionLocalizer
 
 from ...engine import ConfigError, RunContext, StepOutput, TrainTask, train
@@ -158,7 +158,8 @@ class LocalizationTask(TrainTask):
         return StepOutput(localization_loss(outputs, batch["labels"], batch["mask"]))
 
     def validate(self, model: ActionLocalizer) -> FrameMAP:
-        """Frame-mAP@0.5 on the val split with ground-truth boxes (the official definition, as ``eval-ava``)."""
+        """Frame-mAP@0.5 on the val split with ground-truth boxes (the current official evaluator, as ``eval-ava``),
+        on the key frames the val dataset reads: those of the excluded-timestamps file are left out of both."""
         d = self.cfg.data
         if self._val is None:
             self._val = self.dataset(model, "val")
@@ -169,7 +170,9 @@ class LocalizationTask(TrainTask):
             rows = predict(model, self._val, d.eval_batch_size)
         finally:
             model.train(was_training)
-        return frame_map(read_ava_csv(d.path("val_csv")), rows, self.labels, excluded)
+        gt = read_ava_file(d.path("val_csv"))
+        return frame_map([r for r in gt.rows if r.key not in excluded], rows, self.labels,
+                         groundtruth_keys=gt.keys - excluded)
 
     def evaluate(self, model: torch.nn.Module, ctx: RunContext) -> dict[str, float]:
         assert self.model is not None
