@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
+import math
 import os
 import re
 from collections.abc import Iterable, Sequence
@@ -88,14 +90,38 @@ class Person:
     score: float = 1.0
 
 
+MAX_LINE_BYTES = 1 << 20  # an AVA row is under 100 bytes; a longer "line" is a binary or damaged file
+MAX_LABELMAP_BYTES = 10 << 20  # the 80-class label map is 8 KB
+
+
 def _rows(path: PathLike) -> Iterable[tuple[int, list[str]]]:
+    """``(line number, stripped cells)`` of the non-blank rows of an AVA CSV; a line that is not UTF-8 text, holds
+    a NUL or is over :data:`MAX_LINE_BYTES` raises :class:`AvaFormatError` naming the file and line."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no AVA file at {path}")
-    with open(path, newline="") as f:
-        for line, row in enumerate(csv.reader(f), start=1):
+    with open(path, "rb") as f:
+        for line in itertools.count(1):
+            raw = f.readline(MAX_LINE_BYTES + 1)
+            if not raw:
+                return
+            if len(raw) > MAX_LINE_BYTES:
+                raise AvaFormatError(f"{path}:{line}: a line over {MAX_LINE_BYTES} bytes — not an AVA CSV")
+            try:
+                text = raw.decode("utf-8")
+                row = next(csv.reader([text]), [])
+            except UnicodeDecodeError:
+                raise AvaFormatError(f"{path}:{line}: not UTF-8 text — is this an AVA CSV (video_id,timestamp,"
+                                     f"x1,y1,x2,y2,action_id,score)?") from None
+            except csv.Error as exc:
+                raise AvaFormatError(f"{path}:{line}: not a CSV row ({exc})") from None
             if row and any(cell.strip() for cell in row):
                 yield line, [cell.strip() for cell in row]
+
+
+def _shown(row: list[str]) -> list[str]:
+    """A row for an error message: long cells cut to 40 characters, at most 10 cells."""
+    return [c if len(c) <= 40 else c[:37] + "..." for c in row[:10]]
 
 
 MAX_TIMESTAMP = 10_000_000.0  # seconds (116 days): far beyond any video, far below float precision trouble
@@ -130,7 +156,7 @@ def read_ava_file(path: PathLike) -> AvaFile:
         if len(row) not in (2, 7, 8):
             raise AvaFormatError(f"{path}:{line}: expected 7 or 8 columns (video_id, timestamp, x1, y1, x2, y2, "
                                  f"action_id[, person_id or score]) or 2 (video_id, timestamp: a key frame without "
-                                 f"actions), got {len(row)}: {row}")
+                                 f"actions), got {len(row)}: {_shown(row)}")
         timestamp = _timestamp(path, line, row[1])
         try:
             if len(row) == 2:
@@ -141,8 +167,11 @@ def read_ava_file(path: PathLike) -> AvaFile:
             value = float(row[7]) if len(row) == 8 and row[7] != "" else None
         except ValueError as exc:
             if line == 1:
-                raise AvaFormatError(f"{path}:1: cannot parse {row} — AVA CSVs have no header line") from exc
-            raise AvaFormatError(f"{path}:{line}: cannot parse {row} ({exc})") from exc
+                raise AvaFormatError(f"{path}:1: cannot parse {_shown(row)} — AVA CSVs have no header line") from None
+            raise AvaFormatError(f"{path}:{line}: cannot parse {_shown(row)} ({str(exc)[:80]})") from None
+        if value is not None and not math.isfinite(value):
+            raise AvaFormatError(f"{path}:{line}: the 8th column (score or person_id) {row[7][:40]!r} is not a "
+                                 f"finite number")
         x1, y1, x2, y2 = box
         if not (np.isfinite(box).all() and -1e-6 <= x1 <= x2 <= 1 + 1e-6 and -1e-6 <= y1 <= y2 <= 1 + 1e-6):
             raise AvaFormatError(f"{path}:{line}: box {box} is not normalised (x1, y1, x2, y2) with "
@@ -206,20 +235,38 @@ def group_persons(rows: Iterable[AvaRow]) -> dict[str, list[Person]]:
 
 _BLOCK = re.compile(r"(?:item|label)\s*\{(.*?)\}", re.S)
 _NAME = re.compile(r"\bname\s*:\s*\"([^\"]*)\"")
-_ID = re.compile(r"\b(?:label_)?id\s*:\s*(-?\d+)")
+_ID = re.compile(r"\b(?:label_)?id\s*:\s*(\S+)")
+MAX_CLASS_ID = 1_000_000  # AVA's are 1..80
 
 
 def read_labelmap(path: PathLike) -> list[AvaLabel]:
-    """Classes of a label map pbtxt (``item { name id }`` or ``label { name label_id }`` blocks), in file order."""
+    """Classes of a label map pbtxt (``item { name id }`` or ``label { name label_id }`` blocks), in file order.
+    Class ids are integers in ``[1, MAX_CLASS_ID]`` (the official evaluator's classes are 1-indexed)."""
     path = Path(path)
-    text = path.read_text()
+    if not path.is_file():
+        raise FileNotFoundError(f"no label map at {path}")
+    with open(path, "rb") as f:
+        raw = f.read(MAX_LABELMAP_BYTES + 1)
+    if len(raw) > MAX_LABELMAP_BYTES:
+        raise AvaFormatError(f"{path}: over {MAX_LABELMAP_BYTES >> 20} MB — not an AVA label map")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[:exc.start].count(b"\n") + 1
+        raise AvaFormatError(f"{path}:{line}: not UTF-8 text — is this an AVA label "
+                             f"map (item {{ name: \"...\" id: N }})?") from None
     labels = []
-    for n, block in enumerate(_BLOCK.findall(text), start=1):
+    for n, match in enumerate(_BLOCK.finditer(text), start=1):
+        block, line = match.group(1), text[:match.start()].count("\n") + 1
         name, ident = _NAME.search(block), _ID.search(block)
         if not name or not ident:
-            raise AvaFormatError(f"{path}: block {n} needs name: \"...\" and id: N (or label_id: N), got "
-                                 f"{' '.join(block.split())!r}")
-        labels.append(AvaLabel(int(ident.group(1)), name.group(1)))
+            raise AvaFormatError(f"{path}:{line}: block {n} needs name: \"...\" and id: N (or label_id: N), got "
+                                 f"{' '.join(block.split())[:120]!r}")
+        token = ident.group(1)
+        if not (re.fullmatch(r"\d{1,7}", token) and 1 <= int(token) <= MAX_CLASS_ID):
+            raise AvaFormatError(f"{path}:{line}: block {n}: id {token[:40]!r} is not a class id (an integer from 1 "
+                                 f"to {MAX_CLASS_ID})")
+        labels.append(AvaLabel(int(token), name.group(1)))
     if not labels:
         raise AvaFormatError(f"{path}: no 'item {{ name: \"...\" id: N }}' blocks — is this an AVA label map?")
     ids = [x.id for x in labels]

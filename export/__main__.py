@@ -75,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--keep-alive-s", type=positive_float, default=5.0, help="idle keep-alive connection limit")
     serve.add_argument("--max-connections", type=positive_int, default=64,
                        help="open connections; requests beyond get 503")
+    serve.add_argument("--max-open-connections", type=positive_int, default=512,
+                       help="sockets held open at all (at most the file-descriptor limit less 64); beyond, new "
+                            "connections are closed at once")
     serve.add_argument("--decode-workers", type=positive_int, default=2, help="threads decoding uploaded videos")
     serve.add_argument("--threads", type=positive_int, default=None, help="ONNX Runtime intra-op threads")
     serve.add_argument("--provider", action="append", default=None,
@@ -132,7 +135,8 @@ def _run(args: argparse.Namespace) -> int:
                              max_upload_bytes=int(args.max_upload_mb * 2**20), max_clips=args.max_clips,
                              request_timeout_s=args.timeout_s, header_timeout_s=args.header_timeout_s,
                              body_timeout_s=args.body_timeout_s, keep_alive_s=args.keep_alive_s,
-                             max_connections=args.max_connections, decode_workers=args.decode_workers)
+                             max_connections=args.max_connections,
+                             max_open_connections=args.max_open_connections, decode_workers=args.decode_workers)
         with tempfile.TemporaryDirectory() as tmp:
             serve(str(_onnx_source(args, tmp)), host=args.host, port=args.port, config=config,
                   threads=args.threads, providers=args.provider)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,7 +24,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..errors import UsageError
+from ..errors import ConstclZooError, UsageError
 
 if TYPE_CHECKING:
     from ..tasks.localization import ActionLocalizer
@@ -108,7 +109,7 @@ def _progress(total: int | None, desc: str, disable: bool):
 def run(args: argparse.Namespace) -> int:
     """Run ``localize`` (user errors: :class:`UsageError`, answered in one line by ``constcl-zoo``)."""
     from ..detection import HogPersonDetector, OnnxPersonDetector
-    from ..tasks.localization_infer import localize, write_annotated
+    from ..tasks.localization_infer import LocalizationInputError, check_interval, localize, write_annotated
 
     video = Path(args.video)
     if not video.is_file():
@@ -119,8 +120,14 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--out {args.out}: the annotated video is written as .mp4 (H.264)")
     if not 0 <= args.score_threshold <= 1:
         raise UsageError(f"--score-threshold must be in [0, 1], got {args.score_threshold}")
-    if args.interval <= 0:
-        raise UsageError(f"--interval must be > 0 seconds, got {args.interval}")
+    try:
+        check_interval(args.interval)
+        hog = HogPersonDetector(short_side=args.hog_short_side) if not args.detector else None
+    except ConstclZooError as exc:
+        flag = "--interval" if isinstance(exc, LocalizationInputError) else "--hog-short-side"
+        raise UsageError(f"{flag}: {exc}") from None
+    if not math.isfinite(args.box_threshold):
+        raise UsageError(f"--box-threshold must be a finite number, got {args.box_threshold}")
     model = None
     if args.no_actions:
         if args.model or args.labels:
@@ -131,8 +138,7 @@ def run(args: argparse.Namespace) -> int:
     boxes = read_boxes_csv(args.boxes, video.stem, args.box_threshold) if args.boxes else None
     detector = None
     if boxes is None:
-        detector = (OnnxPersonDetector(args.detector) if args.detector else
-                    HogPersonDetector(short_side=args.hog_short_side))
+        detector = OnnxPersonDetector(args.detector) if args.detector else hog
     bar, update = _progress(None, "localize", args.no_progress)
     try:
         result = localize(model, video, boxes=boxes, detector=detector, person_threshold=args.box_threshold,
