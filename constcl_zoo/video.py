@@ -96,6 +96,13 @@ def require_av() -> ModuleType:
     return av
 
 
+def decoder_reason(exc: BaseException) -> str:
+    """What a PyAV/FFmpeg error says, for a user: its text without the errno (``[Errno 1094995529] Invalid data
+    found when processing input: 'x.mp4'`` -> ``Invalid data found when processing input``)."""
+    reason = getattr(exc, "strerror", None)
+    return str(reason) if reason else str(exc)
+
+
 def iter_av_frames(path: str | os.PathLike, threads: int = 0) -> Iterator[tuple[int, float | None, object]]:
     """Decode ``path`` in order, yielding ``(decoded index, nominal frame period in s or None, av.VideoFrame)``;
     nothing is converted to RGB here, so callers convert only the frames they keep. ``threads=0``: FFmpeg chooses.
@@ -111,7 +118,7 @@ def iter_av_frames(path: str | os.PathLike, threads: int = 0) -> Iterator[tuple[
     try:
         container = av.open(str(path))
     except av.FFmpegError as exc:
-        raise VideoDecodeError(f"{path}: cannot open the container ({exc})") from exc
+        raise VideoDecodeError(f"{path}: cannot open the container ({decoder_reason(exc)})") from exc
     with container:
         if not container.streams.video:
             raise EmptyVideoError(f"{path}: the file has no video stream")
@@ -132,7 +139,7 @@ def iter_av_frames(path: str | os.PathLike, threads: int = 0) -> Iterator[tuple[
                 break
             except av.FFmpegError as exc:
                 raise VideoDecodeError(f"{path}: decoding failed at frame {index} "
-                                       f"(after {index} good frames): {exc}") from exc
+                                       f"(after {index} good frames): {decoder_reason(exc)}") from exc
             check_frame_size(frame.height, frame.width, f"{path}: frame {index}")  # a stream may change size
             yield index, period, frame
             index += 1
@@ -147,7 +154,7 @@ def iter_video_file(path: str | os.PathLike, threads: int = 0) -> Iterator[Frame
         try:
             rgb = frame.to_ndarray(format="rgb24")
         except (av.FFmpegError, ValueError) as exc:
-            raise VideoDecodeError(f"{path}: frame {index} cannot be converted to RGB: {exc}") from exc
+            raise VideoDecodeError(f"{path}: frame {index} cannot be converted to RGB: {decoder_reason(exc)}") from exc
         time_s = float(frame.time) if frame.time is not None else (index * period if period else float(index))
         duration = frame.duration * float(frame.time_base) if frame.duration and frame.time_base else period
         yield Frame(index, time_s, float(duration or 0.0), rgb)
