@@ -136,3 +136,14 @@ def test_decoder_errors_say_what_without_the_errno(tmp_path, capsys) -> None:
     err = capsys.readouterr().err
     assert "not_a_video.mp4: cannot open the container (Invalid data found when processing input)" in err
     assert "Errno" not in err
+
+
+def test_no_half_drawn_progress_bar_in_front_of_a_failure(tmp_path, capsys) -> None:
+    """What a terminal shows of each stderr line (the text after its last carriage return): the failure line
+    starts with the command's name, the progress bar was cleared before it."""
+    bad = tmp_path / "not_a_video.mp4"
+    bad.write_bytes(b"garbage data, not a video")
+    main(["embed", str(bad), "--out", str(tmp_path / "out")])
+    shown = [line.split("\r")[-1] for line in capsys.readouterr().err.split("\n")]
+    failed = [line for line in shown if "FAILED" in line]
+    assert len(failed) == 1 and failed[0].startswith("constcl-zoo embed: FAILED"), shown
