@@ -39,6 +39,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    "(default: the package's trained default localizer)")
     p.add_argument("--no-actions", action="store_true", help="person boxes and tracks only (no action model)")
     p.add_argument("--labels", default=None, help="with an encoder --model: comma-separated action names")
+    p.add_argument("--random-init", action="store_true",
+                   help="with an encoder --model and --labels: a seeded random init instead of its weights")
+    p.add_argument("--seed", type=int, default=0, help="seed of --random-init and of the new action head")
     p.add_argument("--boxes", default=None, help="person boxes CSV (AVA format, with scores)")
     p.add_argument("--box-threshold", type=float, default=0.0, help="minimum person score (boxes CSV or detector)")
     p.add_argument("--detector", default=None, help="ONNX person detector (default: OpenCV HOG)")
@@ -74,9 +77,10 @@ def read_boxes_csv(path: str | Path, video_id: str, threshold: float = 0.0) -> d
 
 
 def load_localizer(model: str | None, labels: Sequence[str] | None = None, device: str = "cpu",
-                   name: str = "--model") -> ActionLocalizer:
-    """A localization checkpoint, or (with ``labels``) an encoder (random init) with a fresh action head; a checkpoint
-    of another task raises :class:`UsageError` (naming the field ``name``). ``None``: the package's default
+                   name: str = "--model", random_init: bool = False, seed: int = 0) -> ActionLocalizer:
+    """A localization checkpoint, or (with ``labels``) an encoder with a fresh action head — its published weights
+    (a registered name) or its saved ones (a folder), a seeded random init with ``random_init``; a checkpoint of
+    another task raises :class:`UsageError` (naming the field ``name``). ``None``: the package's default
     localizer."""
     from .. import load
     from ..tasks.localization import ActionLocalizer
@@ -84,9 +88,14 @@ def load_localizer(model: str | None, labels: Sequence[str] | None = None, devic
     if model is None:
         if labels:
             raise UsageError("--labels needs an encoder --model to put a new action head on")
+        if random_init:
+            raise UsageError("--random-init needs --model (an architecture name, e.g. constcl_r3d14_w16)")
         return load(task="localization", device=device)
-    model_ = load(model, task="localization", labels=labels, pretrained=False, device=device) if labels else \
-        load(model, device=device)
+    if random_init and not labels:
+        raise UsageError("--random-init gives an encoder random weights: add --labels walk,run,... for its new "
+                         "action head")
+    model_ = load(model, task="localization", labels=labels, pretrained=not random_init, seed=seed,
+                  device=device) if labels else load(model, device=device)
     if not isinstance(model_, ActionLocalizer):
         raise UsageError(f"{name} {model} is not a localization checkpoint; give one, or an encoder "
                          f"with --labels walk,run,...")
@@ -130,11 +139,12 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--box-threshold must be a finite number, got {args.box_threshold}")
     model = None
     if args.no_actions:
-        if args.model or args.labels:
-            raise UsageError("--no-actions runs the person detector and tracks only; drop --model / --labels")
+        if args.model or args.labels or args.random_init:
+            raise UsageError("--no-actions runs the person detector and tracks only; drop --model / --labels / "
+                             "--random-init")
     else:
         labels = [x.strip() for x in args.labels.split(",") if x.strip()] if args.labels else None
-        model = load_localizer(args.model, labels, device=args.device)
+        model = load_localizer(args.model, labels, device=args.device, random_init=args.random_init, seed=args.seed)
     boxes = read_boxes_csv(args.boxes, video.stem, args.box_threshold) if args.boxes else None
     detector = None
     if boxes is None:
