@@ -2,8 +2,9 @@
 label maps and excluded timestamps (training and evaluation use them; ``constcl-zoo localize --boxes`` too).
 
 * **Annotations** ``ava_{train,val}_v2.2.csv``, no header: ``video_id, timestamp, x1, y1, x2, y2, action_id,
-  person_id`` — one row per person and action at a key frame (1 fps, ``timestamp`` in whole seconds), box corners
-  normalised to [0, 1] by the frame's width and height.
+  person_id`` — one row per person and action at a key frame (AVA: 1 fps, whole seconds; fractional seconds are
+  read too), box corners normalised to [0, 1] by the frame's width and height. A row of only ``video_id, timestamp``
+  marks a key frame without actions (the current official evaluator scores detections there as false positives).
 * **Detections / predictions**, no header: ``video_id, timestamp, x1, y1, x2, y2, action_id, score`` (the 8th column
   is a score). Person boxes from a detector use the same layout with an empty or ``-1`` ``action_id`` (``score``:
   the person score; :func:`read_person_boxes` keeps those above a threshold).
@@ -12,13 +13,17 @@ label maps and excluded timestamps (training and evaluation use them; ``constcl-
   (all 80, ``ava_action_list_v2.2.pbtxt``).
 * **Excluded timestamps**, no header: ``video_id, timestamp``.
 
-A key frame is identified like the official evaluator does: ``"video_id,%04d" % int(timestamp)``.
+A key frame is identified like the current official evaluator does (ActivityNet ``get_ava_performance.py`` since
+2020): ``"video_id,%.6f" % timestamp`` (:func:`image_key`); the 2018 evaluator's ``"video_id,%04d" % int(timestamp)``
+is :func:`image_key_2018`.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import itertools
+import math
 import os
 import re
 from collections.abc import Iterable, Sequence
@@ -38,8 +43,19 @@ class AvaFormatError(ConstclZooError, ValueError):
 
 
 def image_key(video_id: str, timestamp: float | str) -> str:
-    """The official key of a key frame: ``"video_id,%04d" % int(timestamp)``."""
+    """The official key of a key frame: ``"video_id,%.6f" % timestamp`` (six decimals: fractional timestamps)."""
+    return f"{video_id},{float(timestamp):.6f}"
+
+
+def image_key_2018(video_id: str, timestamp: float | str) -> str:
+    """The 2018 evaluator's key: ``"video_id,%04d" % int(timestamp)`` (whole seconds only)."""
     return f"{video_id},{int(float(timestamp)):04d}"
+
+
+def split_key(key: str) -> tuple[str, float]:
+    """``(video_id, timestamp)`` of a key made by :func:`image_key` (or :func:`image_key_2018`)."""
+    video_id, timestamp = key.rsplit(",", 1)
+    return video_id, float(timestamp)
 
 
 @dataclass(frozen=True)
@@ -54,7 +70,7 @@ class AvaRow:
     action; ``value``: the 8th column — ``person_id`` in annotations, ``score`` in detections (``None`` if absent)."""
 
     video_id: str
-    timestamp: int
+    timestamp: float
     box: tuple[float, float, float, float]
     action_id: int | None
     value: float | None = None
@@ -74,42 +90,109 @@ class Person:
     score: float = 1.0
 
 
+MAX_LINE_BYTES = 1 << 20  # an AVA row is under 100 bytes; a longer "line" is a binary or damaged file
+MAX_LABELMAP_BYTES = 10 << 20  # the 80-class label map is 8 KB
+
+
 def _rows(path: PathLike) -> Iterable[tuple[int, list[str]]]:
+    """``(line number, stripped cells)`` of the non-blank rows of an AVA CSV; a line that is not UTF-8 text, holds
+    a NUL or is over :data:`MAX_LINE_BYTES` raises :class:`AvaFormatError` naming the file and line."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no AVA file at {path}")
-    with open(path, newline="") as f:
-        for line, row in enumerate(csv.reader(f), start=1):
+    with open(path, "rb") as f:
+        for line in itertools.count(1):
+            raw = f.readline(MAX_LINE_BYTES + 1)
+            if not raw:
+                return
+            if len(raw) > MAX_LINE_BYTES:
+                raise AvaFormatError(f"{path}:{line}: a line over {MAX_LINE_BYTES} bytes — not an AVA CSV")
+            try:
+                text = raw.decode("utf-8")
+                row = next(csv.reader([text]), [])
+            except UnicodeDecodeError:
+                raise AvaFormatError(f"{path}:{line}: not UTF-8 text — is this an AVA CSV (video_id,timestamp,"
+                                     f"x1,y1,x2,y2,action_id,score)?") from None
+            except csv.Error as exc:
+                raise AvaFormatError(f"{path}:{line}: not a CSV row ({exc})") from None
             if row and any(cell.strip() for cell in row):
                 yield line, [cell.strip() for cell in row]
 
 
-def read_ava_csv(path: PathLike) -> list[AvaRow]:
-    """Rows of an annotation or detection CSV (7 or 8 columns, no header). Timestamps are whole seconds."""
-    rows = []
+def _shown(row: list[str]) -> list[str]:
+    """A row for an error message: long cells cut to 40 characters, at most 10 cells."""
+    return [c if len(c) <= 40 else c[:37] + "..." for c in row[:10]]
+
+
+MAX_TIMESTAMP = 10_000_000.0  # seconds (116 days): far beyond any video, far below float precision trouble
+
+
+def _timestamp(path: PathLike, line: int, text: str) -> float:
+    """The timestamp cell ``text`` of ``path:line`` in seconds: a finite number in ``[0, MAX_TIMESTAMP]``."""
+    try:
+        value = float(text)
+    except ValueError:
+        hint = " — AVA CSVs have no header line" if line == 1 else ""
+        raise AvaFormatError(f"{path}:{line}: timestamp {text[:40]!r} is not a number{hint}") from None
+    if not 0 <= value <= MAX_TIMESTAMP:  # also refuses nan and inf
+        raise AvaFormatError(f"{path}:{line}: timestamp {text[:40]!r} is not a number of seconds in "
+                             f"[0, {MAX_TIMESTAMP:.0f}]")
+    return value
+
+
+@dataclass
+class AvaFile:
+    """An annotation or detection CSV: its box ``rows`` and the ``keys`` (:func:`image_key`) of every key frame it
+    names — those of the box rows and of the ``video_id, timestamp`` rows that mark key frames without actions."""
+
+    rows: list[AvaRow]
+    keys: set[str]
+
+
+def read_ava_file(path: PathLike) -> AvaFile:
+    """Rows of an annotation or detection CSV (no header): 7 or 8 columns, or 2 (a key frame without actions)."""
+    rows, keys = [], set()
     for line, row in _rows(path):
-        if len(row) not in (7, 8):
+        if len(row) not in (2, 7, 8):
             raise AvaFormatError(f"{path}:{line}: expected 7 or 8 columns (video_id, timestamp, x1, y1, x2, y2, "
-                                 f"action_id[, person_id or score]), got {len(row)}: {row}")
+                                 f"action_id[, person_id or score]) or 2 (video_id, timestamp: a key frame without "
+                                 f"actions), got {len(row)}: {_shown(row)}")
+        timestamp = _timestamp(path, line, row[1])
         try:
-            timestamp = int(float(row[1]))
+            if len(row) == 2:
+                keys.add(image_key(row[0], timestamp))
+                continue
             box = tuple(float(v) for v in row[2:6])
             action = int(row[6]) if row[6] not in ("", "-1") else None
             value = float(row[7]) if len(row) == 8 and row[7] != "" else None
         except ValueError as exc:
             if line == 1:
-                raise AvaFormatError(f"{path}:1: cannot parse {row} — AVA CSVs have no header line") from exc
-            raise AvaFormatError(f"{path}:{line}: cannot parse {row} ({exc})") from exc
+                raise AvaFormatError(f"{path}:1: cannot parse {_shown(row)} — AVA CSVs have no header line") from None
+            raise AvaFormatError(f"{path}:{line}: cannot parse {_shown(row)} ({str(exc)[:80]})") from None
+        if value is not None and not math.isfinite(value):
+            raise AvaFormatError(f"{path}:{line}: the 8th column (score or person_id) {row[7][:40]!r} is not a "
+                                 f"finite number")
         x1, y1, x2, y2 = box
         if not (np.isfinite(box).all() and -1e-6 <= x1 <= x2 <= 1 + 1e-6 and -1e-6 <= y1 <= y2 <= 1 + 1e-6):
             raise AvaFormatError(f"{path}:{line}: box {box} is not normalised (x1, y1, x2, y2) with "
                                  f"0 <= x1 <= x2 <= 1 and 0 <= y1 <= y2 <= 1")
         rows.append(AvaRow(row[0], timestamp, box, action, value))  # type: ignore[arg-type]
-    return rows
+        keys.add(rows[-1].key)
+    return AvaFile(rows, keys)
+
+
+def read_ava_csv(path: PathLike) -> list[AvaRow]:
+    """The box rows of an annotation or detection CSV (:func:`read_ava_file` without the key-frame set)."""
+    return read_ava_file(path).rows
+
+
+def format_timestamp(timestamp: float) -> str:
+    """A timestamp as AVA files write it: ``0902`` for whole seconds, else six decimals (``902.500000``)."""
+    return f"{int(timestamp):04d}" if float(timestamp).is_integer() else f"{timestamp:.6f}"
 
 
 def _format_row(row: AvaRow, value_fmt: str) -> list[str]:
-    out = [row.video_id, f"{int(row.timestamp):04d}", *(f"{v:.3f}" for v in row.box),
+    out = [row.video_id, format_timestamp(row.timestamp), *(f"{v:.3f}" for v in row.box),
            "" if row.action_id is None else str(row.action_id)]
     if row.value is not None:
         out.append(format(row.value, value_fmt))
@@ -152,20 +235,38 @@ def group_persons(rows: Iterable[AvaRow]) -> dict[str, list[Person]]:
 
 _BLOCK = re.compile(r"(?:item|label)\s*\{(.*?)\}", re.S)
 _NAME = re.compile(r"\bname\s*:\s*\"([^\"]*)\"")
-_ID = re.compile(r"\b(?:label_)?id\s*:\s*(-?\d+)")
+_ID = re.compile(r"\b(?:label_)?id\s*:\s*(\S+)")
+MAX_CLASS_ID = 1_000_000  # AVA's are 1..80
 
 
 def read_labelmap(path: PathLike) -> list[AvaLabel]:
-    """Classes of a label map pbtxt (``item { name id }`` or ``label { name label_id }`` blocks), in file order."""
+    """Classes of a label map pbtxt (``item { name id }`` or ``label { name label_id }`` blocks), in file order.
+    Class ids are integers in ``[1, MAX_CLASS_ID]`` (the official evaluator's classes are 1-indexed)."""
     path = Path(path)
-    text = path.read_text()
+    if not path.is_file():
+        raise FileNotFoundError(f"no label map at {path}")
+    with open(path, "rb") as f:
+        raw = f.read(MAX_LABELMAP_BYTES + 1)
+    if len(raw) > MAX_LABELMAP_BYTES:
+        raise AvaFormatError(f"{path}: over {MAX_LABELMAP_BYTES >> 20} MB — not an AVA label map")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[:exc.start].count(b"\n") + 1
+        raise AvaFormatError(f"{path}:{line}: not UTF-8 text — is this an AVA label "
+                             f"map (item {{ name: \"...\" id: N }})?") from None
     labels = []
-    for n, block in enumerate(_BLOCK.findall(text), start=1):
+    for n, match in enumerate(_BLOCK.finditer(text), start=1):
+        block, line = match.group(1), text[:match.start()].count("\n") + 1
         name, ident = _NAME.search(block), _ID.search(block)
         if not name or not ident:
-            raise AvaFormatError(f"{path}: block {n} needs name: \"...\" and id: N (or label_id: N), got "
-                                 f"{' '.join(block.split())!r}")
-        labels.append(AvaLabel(int(ident.group(1)), name.group(1)))
+            raise AvaFormatError(f"{path}:{line}: block {n} needs name: \"...\" and id: N (or label_id: N), got "
+                                 f"{' '.join(block.split())[:120]!r}")
+        token = ident.group(1)
+        if not (re.fullmatch(r"\d{1,7}", token) and 1 <= int(token) <= MAX_CLASS_ID):
+            raise AvaFormatError(f"{path}:{line}: block {n}: id {token[:40]!r} is not a class id (an integer from 1 "
+                                 f"to {MAX_CLASS_ID})")
+        labels.append(AvaLabel(int(token), name.group(1)))
     if not labels:
         raise AvaFormatError(f"{path}: no 'item {{ name: \"...\" id: N }}' blocks — is this an AVA label map?")
     ids = [x.id for x in labels]
@@ -197,12 +298,10 @@ def read_excluded(path: PathLike | None) -> set[str]:
         if len(row) != 2:
             raise AvaFormatError(f"{path}:{line}: an excluded-timestamps row has 2 columns (video_id, timestamp), "
                                  f"got {row}")
-        try:
-            keys.add(image_key(row[0], row[1]))
-        except ValueError as exc:
-            raise AvaFormatError(f"{path}:{line}: timestamp {row[1]!r} is not a number") from exc
+        keys.add(image_key(row[0], _timestamp(path, line, row[1])))
     return keys
 
 
-def write_excluded(path: PathLike, keys: Iterable[tuple[str, int]]) -> None:
-    atomic_write(path, "".join(f"{v},{int(t):04d}\n" for v, t in keys))
+def write_excluded(path: PathLike, keys: Iterable[tuple[str, float]]) -> None:
+    """Write an excluded-timestamps CSV of ``(video_id, timestamp)`` pairs (atomically)."""
+    atomic_write(path, "".join(f"{v},{format_timestamp(t)}\n" for v, t in keys))

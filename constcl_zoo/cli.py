@@ -22,7 +22,10 @@ COMMANDS = ("constcl_zoo.commands.embed", "constcl_zoo.commands.classify", "cons
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
     parser = argparse.ArgumentParser(prog=PROG, description="ConST-CL video representations.")
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for name in COMMANDS:
         add_debug_flag(importlib.import_module(name).add_parser(sub))

@@ -42,6 +42,28 @@ class ConfigError(ConstclZooError, ValueError):
     """A config value out of its range, of the wrong type or not one of the allowed strings (names the field)."""
 
 
+MAX_CONFIG_BYTES = 4 << 20  # the shipped configs are 2-3 KB; provenance records stay far below this
+
+
+def read_config_json(path: str | Path, error: type[ConstclZooError] | None = None) -> Any:
+    """The parsed JSON of a ``config.json``, read with a size cap (:data:`MAX_CONFIG_BYTES`): a file that is over it,
+    not UTF-8, not JSON or nested too deeply raises ``error`` (default :class:`ConfigError`) naming the file."""
+    error = error or ConfigError
+    path = Path(path)
+    with open(path, "rb") as f:
+        raw = f.read(MAX_CONFIG_BYTES + 1)
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise error(f"{path}: over {MAX_CONFIG_BYTES >> 20} MB — not a constcl-zoo config.json")
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise error(f"{path}: not UTF-8 text (byte {exc.start}) — not a config.json") from None
+    except json.JSONDecodeError as exc:
+        raise error(f"{path}: not valid JSON ({exc})") from None
+    except RecursionError:
+        raise error(f"{path}: JSON nested too deeply — not a config.json") from None
+
+
 def _fail(owner: object, name: str, value: Any, need: str) -> None:
     raise ConfigError(f"{type(owner).__name__}.{name} = {value!r}: {need}")
 
@@ -266,7 +288,9 @@ class ModelConfig:
                 f"config format_version {version!r} is not supported (this release reads {CONFIG_FORMAT_VERSION})"
             )
         data.pop("weights", None)  # integrity record written by save_pretrained, not a model field
-        return dataclass_from_dict(cls, data, path="config")
+        config = dataclass_from_dict(cls, data, path="config")
+        check_registered_arch(config)
+        return config
 
     def to_json(self, path: str | Path, extra: dict[str, Any] | None = None) -> None:
         """Write ``config.json`` (plus ``extra`` top-level records), atomically."""
@@ -280,14 +304,32 @@ class ModelConfig:
     @classmethod
     def from_json(cls, path: str | Path) -> ModelConfig:
         path = Path(path)
-        try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"{path}: not valid JSON ({exc})") from exc
+        data = read_config_json(path)
         try:
             return cls.from_dict(data)
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"{path}: {exc}") from exc
+
+
+def custom_arch_name(family: str) -> str:
+    """The ``arch`` of a converted official checkpoint whose shapes are no registered architecture's."""
+    return f"{family}_r3d_custom"
+
+
+def check_registered_arch(config: ModelConfig) -> None:
+    """A config read from a file names a registered architecture of its family, or is a converted checkpoint of
+    custom shapes (:func:`custom_arch_name`); ``"arch"`` is how a checkpoint says what it is, so an unknown name or
+    a family that is not the architecture's is refused."""
+    from .registry import arch_config, is_arch, list_models
+
+    customs = {custom_arch_name(f): f for f in typing.get_args(Family)}
+    if not is_arch(config.arch) and config.arch not in customs:
+        raise ConfigError(f"config.arch: {config.arch[:60]!r} is not a registered architecture "
+                          f"(one of {', '.join(list_models())}; or {', '.join(customs)} for a converted "
+                          f"checkpoint of other shapes)")
+    family = customs[config.arch] if config.arch in customs else arch_config(config.arch).family
+    if config.family != family:
+        raise ConfigError(f"config.family: {config.family!r}, but architecture {config.arch!r} is a {family!r} model")
 
 
 def to_jsonable(value: Any) -> Any:

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import BackboneConfig, GlobalHeadConfig, ModelConfig, RegionHeadConfig
+from .config import BackboneConfig, GlobalHeadConfig, ModelConfig, RegionHeadConfig, custom_arch_name
 from .errors import ConstclZooError
 from .fileio import atomic_write
 from .model import build_model
@@ -240,7 +240,7 @@ def convert_variables(shapes: dict[str, tuple[int, ...]], read: Callable[[str], 
         more = f"\n  ... and {len(unknown) - 30} more" if len(unknown) > 30 else ""
         raise ConversionError(f"{len(unknown)} variable(s) the converter does not understand:\n{shown}{more}")
     is_r3d50 = backbone == BackboneConfig(region_branch=backbone.region_branch)
-    arch = f"{layout}_r3d50" if is_r3d50 else f"{layout}_r3d_custom"
+    arch = f"{layout}_r3d50" if is_r3d50 else custom_arch_name(layout)
     config = base.replace(arch=arch, backbone=backbone, global_head=global_head or base.global_head,
                           region_head=region_head if layout == "constcl" else None)
     with torch.device("meta"):

@@ -23,7 +23,8 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from .errors import ConstclZooError, DependencyError
+from .errors import ConstclZooError, DependencyError, InvalidArgumentError
+from .video import check_frame_size
 
 
 class DetectorError(ConstclZooError, RuntimeError):
@@ -94,13 +95,21 @@ def _hog() -> object:
 class HogPersonDetector:
     """OpenCV's HOG + linear SVM people detector at a usable scale.
 
-    ``short_side``: frames are resized so their shorter side has this many pixels (people shorter than ~128 px
-    there are missed); ``min_score``: SVM margin below which a detection is dropped; ``nms_iou``: overlapping
-    detections above this IoU are merged (greedy NMS).
+    ``short_side``: frames are resized so their shorter side has this many pixels, from :data:`MIN_SHORT_SIDE`
+    (the 128 px tall detection window) to :data:`MAX_SHORT_SIDE`, or 0 for the frame's own size (people shorter
+    than ~128 px there are missed; the resized frame must also pass the frame-size limits of
+    :func:`constcl_zoo.video.check_frame_size`); ``min_score``: SVM margin below which a detection is dropped;
+    ``nms_iou``: overlapping detections above this IoU are merged (greedy NMS).
     """
+
+    MIN_SHORT_SIDE = 128
+    MAX_SHORT_SIDE = 4320  # DCI 8K's short side; HOG time grows with the pixels (600 px: ~1 s a frame)
 
     def __init__(self, short_side: int = 600, min_score: float = 0.0, nms_iou: float = 0.5,
                  win_stride: int = 8, scale: float = 1.05) -> None:
+        if short_side != 0 and not self.MIN_SHORT_SIDE <= short_side <= self.MAX_SHORT_SIDE:
+            raise InvalidArgumentError(f"HOG short side must be 0 (the frame's own size) or from "
+                                       f"{self.MIN_SHORT_SIDE} to {self.MAX_SHORT_SIDE} px, got {short_side}")
         self.short_side, self.min_score, self.nms_iou = short_side, min_score, nms_iou
         self.win_stride, self.scale = win_stride, scale
 
@@ -108,6 +117,8 @@ class HogPersonDetector:
         cv2 = _cv2()
         h, w = frame.shape[:2]
         s = self.short_side / min(h, w) if self.short_side > 0 else 1.0
+        check_frame_size(max(1, round(h * s)), max(1, round(w * s)), f"HOG detector input (frame {w}x{h} with "
+                         f"short side {self.short_side})")
         img = frame if s == 1.0 else cv2.resize(frame, (max(1, round(w * s)), max(1, round(h * s))),
                                                 interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
         ih, iw = img.shape[:2]

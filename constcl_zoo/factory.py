@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from .config import ConfigError, ModelConfig
+from .config import ModelConfig, read_config_json
 from .download import cache_root, download_file, downloads_dir
 from .errors import ConstclZooError
 from .fileio import atomic_write
@@ -264,7 +264,7 @@ def _converted(source: Path, cache_dir: str | os.PathLike | None, entry: Pretrai
 def _record_source_size(folder: Path, size: int) -> None:
     """Add the converted file's size (bytes) to the provenance in ``config.json`` and to the model card."""
     config_path = folder / CONFIG_NAME
-    data = json.loads(config_path.read_text())
+    data = read_config_json(config_path)
     data["provenance"]["source_size"] = size
     atomic_write(config_path, json.dumps(data, indent=2) + "\n")
     card = folder / "README.md"
@@ -280,10 +280,10 @@ def _from_folder(folder: Path, pretrained: bool, extra_digests: list[tuple[str, 
         raise FileNotFoundError(f"{folder}: no {CONFIG_NAME}; a checkpoint folder holds {CONFIG_NAME} and "
                                 f"{WEIGHTS_NAME} (written by model.save_pretrained)")
     config = read_config(config_path)
+    recorded = read_weights_record(config_path).get("sha256")  # validated even when the weights are not loaded
     if not pretrained:
         return config, None, []
     digests = list(extra_digests)
-    recorded = read_weights_record(config_path).get("sha256")
     if recorded:
         digests.append((f"{config_path}", recorded))
     return config, folder, digests
@@ -311,10 +311,7 @@ def read_config(config_path: str | os.PathLike) -> ModelConfig | TaskConfig | Pi
     """A checkpoint's ``config.json``: a :class:`PixelTrackerConfig` for a training-free tracker, a
     :class:`TaskConfig` when it names a task, else a :class:`ModelConfig`."""
     config_path = Path(config_path)
-    try:
-        data = json.loads(config_path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{config_path}: not valid JSON ({exc})") from exc
+    data = read_config_json(config_path)
     if is_pixel_tracker_config(data):
         return PixelTrackerConfig.from_dict(data, str(config_path))
     if is_task_config(data):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import struct
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,6 +96,13 @@ def require_av() -> ModuleType:
     return av
 
 
+def decoder_reason(exc: BaseException) -> str:
+    """What a PyAV/FFmpeg error says, for a user: its text without the errno (``[Errno 1094995529] Invalid data
+    found when processing input: 'x.mp4'`` -> ``Invalid data found when processing input``)."""
+    reason = getattr(exc, "strerror", None)
+    return str(reason) if reason else str(exc)
+
+
 def iter_av_frames(path: str | os.PathLike, threads: int = 0) -> Iterator[tuple[int, float | None, object]]:
     """Decode ``path`` in order, yielding ``(decoded index, nominal frame period in s or None, av.VideoFrame)``;
     nothing is converted to RGB here, so callers convert only the frames they keep. ``threads=0``: FFmpeg chooses.
@@ -110,7 +118,7 @@ def iter_av_frames(path: str | os.PathLike, threads: int = 0) -> Iterator[tuple[
     try:
         container = av.open(str(path))
     except av.FFmpegError as exc:
-        raise VideoDecodeError(f"{path}: cannot open the container ({exc})") from exc
+        raise VideoDecodeError(f"{path}: cannot open the container ({decoder_reason(exc)})") from exc
     with container:
         if not container.streams.video:
             raise EmptyVideoError(f"{path}: the file has no video stream")
@@ -131,7 +139,7 @@ def iter_av_frames(path: str | os.PathLike, threads: int = 0) -> Iterator[tuple[
                 break
             except av.FFmpegError as exc:
                 raise VideoDecodeError(f"{path}: decoding failed at frame {index} "
-                                       f"(after {index} good frames): {exc}") from exc
+                                       f"(after {index} good frames): {decoder_reason(exc)}") from exc
             check_frame_size(frame.height, frame.width, f"{path}: frame {index}")  # a stream may change size
             yield index, period, frame
             index += 1
@@ -146,7 +154,7 @@ def iter_video_file(path: str | os.PathLike, threads: int = 0) -> Iterator[Frame
         try:
             rgb = frame.to_ndarray(format="rgb24")
         except (av.FFmpegError, ValueError) as exc:
-            raise VideoDecodeError(f"{path}: frame {index} cannot be converted to RGB: {exc}") from exc
+            raise VideoDecodeError(f"{path}: frame {index} cannot be converted to RGB: {decoder_reason(exc)}") from exc
         time_s = float(frame.time) if frame.time is not None else (index * period if period else float(index))
         duration = frame.duration * float(frame.time_base) if frame.duration and frame.time_base else period
         yield Frame(index, time_s, float(duration or 0.0), rgb)
@@ -248,24 +256,113 @@ def list_image_frames(folder: str | os.PathLike, extensions: Sequence[str] = IMA
     return files
 
 
+def _jpeg_size(head: bytes) -> tuple[int, int] | None:
+    """(height, width) from a JPEG's first start-of-frame marker (SOF0-SOF15 but DHT, JPG, DAC)."""
+    i = 2
+    while i + 9 <= len(head):
+        if head[i] != 0xFF:
+            return None
+        marker = head[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:  # markers without a length
+            i += 2
+            continue
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            height, width = struct.unpack(">HH", head[i + 5:i + 9])
+            return height, width
+        i += 2 + struct.unpack(">H", head[i + 2:i + 4])[0]
+    return None
+
+
+def _tiff_size(head: bytes) -> tuple[int, int] | None:
+    """(height, width) from the first IFD of a TIFF (tags 256 ImageWidth, 257 ImageLength)."""
+    order = "<" if head[:2] == b"II" else ">"
+    (offset,) = struct.unpack(order + "I", head[4:8])
+    if offset + 2 > len(head):
+        return None
+    (count,) = struct.unpack(order + "H", head[offset:offset + 2])
+    size = {}
+    for k in range(count):
+        entry = head[offset + 2 + 12 * k:offset + 14 + 12 * k]
+        if len(entry) < 12:
+            return None
+        tag, kind = struct.unpack(order + "HH", entry[:4])
+        if tag in (256, 257):
+            size[tag] = struct.unpack(order + ("H" if kind == 3 else "I"), entry[8:10] if kind == 3 else entry[8:12])[0]
+    return (size[257], size[256]) if len(size) == 2 else None
+
+
+IMAGE_HEADER_BYTES = 1 << 16  # the part of an image file read to find its size (JPEG EXIF blocks come first)
+
+
+def image_size(path: str | os.PathLike) -> tuple[int, int]:
+    """``(height, width)`` of a PNG, JPEG, BMP, TIFF or WebP image from its header, without decoding it; raises
+    :class:`VideoDecodeError` for a file whose header is none of these or is cut short."""
+    with open(path, "rb") as f:
+        head = f.read(IMAGE_HEADER_BYTES)
+    size: tuple[int, int] | None = None
+    try:
+        if head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR":
+            width, height = struct.unpack(">II", head[16:24])
+            size = height, width
+        elif head[:2] == b"\xff\xd8":
+            size = _jpeg_size(head)
+        elif head[:2] == b"BM":
+            width, height = struct.unpack("<ii", head[18:26])
+            size = abs(height), width  # a negative height: rows stored top-down
+        elif head[:4] in (b"II*\x00", b"MM\x00*"):
+            size = _tiff_size(head)
+        elif head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+            kind = head[12:16]
+            if kind == b"VP8 " and head[23:26] == b"\x9d\x01\x2a":
+                w, h = struct.unpack("<HH", head[26:30])
+                size = h & 0x3FFF, w & 0x3FFF
+            elif kind == b"VP8L" and head[20] == 0x2F:
+                bits = int.from_bytes(head[21:25], "little")
+                size = ((bits >> 14) & 0x3FFF) + 1, (bits & 0x3FFF) + 1
+            elif kind == b"VP8X":
+                size = int.from_bytes(head[27:30], "little") + 1, int.from_bytes(head[24:27], "little") + 1
+    except (struct.error, IndexError):
+        size = None
+    if size is None:
+        raise VideoDecodeError(f"{path}: not a readable image ({_NO_HEADER})")
+    return size
+
+
+_NO_HEADER = f"no PNG, JPEG, BMP, TIFF or WebP header with its size in the first {IMAGE_HEADER_BYTES // 1024} KB"
+
+
 def iter_image_files(files: Sequence[str | os.PathLike], fps: float = 30.0) -> Iterator[Frame]:
     """Decode image files (OpenCV, the ``video`` extra) into RGB :class:`Frame` s, one at a time, at a nominal
-    ``fps``. An unreadable image raises :class:`VideoDecodeError` naming the file and its frame index."""
+    ``fps``. An unreadable image raises :class:`VideoDecodeError` naming the file and its frame index; an image
+    over the frame-size limits :class:`FrameSizeError`, checked on its header before it is decoded."""
     try:
         import cv2
     except ImportError as exc:  # pragma: no cover
         raise ImportError(f"reading image folders needs OpenCV: {INSTALL_HINT}") from exc
     for index, path in enumerate(files):
+        try:
+            height, width = image_size(path)
+        except VideoDecodeError:
+            raise VideoDecodeError(f"{path}: frame {index} is not a readable image ({_NO_HEADER})") from None
+        check_frame_size(height, width, f"{path}: frame {index}")
         bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
         if bgr is None:
             raise VideoDecodeError(f"{path}: frame {index} is not a readable image")
+        check_frame_size(bgr.shape[0], bgr.shape[1], f"{path}: frame {index}")  # the decoded size, too
         yield Frame(index, index / fps, 1.0 / fps, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
 
 
 def iter_frames(source: str | os.PathLike, fps: float = 30.0) -> Iterator[Frame]:
-    """Frames of a video file or of a folder of images (sorted by name, nominal ``fps``): the one entry point
-    for commands that accept either."""
+    """Frames of a video file, of a folder of images (sorted by name, nominal ``fps``) or of a single image file
+    (by extension: one frame): the one entry point for commands that accept any of them."""
     source = Path(source)
     if source.is_dir():
         return iter_image_files(list_image_frames(source), fps)
+    if source.suffix.lower() in IMAGE_EXTENSIONS:
+        if not source.is_file():
+            raise FileNotFoundError(f"no image file at {source}")
+        return iter_image_files([source], fps)
     return iter_video_file(source)

@@ -3,13 +3,13 @@
 ``config.json`` holds the :class:`~constcl_zoo.config.ModelConfig` plus a ``weights`` record (file name, sha256,
 which branch's parameters it holds). Loading is strict: every key the requested branch needs must be present
 with its exact shape, and every key in the file must belong to the architecture; otherwise one
-:class:`CheckpointMismatchError` lists all the problems.
+:class:`CheckpointMismatchError` lists all the problems. A tensor holding NaN or infinity is refused the same way.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -17,7 +17,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from .config import ModelConfig
+from .config import ConfigError, ModelConfig, read_config_json
 from .errors import ConstclZooError
 from .fileio import atomic_write
 from .model import ConstCLBase, build_model
@@ -89,9 +89,30 @@ def write_checkpoint(config: ModelConfig | TaskConfig, tensors: dict[str, torch.
     return directory
 
 
+# the values write_checkpoint writes ("backbone": a converted official checkpoint without its SSL heads)
+WEIGHTS_RECORD = {"file": (WEIGHTS_NAME,), "branch": ("global", "region", "full", "backbone"), "dtype": ("float32",)}
+
+
 def read_weights_record(config_path: str | Path) -> dict:
-    """The ``weights`` record of a ``config.json`` (empty if the checkpoint was written without one)."""
-    return json.loads(Path(config_path).read_text()).get("weights") or {}
+    """The ``weights`` record of a ``config.json`` (empty if the checkpoint was written without one), as
+    :func:`write_checkpoint` writes it: ``file``, ``sha256`` (64 hex digits), ``branch``, ``dtype``; any other key or
+    value raises :class:`~constcl_zoo.config.ConfigError` naming it."""
+    data = read_config_json(config_path)
+    record = data.get("weights") if isinstance(data, dict) else None
+    if record is None:
+        return {}
+    if not isinstance(record, dict):
+        raise ConfigError(f"{config_path}: weights: expected an object, got {type(record).__name__}")
+    unknown = sorted(set(record) - {*WEIGHTS_RECORD, "sha256"})
+    if unknown:
+        raise ConfigError(f"{config_path}: weights: unknown field(s) {unknown}")
+    for key, allowed in WEIGHTS_RECORD.items():
+        if key in record and record[key] not in allowed:
+            raise ConfigError(f"{config_path}: weights.{key}: {str(record[key])[:60]!r} is not one of {list(allowed)}")
+    digest = record.get("sha256")
+    if digest is not None and not (isinstance(digest, str) and re.fullmatch(r"[0-9a-fA-F]{64}", digest)):
+        raise ConfigError(f"{config_path}: weights.sha256: {str(digest)[:80]!r} is not a sha256 (64 hex digits)")
+    return record
 
 
 def _reference_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -155,6 +176,11 @@ def load_weights(model: torch.nn.Module, weights_path: str | Path) -> torch.nn.M
                                       "point)", mistyped))
             raise CheckpointMismatchError("\n".join(parts))
         state = {k: f.get_tensor(k) for k in needed}
+    non_finite = sorted(k for k, t in state.items() if t.is_floating_point() and not bool(torch.isfinite(t).all()))
+    if non_finite:
+        raise CheckpointMismatchError("\n".join([
+            f"{weights_path} holds NaN or infinite values; every output would be NaN. The file is damaged or was "
+            f"saved from a diverged run: save or download it again.", _listing("non-finite tensors", non_finite)]))
     result = model.load_state_dict(state, strict=False)
     leftover = [k for k in result.missing_keys if not k.endswith("num_batches_tracked")]
     if leftover or result.unexpected_keys:  # cannot happen after the checks above; guard against drift

@@ -4,7 +4,8 @@
     python -m demos --tracker runs/track/tracker --localizer runs/loc/checkpoint --port 8080
 
 Models are loaded on first use and reused. Uploads over ``--max-upload-mb`` are refused; ``--concurrency``
-requests of each kind run at a time, the others wait in the queue.
+requests of each kind run at a time, the others wait in the queue; uploads and results are deleted
+``--cache-max-age-s`` after they were written.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import sys
 from constcl_zoo.commands.argtypes import positive_float, positive_int
 from constcl_zoo.errors import add_debug_flag, run_command
 
-from . import DEFAULT_CONCURRENCY, DEFAULT_MAX_UPLOAD_MB
+from . import DEFAULT_CACHE_MAX_AGE_S, DEFAULT_CONCURRENCY, DEFAULT_MAX_UPLOAD_MB
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,6 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"largest upload accepted, in MB (default: {DEFAULT_MAX_UPLOAD_MB})")
     p.add_argument("--concurrency", type=positive_int, default=DEFAULT_CONCURRENCY,
                    help=f"requests of each kind run at once, the rest queue (default: {DEFAULT_CONCURRENCY})")
+    p.add_argument("--cache-max-age-s", type=positive_int, default=DEFAULT_CACHE_MAX_AGE_S,
+                   help=f"uploads and results are deleted this long after they were written "
+                        f"(default: {DEFAULT_CACHE_MAX_AGE_S})")
     add_debug_flag(p)
     return p
 
@@ -46,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         models = Models(tracker=args.tracker, localizer=args.localizer, encoder=args.model,
                         random_init=args.random_init)
         launch(build_app(models), host=args.host, port=args.port, max_upload_mb=args.max_upload_mb,
-               concurrency=args.concurrency)
+               concurrency=args.concurrency, cache_max_age_s=args.cache_max_age_s)
         return 0
 
     return run_command("python -m demos", body, debug=args.debug)

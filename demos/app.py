@@ -13,7 +13,9 @@ import functools
 import io
 import logging
 import re
+import shutil
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,7 +26,7 @@ import pandas as pd
 
 from constcl_zoo.errors import UsageError, user_message
 
-from . import DEFAULT_CONCURRENCY, DEFAULT_MAX_UPLOAD_MB
+from . import DEFAULT_CACHE_MAX_AGE_S, DEFAULT_CONCURRENCY, DEFAULT_MAX_UPLOAD_MB
 from .models import Models, sample_video
 
 log = logging.getLogger("demos")
@@ -67,12 +69,30 @@ def _video_path(video: str | None) -> Path:
     return path
 
 
+_cache_max_age_s = DEFAULT_CACHE_MAX_AGE_S  # set by launch()
+
+
 def _output_dir() -> Path:
     """A fresh folder for one request's outputs, inside Gradio's upload folder (``GRADIO_TEMP_DIR``) so that the
-    app may serve them."""
+    app may serve them; earlier requests' folders older than the cache age are deleted first (Gradio serves copies
+    of the outputs, and its ``delete_cache`` only deletes those)."""
     root = Path(gr.utils.get_upload_folder()) / "constcl-demo"
     root.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(dir=root))
+    prune_older_than(root, _cache_max_age_s)
+    return Path(tempfile.mkdtemp(dir=root, prefix=f"{time.time():.0f}-"))
+
+
+def prune_older_than(root: Path, age_s: float) -> int:
+    """Delete the folders in ``root`` created over ``age_s`` seconds ago (the creation time :func:`_output_dir`
+    puts in the name: Gradio's own cache cleaning deletes files inside, which makes a folder's mtime young again);
+    returns how many."""
+    now, removed = time.time(), 0
+    for folder in root.iterdir():
+        created = folder.name.split("-", 1)[0]
+        if folder.is_dir() and created.isdigit() and now - int(created) > age_s:
+            shutil.rmtree(folder, ignore_errors=True)
+            removed += 1
+    return removed
 
 
 # -- Tracking ------------------------------------------------------------------------------------------------------
@@ -316,9 +336,14 @@ def _first_frame_or_clear(video: str | None) -> tuple[np.ndarray | None, np.ndar
 
 def launch(app: gr.Blocks, *, host: str = "127.0.0.1", port: int | None = None,
            max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB, concurrency: int = DEFAULT_CONCURRENCY,
-           block: bool = True) -> gr.Blocks:
+           cache_max_age_s: int = DEFAULT_CACHE_MAX_AGE_S, block: bool = True) -> gr.Blocks:
     """Queue (``concurrency`` requests of each kind at a time) and serve ``app``; uploads over ``max_upload_mb`` are
-    refused. ``block=False`` returns once the server is up (tests)."""
+    refused; uploads and results are deleted ``cache_max_age_s`` after they were written (Gradio's
+    ``delete_cache``, checked every ``min(cache_max_age_s, 600)`` s, and :func:`_output_dir` for the result
+    folders). ``block=False`` returns once the server is up (tests)."""
+    global _cache_max_age_s
+    _cache_max_age_s = cache_max_age_s
+    app.delete_cache = (min(cache_max_age_s, 600), cache_max_age_s)
     app.queue(default_concurrency_limit=concurrency, max_size=64)
     sample = sample_video()
     app.launch(server_name=host, server_port=port, max_file_size=int(max_upload_mb * 1024 * 1024),

@@ -45,10 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
     int8.add_argument("--int8", action="store_true",
                       help="QDQ int8 graph (per-channel int8 weights, uint8 activations) calibrated on --calibration")
     int8.add_argument("--calibration", nargs="+", default=None, metavar="VIDEO",
-                      help="videos whose windows calibrate the activation ranges (without --held-out, the second "
-                           "half of them is held out for the check)")
+                      help="videos, folders or manifests (as embed takes them) whose windows calibrate the "
+                           "activation ranges (without --held-out, the second half is held out for the check)")
     int8.add_argument("--held-out", nargs="+", default=None, metavar="VIDEO",
-                      help="videos for the int8 check (not used for calibration)")
+                      help="videos, folders or manifests for the int8 check (not used for calibration)")
     int8.add_argument("--calibration-windows", type=positive_int, default=32,
                       help="windows for calibration, and for the check (spread over the videos; default 32)")
     int8.add_argument("--calibration-method", choices=("minmax", "entropy", "percentile"), default="minmax",
@@ -75,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--keep-alive-s", type=positive_float, default=5.0, help="idle keep-alive connection limit")
     serve.add_argument("--max-connections", type=positive_int, default=64,
                        help="open connections; requests beyond get 503")
+    serve.add_argument("--max-open-connections", type=positive_int, default=512,
+                       help="sockets held open at all (at most the file-descriptor limit less 64); beyond, new "
+                            "connections are closed at once")
     serve.add_argument("--decode-workers", type=positive_int, default=2, help="threads decoding uploaded videos")
     serve.add_argument("--threads", type=positive_int, default=None, help="ONNX Runtime intra-op threads")
     serve.add_argument("--provider", action="append", default=None,
@@ -122,8 +125,7 @@ def _run(args: argparse.Namespace) -> int:
         report = export_from_name(args.model, out, branch=args.branch, with_rois=args.with_rois,
                                   fp16=args.fp16, external_data=args.external_data, opset=args.opset,
                                   random_init=args.random_init, seed=args.seed)
-        print(f"wrote {report.path}: inputs {report.inputs}, outputs {report.outputs}; ONNX Runtime vs PyTorch "
-              f"max abs diff {report.max_abs_diff:.3g} ({report.relative_diff:.3g} relative)")
+        print(f"wrote {report.path}: inputs {report.inputs}, outputs {report.outputs}; {report.check_line()}")
         return 0
     if args.command == "serve":
         from .serve import ServeConfig, serve
@@ -132,7 +134,8 @@ def _run(args: argparse.Namespace) -> int:
                              max_upload_bytes=int(args.max_upload_mb * 2**20), max_clips=args.max_clips,
                              request_timeout_s=args.timeout_s, header_timeout_s=args.header_timeout_s,
                              body_timeout_s=args.body_timeout_s, keep_alive_s=args.keep_alive_s,
-                             max_connections=args.max_connections, decode_workers=args.decode_workers)
+                             max_connections=args.max_connections,
+                             max_open_connections=args.max_open_connections, decode_workers=args.decode_workers)
         with tempfile.TemporaryDirectory() as tmp:
             serve(str(_onnx_source(args, tmp)), host=args.host, port=args.port, config=config,
                   threads=args.threads, providers=args.provider)
@@ -158,12 +161,13 @@ def _onnx_int8(args: argparse.Namespace) -> int:
                         ("--external-data", args.external_data)):
         if value:
             raise UsageError(f"--int8 does not combine with {flag}")
-    for video in [*args.calibration, *(args.held_out or [])]:
-        if not Path(video).is_file():
-            raise FileNotFoundError(f"no video at {video} (--calibration / --held-out take video files)")
+    from constcl_zoo.commands.embed import collect_jobs
+
+    calibration = [str(job.source) for job in collect_jobs(args.calibration)]
+    held_out = [str(job.source) for job in collect_jobs(args.held_out)] if args.held_out else None
     out = prepare_output_file(args.out, "--out")
-    report = export_int8_from_name(args.model, out, args.calibration, branch=args.branch, random_init=args.random_init,
-                                   seed=args.seed, held_out=args.held_out, opset=args.opset,
+    report = export_int8_from_name(args.model, out, calibration, branch=args.branch, random_init=args.random_init,
+                                   seed=args.seed, held_out=held_out, opset=args.opset,
                                    calibration_windows=args.calibration_windows, method=args.calibration_method,
                                    min_cosine=args.int8_min_cosine)
     print(report_line(report))

@@ -13,10 +13,13 @@
   next frame). Every bad request gets a 4xx JSON ``{"detail": ...}``; the worker never dies on input. An
   unexpected error gets a JSON 500, is counted in ``constcl_internal_errors_total`` and leaves the connection open.
 * Connections (see :class:`ServeConfig`): uvicorn's own ``limit_concurrency`` (503 beyond it),
-  ``timeout_keep_alive``, ``h11_max_incomplete_event_size`` (header bytes) and ``timeout_graceful_shutdown``;
-  uvicorn has no time limit on receiving a request, so :class:`HeaderTimeoutH11Protocol` drops a connection whose
-  request head is not complete ``header_timeout_s`` after its first byte (or after connecting), and the
-  :class:`BodyTimeout` middleware answers 408 and closes when the body takes longer than ``body_timeout_s``.
+  ``timeout_keep_alive``, ``h11_max_incomplete_event_size`` and ``timeout_graceful_shutdown``; uvicorn has no time
+  limit on receiving a request, no cap on open sockets and no 431, so the h11 protocol of
+  :func:`guarded_h11_protocol` closes a connection whose request head is not complete ``header_timeout_s`` after
+  its first byte (or after connecting), answers 431 to a request head over ``max_header_bytes`` (complete or not),
+  and closes new connections at once beyond :func:`open_connection_cap` (below the process's file-descriptor
+  limit, so ``accept`` never fails with EMFILE; one log line per 10 s says how many); the :class:`BodyTimeout`
+  middleware answers 408 and closes when the body takes longer than ``body_timeout_s``.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import json
 import logging
 import math
 import tempfile
@@ -84,13 +88,14 @@ class ServeConfig:
     body_timeout_s: float = 30.0  # from the complete head to the end of the body
     keep_alive_s: float = 5.0  # an idle keep-alive connection is closed after this (uvicorn timeout_keep_alive)
     max_connections: int = 64  # open connections; requests beyond get 503 (uvicorn limit_concurrency)
-    max_header_bytes: int = 16384  # request head size (uvicorn h11_max_incomplete_event_size)
+    max_open_connections: int = 512  # sockets held open at all; beyond, closed at accept (see open_connection_cap)
+    max_header_bytes: int = 16384  # request head size; larger heads get 431
     decode_workers: int = 2  # threads decoding uploaded videos (their own pool, not the default executor)
     graceful_shutdown_s: float = 10.0  # uvicorn timeout_graceful_shutdown
 
     def __post_init__(self) -> None:
-        for name in ("max_batch", "max_clips", "max_upload_bytes", "max_connections", "max_header_bytes",
-                     "decode_workers"):
+        for name in ("max_batch", "max_clips", "max_upload_bytes", "max_connections", "max_open_connections",
+                     "max_header_bytes", "decode_workers"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"ServeConfig.{name} must be >= 1, got {getattr(self, name)}")
         for name in ("request_timeout_s", "header_timeout_s", "body_timeout_s", "keep_alive_s",
@@ -99,6 +104,9 @@ class ServeConfig:
                 raise ConfigError(f"ServeConfig.{name} must be > 0 seconds, got {getattr(self, name)}")
         if self.max_wait_ms < 0:
             raise ConfigError(f"ServeConfig.max_wait_ms must be >= 0, got {self.max_wait_ms}")
+        if self.max_open_connections < self.max_connections:
+            raise ConfigError(f"ServeConfig.max_open_connections ({self.max_open_connections}) must be >= "
+                              f"max_connections ({self.max_connections})")
 
 
 class Metrics:
@@ -299,26 +307,93 @@ class Observe:
                 self.metrics.latency.observe(time.perf_counter() - start)
 
 
-def header_timeout_protocol(timeout_s: float) -> type:
-    """uvicorn's h11 protocol with a deadline on request heads: a connection is closed when a request head is not
-    complete ``timeout_s`` after the connection opened or after the first byte of the next request.
+FD_RESERVE = 64  # file descriptors kept free of client sockets: the model, logs, uploads' temporary files
+
+
+def open_connection_cap(config: ServeConfig) -> int:
+    """Sockets the server holds open at once: ``config.max_open_connections``, but at most the process's soft
+    file-descriptor limit less :data:`FD_RESERVE` (at least 1)."""
+    try:
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    except (ImportError, OSError, ValueError):  # pragma: no cover - no rlimits (Windows)
+        soft = -1
+    if soft < 0:  # unlimited (RLIM_INFINITY) or unknown
+        return config.max_open_connections
+    return max(1, min(config.max_open_connections, soft - FD_RESERVE))
+
+
+def request_head_bytes(event: object) -> int:
+    """The size of an h11 ``Request``'s head as sent, less optional whitespace: request line, headers, blank line."""
+    line = len(event.method) + len(event.target) + len(event.http_version) + 8  # "M T HTTP/x\r\n"
+    return line + sum(len(name) + len(value) + 4 for name, value in event.headers) + 2
+
+
+def guarded_h11_protocol(config: ServeConfig) -> type:
+    """uvicorn's h11 protocol with the limits uvicorn lacks (module docstring): a deadline on request heads, 431 for
+    heads over ``config.max_header_bytes``, and a cap on open sockets (:func:`open_connection_cap`).
 
     uvicorn's ``timeout_keep_alive`` only runs between requests, once a response is sent, and is cancelled by the
     first byte of the next request; a client that connects and sends nothing, or trickles a head byte by byte
-    (slowloris), otherwise holds its connection forever (and ``limit_concurrency`` counts it)."""
+    (slowloris), otherwise holds its connection forever (and ``limit_concurrency`` counts it). h11's
+    ``max_incomplete_event_size`` only bounds a head that is still incomplete (a 100 KB head in one read passes),
+    and uvicorn answers its overflow with 400."""
+    import h11
     from uvicorn.protocols.http.h11_impl import H11Protocol
 
-    class HeaderTimeoutH11Protocol(H11Protocol):
+    timeout_s, max_head = config.header_timeout_s, config.max_header_bytes
+    cap = open_connection_cap(config)
+    refused = {"count": 0, "logged_at": 0.0}
+
+    class GuardedH11Protocol(H11Protocol):
         def connection_made(self, transport) -> None:  # type: ignore[override]
+            self._refused = len(self.server_state.connections) >= cap
+            if self._refused:  # close at once: the descriptor is free again before the next accept
+                transport.close()
+                refused["count"] += 1
+                now = time.monotonic()
+                if now - refused["logged_at"] >= 10.0:
+                    self.logger.warning("open-connection cap %d reached: new connections are closed at accept "
+                                        "(%d since the previous such line; at most one line per 10 s)",
+                                        cap, refused["count"])
+                    refused["count"], refused["logged_at"] = 0, now
+                return
             super().connection_made(transport)
             self._head_timer: asyncio.TimerHandle | None = None
+            next_event = self.conn.next_event
+            self.conn.next_event = lambda: self._checked_event(next_event)  # type: ignore[method-assign]
             self._watch_head()
+
+        def _checked_event(self, next_event: Callable[[], object]) -> object:
+            try:
+                event = next_event()
+            except h11.RemoteProtocolError as exc:
+                if exc.error_status_hint != 431:  # h11's incomplete-head overflow hints 431; uvicorn sends 400
+                    raise
+                event = None
+            if event is None or (isinstance(event, h11.Request) and request_head_bytes(event) > max_head):
+                self._send_431()
+                return h11.NEED_DATA
+            return event
+
+        def _send_431(self) -> None:
+            body = json.dumps({"detail": f"request head over the limit of {max_head} bytes"}).encode()
+            headers = [(b"content-type", b"application/json"), (b"connection", b"close"),
+                       (b"content-length", str(len(body)).encode())]
+            self.transport.write(self.conn.send(h11.Response(status_code=431, headers=headers,
+                                                             reason=b"Request Header Fields Too Large")))
+            self.transport.write(self.conn.send(h11.Data(data=body)))
+            self.transport.write(self.conn.send(h11.EndOfMessage()))
+            self.transport.close()
 
         def data_received(self, data: bytes) -> None:
             super().data_received(data)
             self._watch_head()
 
         def connection_lost(self, exc: Exception | None) -> None:
+            if self._refused:
+                return
             if self._head_timer is not None:
                 self._head_timer.cancel()
             super().connection_lost(exc)
@@ -340,7 +415,7 @@ def header_timeout_protocol(timeout_s: float) -> type:
                 self.logger.info("closing a connection whose request head took over %g s", timeout_s)
                 self.transport.close()
 
-    return HeaderTimeoutH11Protocol
+    return GuardedH11Protocol
 
 
 def _cancellable(frames: Iterable[Frame], cancel: threading.Event, metrics: Metrics) -> Iterator[Frame]:
@@ -532,6 +607,6 @@ def serve(model: str, host: str = "127.0.0.1", port: int = 8000, config: ServeCo
 
 def uvicorn_options(config: ServeConfig) -> dict:
     """The uvicorn settings that carry :class:`ServeConfig`'s connection limits (h11 with a head deadline)."""
-    return {"http": header_timeout_protocol(config.header_timeout_s), "limit_concurrency": config.max_connections,
+    return {"http": guarded_h11_protocol(config), "limit_concurrency": config.max_connections,
             "timeout_keep_alive": config.keep_alive_s, "h11_max_incomplete_event_size": config.max_header_bytes,
             "timeout_graceful_shutdown": config.graceful_shutdown_s}

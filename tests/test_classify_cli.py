@@ -49,3 +49,9 @@ def test_classify_refuses_an_encoder(tmp_path, capsys) -> None:
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "not a recognition checkpoint" in err[0] and "Traceback" not in err[0]
     assert main(["classify", str(VIDEOS / "tree.avi"), "--model", str(encoder), "--top-k", "0"]) == 2
+
+
+def test_classify_without_model_says_why_in_one_line(capsys) -> None:
+    assert main(["classify", str(VIDEOS / "tree.avi")]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "--model: classify needs a recognition checkpoint, and the package ships none" in line

@@ -119,3 +119,31 @@ def test_manifest_inputs_and_name_clashes(videos, tmp_path, capsys):
     (videos / "bad.txt").write_text("missing.avi\n")
     assert main(["embed", str(videos / "bad.txt"), "--out", str(tmp_path / "o"), *ARGS]) == 2
     assert "bad.txt, line 1: no video file at" in capsys.readouterr().err
+
+
+def test_version_flag(capsys) -> None:
+    import constcl_zoo
+
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0 and capsys.readouterr().out.strip() == f"constcl-zoo {constcl_zoo.__version__}"
+
+
+def test_decoder_errors_say_what_without_the_errno(tmp_path, capsys) -> None:
+    bad = tmp_path / "not_a_video.mp4"
+    bad.write_bytes(b"garbage data, not a video")
+    assert main(["embed", str(bad), "--out", str(tmp_path / "out")]) != 0
+    err = capsys.readouterr().err
+    assert "not_a_video.mp4: cannot open the container (Invalid data found when processing input)" in err
+    assert "Errno" not in err
+
+
+def test_no_half_drawn_progress_bar_in_front_of_a_failure(tmp_path, capsys) -> None:
+    """What a terminal shows of each stderr line (the text after its last carriage return): the failure line
+    starts with the command's name, the progress bar was cleared before it."""
+    bad = tmp_path / "not_a_video.mp4"
+    bad.write_bytes(b"garbage data, not a video")
+    main(["embed", str(bad), "--out", str(tmp_path / "out")])
+    shown = [line.split("\r")[-1] for line in capsys.readouterr().err.split("\n")]
+    failed = [line for line in shown if "FAILED" in line]
+    assert len(failed) == 1 and failed[0].startswith("constcl-zoo embed: FAILED"), shown

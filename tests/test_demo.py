@@ -212,6 +212,46 @@ def test_embeddings_of_a_one_window_video(served, assets):
     assert curve["data"] == [] and load_embeddings(path)["embeddings"].shape == (1, 512)
 
 
+def test_uploads_and_results_are_deleted_after_the_cache_age(assets, tmp_path, monkeypatch):
+    """launch(cache_max_age_s=2): Gradio's delete_cache removes the uploads, and each request's result folder
+    older than the age is removed when the next request makes its own."""
+    import demos.app
+    from demos.app import build_app, launch
+    from demos.models import Models
+
+    monkeypatch.setattr(demos.app, "_cache_max_age_s", demos.app._cache_max_age_s)  # restored after the test
+    temp = tmp_path / "gradio_tmp"
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(temp))
+    port = _free_port()
+    app = launch(build_app(Models(encoder=str(assets / "encoder"))), port=port, cache_max_age_s=2, block=False)
+    try:
+        client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+        client.predict(handle_file(assets / "short.mp4"), ".npy", api_name="/embed")
+        first = {p for p in temp.rglob("*") if p.is_file()}
+        results = [p for p in (temp / "constcl-demo").iterdir()]
+        assert any(p.name == "short.mp4" for p in first) and len(results) == 1
+        time.sleep(4.5)  # past the age, and past a 2 s delete_cache round
+        client.predict(handle_file(assets / "long.mp4"), ".npy", api_name="/embed")  # another file: uploads are
+        # stored by content hash, the same file would be stored again at the same path
+        assert not results[0].exists()  # the first request's result folder
+        assert not [p for p in first if p.exists() and "constcl-demo" not in p.parts]  # its upload and copies
+    finally:
+        app.close()
+
+
+def test_prune_older_than_keeps_recent_folders(tmp_path):
+    from demos.app import prune_older_than
+
+    old, new, other = (tmp_path / f"{time.time() - 100:.0f}-abc", tmp_path / f"{time.time():.0f}-def",
+                       tmp_path / "not-ours")
+    for folder in (old, new, other):
+        folder.mkdir()
+        (folder / "result.npy").write_bytes(b"x")
+        os.utime(folder, (time.time() - 1000, time.time() - 1000))  # the mtime does not count
+    assert prune_older_than(tmp_path, 50) == 1
+    assert not old.exists() and (new / "result.npy").is_file() and other.is_dir()
+
+
 def test_sample_video_button(served, assets):
     import constcl_zoo
 

@@ -295,3 +295,13 @@ def test_recognition_checkpoint_exports_clip_to_logits(tmp_path, capsys):
     # an encoder branch does not apply to a task checkpoint
     assert export_main(["onnx", str(tmp_path / "clf"), "--out", str(tmp_path / "x.onnx"), "--branch", "region"]) == 2
     assert "branch" in capsys.readouterr().err
+
+
+def test_self_check_line_has_no_nan() -> None:
+    """A tracker export measures only the relative difference: its line says so instead of "max abs diff nan"."""
+    from export.onnx_export import ExportReport
+
+    tracker = ExportReport(Path("t"), {}, {}, None, 2.5e-7)
+    assert tracker.check_line() == "ONNX Runtime vs PyTorch relative diff 2.5e-07"
+    encoder = ExportReport(Path("e"), {}, {}, 1.2e-6, 3e-7)
+    assert encoder.check_line() == "ONNX Runtime vs PyTorch max abs diff 1.2e-06 (3e-07 relative)"

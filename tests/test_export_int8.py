@@ -114,12 +114,23 @@ def test_impossible_threshold_fails_with_exit_2_and_no_file(capsys, tmp_path):
     (["--int8", "--fp16", "--calibration", str(HELD_OUT)], "--int8 does not combine with --fp16"),
     (["--int8", "--calibration", str(HELD_OUT)], "give two or more --calibration videos"),
     (["--int8", "--calibration", str(HELD_OUT), "--held-out", str(HELD_OUT)], "must not be calibration videos"),
-    (["--int8", "--calibration", str(VIDEOS / "missing.mp4"), str(HELD_OUT)], "no video at"),
+    (["--int8", "--calibration", str(VIDEOS / "missing.mp4"), str(HELD_OUT)], "no file, folder or manifest at"),
+    (["--int8", "--calibration", "EMPTY_FOLDER"], "the folder holds no video file"),
+    (["--int8", "--calibration", "ONE_VIDEO_FOLDER"], "give two or more --calibration videos"),  # folder expanded
 ])
 def test_int8_usage_errors(capsys, tmp_path, args, message):
-    code = export_main(["onnx", TINY, "--random-init", "--out", str(tmp_path / "m.onnx"), *args])
+    """--calibration and --held-out take files, folders and manifests, as embed does."""
+    folders = tmp_path / "folders"
+    (folders / "empty").mkdir(parents=True)
+    (folders / "one").mkdir()
+    (folders / "one" / HELD_OUT.name).symlink_to(HELD_OUT)
+    args = [str(folders / "empty") if a == "EMPTY_FOLDER" else str(folders / "one") if a == "ONE_VIDEO_FOLDER" else a
+            for a in args]
+    out = tmp_path / "out"
+    out.mkdir()
+    code = export_main(["onnx", TINY, "--random-init", "--out", str(out / "m.onnx"), *args])
     (line,) = capsys.readouterr().err.splitlines()
-    assert code == 2 and message in line and list(tmp_path.iterdir()) == []
+    assert code == 2 and message in line and list(out.iterdir()) == []
 
 
 def test_calibration_windows_are_the_embed_windows_spread_over_the_video():

@@ -13,6 +13,8 @@ from constcl_zoo.detection import Detections, HogPersonDetector, OnnxPersonDetec
 from constcl_zoo.tasks.localization_infer import KeyFrameResult, PersonResult, link_tracks
 from constcl_zoo.visualize import Mp4Writer
 
+from .conftest import SHARED
+
 LABELS = ["left", "right", "up"]
 
 
@@ -92,7 +94,10 @@ def test_tracks_link_by_iou_with_motion() -> None:
 def test_hog_detector_finds_pedestrians() -> None:
     from constcl_zoo.video import iter_video_file
 
-    for f in iter_video_file("../shared/data/videos/vtest.avi"):
+    video = SHARED / "data" / "videos" / "vtest.avi"
+    if not video.is_file():
+        pytest.skip(f"{video} not found: ../shared/data is not beside this checkout")
+    for f in iter_video_file(video):
         if f.index == 100:
             found = HogPersonDetector(min_score=0.5).detect(f.rgb)
             break
@@ -198,3 +203,29 @@ def test_onnx_export_of_a_localization_checkpoint(tmp_path, capsys) -> None:
     assert export_main(["onnx", str(tmp_path / "loc"), "--fp16", "--out", str(tmp_path / "x.onnx")]) == 2
     err = capsys.readouterr().err.strip()
     assert "action localizer" in err and "--fp16" in err and "\n" not in err
+
+
+def test_encoder_model_with_labels_keeps_its_weights_unless_random_init(tmp_path, capsys) -> None:
+    """One convention: a named or saved encoder given to localize --model means its weights; --random-init (the
+    one flag for random weights) gives the seeded random init."""
+    from constcl_zoo.commands.localize import load_localizer
+
+    def same(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+        mine, reference = a.state_dict(), b.state_dict()
+        assert mine.keys() == reference.keys()
+        return all(torch.equal(mine[k], reference[k]) for k in mine)
+
+    saved = load("constcl_r3d14_w16", branch="region", pretrained=False, seed=5)
+    saved.save_pretrained(tmp_path / "enc")
+    assert same(load_localizer(str(tmp_path / "enc"), LABELS).encoder, saved)  # its saved weights
+    published = load("constcl_r3d14_w16", branch="region")
+    assert same(load_localizer("constcl_r3d14_w16", LABELS).encoder, published)  # the published ones
+    random = load_localizer("constcl_r3d14_w16", LABELS, random_init=True, seed=2).encoder
+    assert same(random, load("constcl_r3d14_w16", branch="region", pretrained=False, seed=2))
+    assert not same(random, published)
+    video = tmp_path / "v.mp4"
+    video.write_bytes(b"\0")
+    assert _cli([str(video), "--random-init", "--json", str(tmp_path / "r.json")]) == 2
+    assert "--random-init needs --model" in capsys.readouterr().err
+    assert _cli([str(video), "--model", "constcl_r3d50", "--labels", "a,b", "--json", str(tmp_path / "r.json")]) == 2
+    assert "Use --random-init for a random init" in capsys.readouterr().err

@@ -14,7 +14,7 @@ from constcl_zoo.tasks.recognition import VideoClassifier
 from training.tasks.recognition import features as feats
 from training.tasks.recognition.cli import add_parser, run
 from training.tasks.recognition.datasets import folder_split
-from training.tasks.recognition.features import SplitFeatures, ViewSettings, extract_features
+from training.tasks.recognition.features import SplitFeatures, ViewSettings, extract_features, weights_digest
 from training.tasks.recognition.metrics import compute_metrics
 from training.tasks.recognition.probe import LinearHead, ProbeError, ProbeSettings, load_head, save_head, train_probe
 
@@ -166,6 +166,20 @@ def test_probe_command_writes_the_run(segments, cache, tmp_path, monkeypatch, ca
     argv2 = [str(tmp_path / "run2") if a == str(out) else a for a in argv]
     assert run(_args([*argv2, "--l2-normalize"])) == 0
     assert json.loads((tmp_path / "run2" / "probe.json").read_text())["settings"]["l2_normalize"] is True
+
+
+def test_probe_command_defaults_to_the_package_encoder(segments, cache, tmp_path):
+    from constcl_zoo.errors import UsageError
+    from constcl_zoo.pretrained import default_model_name
+
+    base = ["--train", str(segments / "train"), "--val", str(segments / "val"), "--cache-dir", str(cache),
+            "--no-progress"]
+    with pytest.raises(UsageError, match="--random-init needs --model"):
+        run(_args([*base, "--random-init", "--out", str(tmp_path / "x")]))
+    assert run(_args([*base, "--out", str(tmp_path / "run")])) == 0
+    record = json.loads((tmp_path / "run" / "probe.json").read_text())
+    assert record["encoder"]["model"] == default_model_name() and record["encoder"]["pretrained"] is True
+    assert record["encoder"]["weights_sha256"] == weights_digest(load(default_model_name(), branch="global"))
 
 
 def test_probe_command_reads_ucf101_split_files(segments, cache, tmp_path):

@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from constcl_zoo.config import ConfigError
 from export.runtime import OnnxEmbedder
 from export.serve import Metrics, MicroBatcher, ServeConfig, create_app
 
@@ -299,6 +300,65 @@ def test_connection_cap_and_recovery(embedder):
             for sock in idle:
                 sock.close()
         assert healthz(port).startswith(b"HTTP/1.1 200")  # once they are gone the service answers again
+
+
+def test_open_connections_beyond_the_cap_are_closed_at_accept(embedder, capfd):
+    """max_open_connections=6: 30 idle sockets, 6 held (and counted by limit_concurrency), 24 closed at once with
+    one log line; the service answers again once they go."""
+    config = dataclasses.replace(LIVE, header_timeout_s=5.0, max_open_connections=6)
+    with live_server(embedder, config) as port:
+        idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(30)]
+        try:
+            closed = 0
+            for sock in idle:
+                sock.settimeout(0.5)
+                with contextlib.suppress(TimeoutError, socket.timeout):
+                    closed += _read_until_closed(sock, 0.5) == b""
+            assert closed == 24  # the first 6 are held until their head deadline (5 s)
+        finally:
+            for sock in idle:
+                sock.close()
+        time.sleep(0.5)
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            assert _read_until_closed(sock).startswith(b"HTTP/1.1 200")
+    log = capfd.readouterr().err
+    assert log.count("open-connection cap 6 reached") == 1  # rate-limited: not one line per refused connection
+    assert "Traceback" not in log and "EMFILE" not in log
+
+
+def test_open_connection_cap_stays_below_the_descriptor_limit(monkeypatch):
+    import resource
+
+    from export.serve import FD_RESERVE, open_connection_cap
+
+    monkeypatch.setattr(resource, "getrlimit", lambda which: (1024, 4096))
+    assert open_connection_cap(ServeConfig(max_open_connections=5000)) == 1024 - FD_RESERVE
+    assert open_connection_cap(ServeConfig(max_open_connections=100)) == 100
+    monkeypatch.setattr(resource, "getrlimit", lambda which: (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+    assert open_connection_cap(ServeConfig(max_open_connections=5000)) == 5000
+    with pytest.raises(ConfigError, match="max_open_connections"):
+        ServeConfig(max_connections=64, max_open_connections=10)
+
+
+@pytest.mark.parametrize("chunks", [1, 8], ids=["whole", "trickled"])
+def test_request_head_over_16_kb_gets_431(live, chunks):
+    """A 100 KB head in one write (h11 parses it whole: its incomplete-event limit never fires) or in 8 pieces (the
+    limit fires: uvicorn would answer 400) gets 431 JSON and the connection is closed; a 15 KB head is served."""
+    head = (b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 100_000 + b"\r\n\r\n")
+    with socket.create_connection(("127.0.0.1", live)) as sock:
+        step = -(-len(head) // chunks)
+        for i in range(0, len(head), step):
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                sock.sendall(head[i:i + step])
+            time.sleep(0.02)
+        reply = _read_until_closed(sock)
+    assert reply.startswith(b"HTTP/1.1 431 Request Header Fields Too Large"), reply[:200]
+    assert b"request head over the limit of 16384 bytes" in reply
+    with socket.create_connection(("127.0.0.1", live)) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Big: " + b"a" * 15_000
+                     + b"\r\n\r\n")
+        assert _read_until_closed(sock).startswith(b"HTTP/1.1 200")
 
 
 def _npy_header(shape: tuple, descr: str = "<f4") -> bytes:

@@ -252,7 +252,8 @@ def test_crop_aligned_equals_interpolated_padded_crop():
 
 
 def test_output_stage_runs_on_the_needed_time_slices_only():
-    """stage_time_slice == the whole stage's slice, for the centre and every other slice (causal: the last), on a
+    """stage_time_slice == the whole stage's slice within float rounding (the smaller convolutions may take another
+    summation order: 4.8e-7 apart on AVX-512 CPUs), for the centre and every other slice (causal: the last), on a
     res5 of two temporal-kernel-3 blocks (the walk back widens the interval block by block)."""
     from constcl_zoo.backbone import _stage
     from constcl_zoo.config import BackboneConfig
@@ -267,7 +268,7 @@ def test_output_stage_runs_on_the_needed_time_slices_only():
     with torch.inference_mode():
         full = stage(x)
         for t in range(5):
-            torch.testing.assert_close(stage_time_slice(stage, x, t), full[:, :, t], rtol=0, atol=0)
+            torch.testing.assert_close(stage_time_slice(stage, x, t), full[:, :, t], rtol=1e-5, atol=1e-5)
     calls = []
     hooks = [b.register_forward_pre_hook(lambda m, a: calls.append(a[0].shape[2])) for b in stage]
     with torch.inference_mode():

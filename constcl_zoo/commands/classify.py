@@ -21,7 +21,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p = subparsers.add_parser("classify", help="classify videos with a recognition checkpoint (JSON lines)",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("inputs", nargs="+", help="video files, folders or manifests (.txt/.lst/.csv)")
-    p.add_argument("--model", required=True, help="recognition checkpoint: folder, 'hf-hub:org/repo' or name")
+    p.add_argument("--model", default=None, help="recognition checkpoint: folder, 'hf-hub:org/repo' or name "
+                   "(required: the package ships no recognition model)")
     p.add_argument("--top-k", type=int, default=5, help="labels per video (default 5)")
     p.add_argument("--out", default=None, help="write the JSON lines here instead of stdout")
     p.add_argument("--clip-frames", type=int, default=None, help="frames per window (default: the weights')")
@@ -41,6 +42,10 @@ def run(args: argparse.Namespace) -> int:
     from ..video import VideoError
     from .embed import collect_jobs
 
+    if args.model is None:
+        raise UsageError("--model: classify needs a recognition checkpoint, and the package ships none (its default "
+                         "models are an encoder, a tracker and a localizer); train one with `python -m training "
+                         "probe` or `finetune`")
     if args.top_k < 1:
         raise UsageError(f"--top-k must be >= 1, got {args.top_k}")
     jobs = collect_jobs(args.inputs)

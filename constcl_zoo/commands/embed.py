@@ -190,7 +190,15 @@ def _progress(total: int, enabled: bool):
 
 
 def _say(message: str) -> None:
-    print(f"constcl-zoo embed: {message}", file=sys.stderr)
+    """A line on stderr; with tqdm, through ``tqdm.write`` so that a progress bar is cleared first and redrawn
+    below (no half-drawn bar in front of the message)."""
+    line = f"constcl-zoo embed: {message}"
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        print(line, file=sys.stderr)
+        return
+    tqdm.write(line, file=sys.stderr)
 
 
 def _differences(meta: dict[str, str], wanted: dict[str, str]) -> str:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,7 +26,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..errors import UsageError
+from ..errors import ConstclZooError, UsageError
 
 if TYPE_CHECKING:
     from ..tasks.localization import ActionLocalizer
@@ -40,6 +41,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    "(default: the package's trained default localizer)")
     p.add_argument("--no-actions", action="store_true", help="person boxes and tracks only (no action model)")
     p.add_argument("--labels", default=None, help="with an encoder --model: comma-separated action names")
+    p.add_argument("--random-init", action="store_true",
+                   help="with an encoder --model and --labels: a seeded random init instead of its weights")
+    p.add_argument("--seed", type=int, default=0, help="seed of --random-init and of the new action head")
     p.add_argument("--boxes", default=None, help="person boxes CSV (AVA format, with scores)")
     p.add_argument("--box-threshold", type=float, default=0.0, help="minimum person score (boxes CSV or detector)")
     p.add_argument("--detector", default=None, help="ONNX person detector (default: OpenCV HOG)")
@@ -60,26 +64,27 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 def read_boxes_csv(path: str | Path, video_id: str, threshold: float = 0.0) -> dict[float, np.ndarray]:
     """``{timestamp: [N, 5]}`` (x1, y1, x2, y2, score) of ``video_id`` from an AVA-format person-box CSV (every row
     when the file names a single video), score >= ``threshold``, best first."""
-    from ..ava import read_person_boxes
+    from ..ava import read_person_boxes, split_key
 
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"--boxes: no file at {path}")
-    table = read_person_boxes(path, threshold)
-    videos = sorted({key.rsplit(",", 1)[0] for key in table})
+    table = {split_key(key): found for key, found in read_person_boxes(path, threshold).items()}
+    videos = sorted({video for video, _ in table})
     if not videos:
         raise UsageError(f"--boxes {path}: no boxes with score >= {threshold}")
     if video_id not in videos and len(videos) > 1:
         raise UsageError(f"--boxes {path}: no rows for video_id {video_id!r} (the file has {videos[:5]}...)")
     chosen = video_id if video_id in videos else videos[0]
-    return {float(key.rsplit(",", 1)[1]): np.array([[*b, s] for b, s in found], np.float32)
-            for key, found in sorted(table.items()) if key.rsplit(",", 1)[0] == chosen}
+    return {t: np.array([[*b, s] for b, s in found], np.float32)
+            for (video, t), found in sorted(table.items()) if video == chosen}
 
 
 def load_localizer(model: str | None, labels: Sequence[str] | None = None, device: str = "cpu",
-                   name: str = "--model") -> ActionLocalizer:
-    """A localization checkpoint, or (with ``labels``) an encoder (random init) with a fresh action head; a checkpoint
-    of another task raises :class:`UsageError` (naming the field ``name``). ``None``: the package's default
+                   name: str = "--model", random_init: bool = False, seed: int = 0) -> ActionLocalizer:
+    """A localization checkpoint, or (with ``labels``) an encoder with a fresh action head — its published weights
+    (a registered name) or its saved ones (a folder), a seeded random init with ``random_init``; a checkpoint of
+    another task raises :class:`UsageError` (naming the field ``name``). ``None``: the package's default
     localizer."""
     from .. import load
     from ..tasks.localization import ActionLocalizer
@@ -87,9 +92,14 @@ def load_localizer(model: str | None, labels: Sequence[str] | None = None, devic
     if model is None:
         if labels:
             raise UsageError("--labels needs an encoder --model to put a new action head on")
+        if random_init:
+            raise UsageError("--random-init needs --model (an architecture name, e.g. constcl_r3d14_w16)")
         return load(task="localization", device=device)
-    model_ = load(model, task="localization", labels=labels, pretrained=False, device=device) if labels else \
-        load(model, device=device)
+    if random_init and not labels:
+        raise UsageError("--random-init gives an encoder random weights: add --labels walk,run,... for its new "
+                         "action head")
+    model_ = load(model, task="localization", labels=labels, pretrained=not random_init, seed=seed,
+                  device=device) if labels else load(model, device=device)
     if not isinstance(model_, ActionLocalizer):
         raise UsageError(f"{name} {model} is not a localization checkpoint; give one, or an encoder "
                          f"with --labels walk,run,...")
@@ -112,7 +122,7 @@ def _progress(total: int | None, desc: str, disable: bool):
 def run(args: argparse.Namespace) -> int:
     """Run ``localize`` (user errors: :class:`UsageError`, answered in one line by ``constcl-zoo``)."""
     from ..detection import HogPersonDetector, OnnxPersonDetector
-    from ..tasks.localization_infer import localize, write_annotated
+    from ..tasks.localization_infer import LocalizationInputError, check_interval, localize, write_annotated
 
     video = Path(args.video)
     if not video.is_file():
@@ -123,20 +133,26 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--out {args.out}: the annotated video is written as .mp4 (H.264)")
     if args.score_threshold is not None and not 0 <= args.score_threshold <= 1:
         raise UsageError(f"--score-threshold must be in [0, 1], got {args.score_threshold}")
-    if args.interval <= 0:
-        raise UsageError(f"--interval must be > 0 seconds, got {args.interval}")
+    try:
+        check_interval(args.interval)
+        hog = HogPersonDetector(short_side=args.hog_short_side) if not args.detector else None
+    except ConstclZooError as exc:
+        flag = "--interval" if isinstance(exc, LocalizationInputError) else "--hog-short-side"
+        raise UsageError(f"{flag}: {exc}") from None
+    if not math.isfinite(args.box_threshold):
+        raise UsageError(f"--box-threshold must be a finite number, got {args.box_threshold}")
     model = None
     if args.no_actions:
-        if args.model or args.labels:
-            raise UsageError("--no-actions runs the person detector and tracks only; drop --model / --labels")
+        if args.model or args.labels or args.random_init:
+            raise UsageError("--no-actions runs the person detector and tracks only; drop --model / --labels / "
+                             "--random-init")
     else:
         labels = [x.strip() for x in args.labels.split(",") if x.strip()] if args.labels else None
-        model = load_localizer(args.model, labels, device=args.device)
+        model = load_localizer(args.model, labels, device=args.device, random_init=args.random_init, seed=args.seed)
     boxes = read_boxes_csv(args.boxes, video.stem, args.box_threshold) if args.boxes else None
     detector = None
     if boxes is None:
-        detector = (OnnxPersonDetector(args.detector) if args.detector else
-                    HogPersonDetector(short_side=args.hog_short_side))
+        detector = OnnxPersonDetector(args.detector) if args.detector else hog
     bar, update = _progress(None, "localize", args.no_progress)
     try:
         result = localize(model, video, boxes=boxes, detector=detector, person_threshold=args.box_threshold,

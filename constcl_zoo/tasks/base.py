@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from ..config import ModelConfig, PreprocessConfig, dataclass_from_dict, to_jsonable
+from ..config import ModelConfig, PreprocessConfig, dataclass_from_dict, read_config_json, to_jsonable
 from ..errors import ConstclZooError
 from ..model import ConstCLBase, build_model
 from ..preprocess import ClipPreprocess
@@ -110,10 +110,7 @@ class TaskConfig:
     @classmethod
     def from_json(cls, path: str | Path) -> TaskConfig:
         path = Path(path)
-        try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
-            raise TaskConfigError(f"{path}: not valid JSON ({exc})") from exc
+        data = read_config_json(path, TaskConfigError)
         try:
             return cls.from_dict(data)
         except ConstclZooError as exc:

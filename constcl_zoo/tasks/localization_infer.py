@@ -17,6 +17,7 @@ its box and track, with no action.
 
 from __future__ import annotations
 
+import math
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
@@ -36,6 +37,19 @@ if TYPE_CHECKING:
 
 class LocalizationInputError(ConstclZooError, ValueError):
     """Unusable ``boxes`` / ``times`` / thresholds for :func:`localize`."""
+
+
+MIN_INTERVAL_S = 0.001
+MAX_INTERVAL_S = 86_400.0
+
+
+def check_interval(interval_s: float) -> float:
+    """``interval_s`` (seconds between detector key frames) if it is in ``[MIN_INTERVAL_S, MAX_INTERVAL_S]``, else
+    :class:`LocalizationInputError`. (Key frames never outnumber frames: several in one frame's time are one.)"""
+    if not MIN_INTERVAL_S <= interval_s <= MAX_INTERVAL_S:  # also refuses nan
+        raise LocalizationInputError(f"interval between key frames must be from {MIN_INTERVAL_S} to "
+                                     f"{MAX_INTERVAL_S:.0f} s, got {interval_s}")
+    return interval_s
 
 
 @dataclass
@@ -166,8 +180,7 @@ def localize(model: ActionLocalizer | None, video: Any, *, boxes: Any = None, ti
 
     if score_threshold is not None and not 0.0 <= score_threshold <= 1.0:
         raise LocalizationInputError(f"score_threshold must be in [0, 1], got {score_threshold}")
-    if interval_s <= 0:
-        raise LocalizationInputError(f"interval_s must be > 0, got {interval_s}")
+    check_interval(interval_s)
     if top_k < 1:
         raise LocalizationInputError(f"top_k must be >= 1, got {top_k}")
     key_times, given = _key_boxes(boxes, times)
@@ -239,6 +252,9 @@ def localize(model: ActionLocalizer | None, video: Any, *, boxes: Any = None, ti
                 det = np.concatenate([found.boxes, found.scores[:, None]], 1).astype(np.float32)
             pending.append((next_key, t, frame.index, det))
             next_key += 1
+            if key_times is None:  # at most one detector key frame per decoded frame: skip the others in its time
+                frame_end = frame.time_s + max(frame.duration_s, 1e-9)
+                next_key = max(next_key, math.ceil(frame_end / interval_s - 0.5))
         while pending and frame.index >= pending[0][2] + after:
             run(pending.pop(0), frame.index)
         if progress is not None:

@@ -103,8 +103,8 @@ def calibrate(model: ActionLocalizer, data_root: str | Path, min_precision: floa
     if missing:
         raise UsageError(f"{labelmap}: the model's classes {missing} (label, action id) are not in this label map "
                          f"(it has {sorted(known.items())}); calibrate on the data the localizer was made for")
-    truth, rows, excluded = task.val_detections(model)
-    matches = match_detections(truth, rows, task.labels, excluded)
+    truth, rows, keys = task.val_detections(model)
+    matches = match_detections(truth, rows, task.labels, groundtruth_keys=keys)
     classes = []
     for name, i in zip(model.labels, model.label_ids, strict=True):
         chosen = choose_threshold(matches.scores[i], matches.is_tp[i], matches.num_gt[i], min_precision,
@@ -114,8 +114,8 @@ def calibrate(model: ActionLocalizer, data_root: str | Path, min_precision: floa
             "boxes": "ground truth",
             "rule": "per class, the lowest threshold whose val precision >= min_precision with >= min_true_positives "
                     "true positives; 1.0 (never reported) when none reaches both",
-            "val_frame_mAP": frame_map(truth, rows, task.labels, excluded).mean_ap,
-            "num_key_frames": len({row.key for row in truth} - excluded),
+            "val_frame_mAP": frame_map(truth, rows, task.labels, groundtruth_keys=keys).mean_ap,
+            "num_key_frames": len(keys),
             "val_annotations_sha256": sha256_of(cfg.data.path("val_csv")), "classes": classes}
 
 

@@ -16,7 +16,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from constcl_zoo.ava import AvaLabel, group_persons, image_key, read_ava_csv, read_excluded, read_person_boxes
+from constcl_zoo.ava import (
+    AvaLabel,
+    group_persons,
+    image_key,
+    read_ava_csv,
+    read_excluded,
+    read_person_boxes,
+    split_key,
+)
 from constcl_zoo.errors import ConstclZooError
 from constcl_zoo.preprocess import ClipPreprocess
 from constcl_zoo.video import VIDEO_EXTENSIONS
@@ -29,7 +37,7 @@ class AvaDataError(ConstclZooError, ValueError):
 @dataclass
 class KeyFrame:
     video_id: str
-    timestamp: int
+    timestamp: float
     boxes: np.ndarray  # [N, 4] normalised x1, y1, x2, y2
     labels: np.ndarray  # [N, C] multi-hot over the label map's classes (zeros for detected boxes)
     scores: np.ndarray  # [N] person scores (1 for ground truth)
@@ -84,11 +92,11 @@ class AvaClips(torch.utils.data.Dataset):
         self.frames: list[KeyFrame] = []
         if person_boxes is not None:
             detected = read_person_boxes(person_boxes, box_threshold)
-            keys = sorted(set(persons) | set(detected))
-        for key in sorted(persons) if person_boxes is None else keys:
+            keys = sorted(set(persons) | set(detected), key=split_key)
+        for key in sorted(persons, key=split_key) if person_boxes is None else keys:
             if key in skip:
                 continue
-            video_id, ts = key.rsplit(",", 1)
+            video_id, ts = split_key(key)
             if person_boxes is None:
                 people = persons[key]
                 boxes = np.array([p.box for p in people], np.float32)
@@ -105,7 +113,7 @@ class AvaClips(torch.utils.data.Dataset):
                 boxes = np.array([b for b, _ in found], np.float32)
                 multi = np.zeros((len(found), len(labels)), np.float32)
                 scores = np.array([s for _, s in found], np.float32)
-            self.frames.append(KeyFrame(video_id, int(ts), boxes, multi, scores))
+            self.frames.append(KeyFrame(video_id, ts, boxes, multi, scores))
         if not self.frames:
             raise AvaDataError(f"{annotations}: no key frames to use (all excluded, or no detected boxes)")
         self._cache: dict[str, VideoFrames] = {}

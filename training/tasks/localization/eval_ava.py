@@ -1,12 +1,15 @@
 """``python -m training eval-ava``: the official AVA frame-mAP of a detections CSV, written as JSON.
 
     python -m training eval-ava --gt ava_val_v2.2.csv --detections results.csv \
-        --labelmap ava_action_list_v2.2_for_activitynet_2019.pbtxt --excluded ava_val_excluded_timestamps_v2.2.csv \
-        --out result.json
+        --labelmap ava_action_list_v2.2_for_activitynet_2019.pbtxt --out result.json
 
-writes ``{"mAP": ..., "per_class": {id: AP}, ..., "frames_without_gt": ...}`` (see :mod:`.evaluate`) and prints
-the mAP. Detections on key frames without ground truth are false positives, as in the official ActivityNet code;
-``--frames-without-gt ignore`` drops them instead (mmaction2's default).
+writes ``{"mAP": ..., "per_class": {id: AP}, ..., "rule": ..., "ignored_key_frames": N}`` (see :mod:`.evaluate`)
+and prints the mAP. ``--rule current`` (the default) is the current ActivityNet evaluator, the one AVA v2.2
+results are reported with: ``video_id,timestamp`` rows of the ground truth mark key frames without actions,
+detections on key frames absent from the ground truth are ignored, timestamps may be fractional.
+``--rule 2018`` is the 2018 evaluator (whole-second key frames, ``--excluded`` timestamps dropped, every other
+detected key frame scored); ``--rule ignore-empty-frames`` mmaction2's (detections on key frames without ground
+truth of an evaluated class dropped).
 """
 
 from __future__ import annotations
@@ -16,22 +19,23 @@ from pathlib import Path
 
 from constcl_zoo.errors import UsageError
 
-from .evaluate import FRAMES_WITHOUT_GT, evaluate_files, write_result
+from .evaluate import RULES, evaluate_files, write_result
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add ``eval-ava`` to a subcommand parser; its handler is ``args.func`` (:func:`run`)."""
     p = subparsers.add_parser("eval-ava", help="official AVA frame-mAP@0.5 of a detections CSV",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--gt", required=True, help="ground-truth CSV (video_id,timestamp,x1,y1,x2,y2,action_id,person_id)")
+    p.add_argument("--gt", required=True, help="ground-truth CSV (video_id,timestamp,x1,y1,x2,y2,action_id,person_id; "
+                   "video_id,timestamp rows: key frames without actions)")
     p.add_argument("--detections", required=True,
                    help="detections CSV (video_id,timestamp,x1,y1,x2,y2,action_id,score)")
     p.add_argument("--labelmap", required=True, help="label map pbtxt of the evaluated classes")
-    p.add_argument("--excluded", default=None, help="excluded timestamps CSV (video_id,timestamp)")
-    p.add_argument("--frames-without-gt", default="false-positive",
-                   choices=[x.replace("_", "-") for x in FRAMES_WITHOUT_GT],
-                   help="detections on key frames without ground truth: false positives (the official evaluator, "
-                        "default) or ignored")
+    p.add_argument("--rule", default="current", choices=[x.replace("_", "-") for x in RULES],
+                   help="current: the official evaluator since 2020 (default; AVA v2.2); 2018: the 2018 evaluator "
+                        "(with --excluded); ignore-empty-frames: mmaction2's")
+    p.add_argument("--excluded", default=None,
+                   help="excluded timestamps CSV (video_id,timestamp), with --rule 2018 or ignore-empty-frames")
     p.add_argument("--out", default=None, help="JSON file to write the result to")
     p.set_defaults(func=run)
     return p
@@ -43,11 +47,13 @@ def run(args: argparse.Namespace) -> int:
         value = getattr(args, flag)
         if value is not None and not Path(value).is_file():
             raise UsageError(f"--{flag}: no file at {value}")
-    result = evaluate_files(args.gt, args.detections, args.labelmap, args.excluded,
-                            frames_without_gt=args.frames_without_gt.replace("-", "_"))
+    if args.excluded is not None and args.rule == "current":
+        raise UsageError("--excluded: the current official evaluator takes no excluded timestamps (detections on "
+                         "key frames absent from --gt are ignored); drop it, or add --rule 2018")
+    result = evaluate_files(args.gt, args.detections, args.labelmap, args.excluded, rule=args.rule.replace("-", "_"))
     if args.out:
         write_result(args.out, result)
+    ignored = (f"; {result.ignored_key_frames} detected key frames ignored" if result.ignored_key_frames else "")
     print(f"frame-mAP@0.5 {result.mean_ap:.4f} over {len(result.per_class)} classes with ground truth "
-          f"(detections on key frames without ground truth: {args.frames_without_gt})"
-          + (f" (written to {args.out})" if args.out else ""))
+          f"(rule {args.rule}{ignored})" + (f" (written to {args.out})" if args.out else ""))
     return 0

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from constcl_zoo.ava import AvaLabel, AvaRow, read_ava_csv, read_excluded, read_labelmap
+from constcl_zoo.ava import AvaLabel, AvaRow, read_ava_file, read_excluded, read_labelmap
 from constcl_zoo.tasks.localization import ActionLocalizer
 
 from ...engine import ConfigError, RunContext, StepOutput, TrainTask, train
@@ -159,7 +159,8 @@ class LocalizationTask(TrainTask):
 
     def val_detections(self, model: ActionLocalizer) -> tuple[list[AvaRow], list[AvaRow], set[str]]:
         """The val split scored by ``model`` on its ground-truth person boxes (eval mode): ``(ground-truth rows,
-        detection rows (every box x class with its probability), excluded key frames)``."""
+        detection rows (every box x class with its probability), the ground truth's key frames)``, the key frames
+        of the excluded-timestamps file left out of both."""
         d = self.cfg.data
         if self._val is None:
             self._val = self.dataset(model, "val")
@@ -170,12 +171,14 @@ class LocalizationTask(TrainTask):
             rows = predict(model, self._val, d.eval_batch_size)
         finally:
             model.train(was_training)
-        return read_ava_csv(d.path("val_csv")), rows, excluded
+        gt = read_ava_file(d.path("val_csv"))
+        return [r for r in gt.rows if r.key not in excluded], rows, gt.keys - excluded
 
     def validate(self, model: ActionLocalizer) -> FrameMAP:
-        """Frame-mAP@0.5 on the val split with ground-truth boxes (the official definition, as ``eval-ava``)."""
-        truth, rows, excluded = self.val_detections(model)
-        return frame_map(truth, rows, self.labels, excluded)
+        """Frame-mAP@0.5 on the val split with ground-truth boxes (the current official evaluator, as ``eval-ava``),
+        on the key frames the val dataset reads: those of the excluded-timestamps file are left out of both."""
+        truth, rows, keys = self.val_detections(model)
+        return frame_map(truth, rows, self.labels, groundtruth_keys=keys)
 
     def evaluate(self, model: torch.nn.Module, ctx: RunContext) -> dict[str, float]:
         assert self.model is not None

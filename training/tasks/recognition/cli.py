@@ -55,7 +55,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_dataset_arguments(p, "data", required=True, split_default=1)
     model = p.add_argument_group("encoder and features")
-    model.add_argument("--model", required=True, help="encoder: a registered name, checkpoint folder or hf-hub:...")
+    model.add_argument("--model", default=None, help="encoder: a registered name, checkpoint folder or hf-hub:... "
+                                                      "(default: the package's default encoder)")
     model.add_argument("--random-init", action="store_true", help="a seeded random init of --model's architecture "
                                                                   "(the baseline a pretrained encoder must beat)")
     model.add_argument("--clips", type=int, default=1, help="clips along each validation video (default 1)")
@@ -98,6 +99,11 @@ def _features_record(features: SplitFeatures) -> dict[str, Any]:
 def run(args: argparse.Namespace) -> int:
     """Extract (or read cached) features, train the probe, evaluate; write the run folder. Returns 0."""
     from constcl_zoo import load
+    from constcl_zoo.pretrained import default_model_name
+
+    if args.model is None and args.random_init:
+        raise UsageError("--random-init needs --model (an architecture name, e.g. constcl_r3d14_w16)")
+    args.model = args.model or default_model_name()  # the package's default encoder, as every command
 
     val_views = ViewSettings(_views(args.clips, "--clips"), _views(args.crops, "--crops"))
     train_views = ViewSettings(_views(args.train_clips or args.clips, "--train-clips"),
