@@ -88,6 +88,20 @@ def test_box_file_separators_and_errors(tmp_path):
         read_box_file(tmp_path / "c.txt")
 
 
+@pytest.mark.parametrize("content, message", [
+    (bytes(range(128, 256)) * 4, "b.txt:1: not text"),
+    (b"1e308,1e308,10,10\n", "within"),
+    (b"1,2,inf,4\n", "finite"),
+    (b"1," * 2000 + b"4\n", "characters"),
+])
+def test_hostile_box_files_are_one_error_naming_the_line(tmp_path, content, message):
+    (tmp_path / "b.txt").write_bytes(content)
+    with pytest.raises(TrackingDatasetError, match=message):
+        read_box_file(tmp_path / "b.txt")
+    (tmp_path / "b.txt").write_bytes(b"1,2,3,4\nnan,nan,nan,nan\n")  # GOT-10k's frames without a target stay
+    assert np.isnan(read_box_file(tmp_path / "b.txt")[1]).all()
+
+
 def test_vot_polygon_to_box():
     poly = np.array([[291.827, 203.603, 396.382, 264.289, 442.173, 185.397, 337.618, 124.711]])
     np.testing.assert_allclose(polygons_to_xywh(poly), [[291.827, 124.711, 442.173 - 291.827, 264.289 - 124.711]])

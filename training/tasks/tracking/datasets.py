@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from dataclasses import dataclass
@@ -52,25 +53,42 @@ OTB_FRAME_RANGES: dict[str, tuple[int, int]] = {
 _SEPARATORS = re.compile(r"[,\s]+")
 
 
+MAX_BOX_FILE_BYTES = 50_000_000
+MAX_LINE_CHARS = 1_000
+MAX_COORDINATE = 1e6  # pixels: far beyond any frame the package decodes
+
+
 def read_box_file(path: str | os.PathLike) -> np.ndarray:
     """Rows of numbers separated by commas, tabs or spaces -> ``[N, K]`` float64 (blank lines skipped).
 
     4 values a row are ``x, y, w, h``; 8 are a VOT polygon (see :func:`polygons_to_xywh`). ``NaN`` is allowed
-    (GOT-10k marks frames without a target that way). Raises :class:`TrackingDatasetError` naming the line.
+    (GOT-10k marks frames without a target that way); infinite or absurd (> 1e6 px) values, binary content and
+    overlong lines are not. Raises :class:`TrackingDatasetError` naming the line.
     """
     path = Path(path)
+    if path.stat().st_size > MAX_BOX_FILE_BYTES:
+        raise TrackingDatasetError(f"{path}: {path.stat().st_size} bytes is not a box file (limit "
+                                   f"{MAX_BOX_FILE_BYTES // 1_000_000} MB)")
     rows: list[list[float]] = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
-        line = line.strip()
+    for number, raw in enumerate(path.read_bytes().splitlines(), start=1):
+        try:
+            line = raw.decode("utf-8").strip()
+        except UnicodeDecodeError:
+            raise TrackingDatasetError(f"{path}:{number}: not text (a box file holds rows of numbers)") from None
         if not line:
             continue
+        if len(line) > MAX_LINE_CHARS:
+            raise TrackingDatasetError(f"{path}:{number}: a line of {len(line)} characters is not a row of numbers")
         try:
             values = [float(v) for v in _SEPARATORS.split(line) if v]
-        except ValueError as exc:
-            raise TrackingDatasetError(f"{path}:{number}: not a row of numbers: {line!r}") from exc
+        except ValueError:
+            raise TrackingDatasetError(f"{path}:{number}: not a row of numbers: {line[:80]!r}") from None
         if len(values) not in (4, 8) or (rows and len(values) != len(rows[0])):
             raise TrackingDatasetError(f"{path}:{number}: expected 4 values (x,y,w,h) or 8 (a polygon) on every "
                                        f"line, got {len(values)}")
+        if any(math.isinf(v) or abs(v) > MAX_COORDINATE for v in values):
+            raise TrackingDatasetError(f"{path}:{number}: coordinates must be finite pixels within "
+                                       f"+-{MAX_COORDINATE:g}, got {line[:80]!r}")
         rows.append(values)
     if not rows:
         raise TrackingDatasetError(f"{path}: no boxes")
