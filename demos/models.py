@@ -26,8 +26,7 @@ def resolve(kind: Kind, name: str | None, random_init: bool = False) -> Any:
     from constcl_zoo.commands.track import load_tracker
 
     if kind == "tracking":
-        return load(task="tracking") if name is None else load_tracker(name, pretrained=not random_init,
-                                                                     random_init=random_init)
+        return load(task="tracking") if name is None else load_tracker(name, random_init=random_init)
     if kind == "localization":
         return load(task="localization") if name is None else load_localizer(name, name="--localizer")
     if kind == "embedding":

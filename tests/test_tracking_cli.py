@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from constcl_zoo import load
 from constcl_zoo.cli import main
@@ -55,6 +56,22 @@ def test_track_baseline_ncc_follows_the_square(frames_dir, tmp_path):
     assert rows.shape == (4, 5)
     np.testing.assert_allclose(rows[:, 0], [20, 23, 26, 29], atol=1.0)  # the square moves 3 px a frame
     assert (rows[1:, 4] > 0.9).all()  # an unchanged target: confidence near 1
+
+
+def test_random_init_is_the_one_flag_for_random_weights(frames_dir, tmp_path, capsys):
+    from constcl_zoo.commands.track import load_tracker
+
+    fresh = load_tracker("constcl_r3d14_w16", random_init=True, head={"exemplar_size": 63, "search_size": 127})
+    again = load_tracker("constcl_r3d14_w16", random_init=True, head={"exemplar_size": 63, "search_size": 127})
+    for a, b in zip(fresh.state_dict().values(), again.state_dict().values(), strict=True):
+        assert torch.equal(a, b)  # seeded
+    published = load_tracker("constcl_r3d14_w16")  # a name means its published weights (the package's default)
+    encoder = load("constcl_r3d14_w16", branch="region")
+    weights = published.encoder.state_dict()
+    assert all(torch.equal(weights[k], v) for k, v in encoder.state_dict().items())
+    assert not torch.equal(fresh.encoder.backbone.stem.conv.weight, published.encoder.backbone.stem.conv.weight)
+    rc = _run([str(frames_dir), "--box", "20,20,24,24", "--random-init", "--boxes-out", str(tmp_path / "b.txt")])
+    assert rc == 2 and "tracker as saved" in capsys.readouterr().err
 
 
 def test_track_baseline_and_model_conflict(ckpt, frames_dir, tmp_path, capsys):

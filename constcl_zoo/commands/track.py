@@ -47,9 +47,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    help="track in the sample video shipped with the package (its first person, unless --box)")
     p.add_argument("--model", default=None,
                    help="a tracking checkpoint, or an encoder (name / folder / hf-hub:) to put a fresh SiamFC head "
-                        "on (default: the package's trained default tracker; an architecture name gets random "
-                        "weights unless --pretrained)")
-    p.add_argument("--pretrained", action="store_true", help="with an architecture name: load its published weights")
+                        "on (default: the package's default tracker; a registered name means its published weights)")
+    p.add_argument("--random-init", action="store_true",
+                   help="with an architecture name: a seeded random init instead of its published weights")
+    p.add_argument("--pretrained", action="store_true", help=argparse.SUPPRESS)  # deprecated: now the default
     p.add_argument("--baseline", choices=("ncc",), default=None,
                    help="track with the training-free baseline instead of a model: ncc, normalised "
                         "cross-correlation of grayscale pixels in the same SiamFC loop (the floor a learned "
@@ -63,10 +64,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     return p
 
 
-def load_tracker(model: str | None, pretrained: bool = False, causal: bool = False, random_init: bool = False,
-                 head: dict | None = None):
+def load_tracker(model: str | None, causal: bool = False, random_init: bool = False, head: dict | None = None):
     """A tracking checkpoint as saved, or an encoder with a fresh SiamFC head (``head``: tracker parameters;
-    an architecture name loads its published weights with ``pretrained``, random ones otherwise). ``None``: the
+    a registered name loads its published weights, a seeded random init with ``random_init``). ``None``: the
     package's default tracker."""
     from ..factory import load, read_config
     from ..pretrained import packaged_models_dir
@@ -82,6 +82,9 @@ def load_tracker(model: str | None, pretrained: bool = False, causal: bool = Fal
     is_task = folder is None or (folder.is_dir() and (folder / "config.json").is_file() and
                                  isinstance(read_config(folder / "config.json"), TaskConfig | PixelTrackerConfig))
     if is_task:
+        if random_init:
+            raise UsageError(f"--random-init: --model {model or '(default)'} is a tracker as saved; give an "
+                             "architecture name (e.g. constcl_r3d14_w16) for a random init with a fresh head")
         if head:
             raise UsageError(f"--model {model or '(default)'} is a trained tracker: its head parameters are fixed")
         tracker = load(model, task="tracking") if model is not None else load(task="tracking")
@@ -92,7 +95,7 @@ def load_tracker(model: str | None, pretrained: bool = False, causal: bool = Fal
             raise UsageError(f"--model {model} was trained non-causal; --causal needs a causal tracker")
         return tracker
     is_name = not folder.exists()
-    kwargs = {"pretrained": pretrained and not random_init} if is_name else {}
+    kwargs = {"pretrained": not random_init} if is_name else {}
     return load(model, task="tracking", head={"causal": causal, **(head or {})}, **kwargs)
 
 
@@ -127,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
 
         tracker = NCCTracker(dataclasses.replace(NCC_CONFIG, causal=args.causal))
     else:
-        tracker = load_tracker(args.model, args.pretrained, args.causal)
+        tracker = load_tracker(args.model, args.causal, args.random_init)
     bar = _progress(_count_frames(source), enabled=not args.no_progress)
     try:
         result = track_video(tracker, source, box, out=args.out, precision=args.precision,
