@@ -12,6 +12,7 @@ fresh, untrained head: the numbers measure the features and the tracker's normal
 ``ncc3`` (the same with SiamFC's three scales), OpenCV's ``mil`` / ``kcf`` / ``csrt`` (kcf / csrt need
 ``opencv-contrib-python-headless``; skipped with a note when missing) and ``static`` (a box that never moves).
 ``--tracker NAME=CHECKPOINT`` adds a tracking checkpoint as saved (e.g. the shipped default before a change).
+``--merge PREVIOUS.json`` keeps the rows of an earlier run (a table measured in parts).
 
 Sequences: ``../shared/data/tracking/*`` (validation only: nothing trains on them) and, with ``--synthetic``,
 a GOT-10k folder of synthetic sequences (reported as their mean). OTB one-pass protocol (success = AUC of 21 IoU
@@ -114,6 +115,8 @@ def main() -> None:
                         choices=["ncc", "ncc3", "mil", "kcf", "csrt", "static"])
     parser.add_argument("--heads", nargs="*", default=list(HEADS), choices=list(HEADS))
     parser.add_argument("--synthetic", help="GOT-10k folder of synthetic validation sequences")
+    parser.add_argument("--merge", type=Path, help="a previous output JSON whose rows are kept (rows of the same "
+                                                   "name are measured again)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "track_selection"))
     args = parser.parse_args()
     real, synth = _sequences(args.synthetic)
@@ -134,6 +137,9 @@ def main() -> None:
             tracker = load(model, task="tracking", head=HEADS[head], **kwargs)
             rows.append(_row(f"{name} {head}", "encoder", lambda t=tracker: t, real, synth,
                              dataclasses.asdict(tracker.tracker_config)))
+    if args.merge:
+        fresh = {r["name"] for r in rows}
+        rows = [r for r in json.loads(args.merge.read_text())["rows"] if r["name"] not in fresh] + rows
     payload = {"benchmark": "track_selection", "machine": platform.processor() or platform.machine(),
                "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                "load_avg": os.getloadavg(), "heads": HEADS, "ncc": dataclasses.asdict(NCC_CONFIG),
