@@ -160,7 +160,7 @@ def model_card(kind: str, record: dict[str, Any]) -> str:
                   "action: on real video, where none of these motions is what happens, expect tracks without "
                   "actions):", "", "| action | threshold | precision / recall at it (held-out synthetic) |",
                   "|---|---|---|"]
-        for label, c in loc["calibration"].items():
+        for label, c in loc["calibration"].items():  # label -> calibrate-localizer's class report
             lines.append(f"| {label} | {c['threshold']:.3f} | {_fmt(c.get('precision'))} / {_fmt(c.get('recall'))} |")
         lines += ["", f"Frame-mAP@0.5 on the synthetic AVA-format val set: {_fmt(loc.get('frame_map'))}."]
     lines += ["", "## How it was chosen", ""] + [f"* {r}" for r in decision["reasons"]]
@@ -199,8 +199,9 @@ def ship(record: dict[str, Any], encoder_dir: Path | None, localizer_dir: Path |
         if source.resolve() != folder.resolve():
             shutil.rmtree(folder, ignore_errors=True)
             folder.mkdir(parents=True)
-            for file in ("config.json", "model.safetensors"):
-                shutil.copy2(source / file, folder / file)
+            for file in ("config.json", "model.safetensors", "calibration.json"):
+                if file != "calibration.json" or (source / file).is_file():
+                    shutil.copy2(source / file, folder / file)
         models[name] = {"name": name, "folder": name, "task": task, "sha256": sha256_of(folder / "model.safetensors"),
                         "license": "Apache-2.0", "description": f"constcl-zoo default {task or 'encoder'} "
                         "(real-video selection, ship_record.json)", "metrics": {}}
@@ -243,23 +244,38 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--localizer", type=Path, help="the calibrated localizer on the selected encoder")
     p.add_argument("--calibration", type=Path, help="the localizer's calibration.json")
     p.add_argument("--commands", type=Path, required=True, help="the commands that made the tables (one a line)")
+    p.add_argument("--runs-root", type=Path, help="folder of the runs: written as RUNS in the shipped record")
     p.add_argument("--to", type=Path, default=PACKAGE_MODELS)
     p.set_defaults(func=run)
     return p
 
 
 def run(args: argparse.Namespace) -> int:
-    tracking = json.loads(args.tracking.read_text())
-    probe = json.loads(args.probe.read_text())
-    encoders = dict(item.split("=", 1) for item in args.encoder)
+    root = str(args.runs_root.resolve()) if args.runs_root else None
+
+    def read(path: Path) -> Any:  # no local paths in what ships: the runs folder becomes RUNS
+        text = path.read_text()
+        return json.loads(text.replace(root, "RUNS") if root else text)
+
+    def scrub(text: str) -> str:
+        return text.replace(root, "RUNS") if root else text
+
+    tracking, probe, localization = read(args.tracking), read(args.probe), read(args.localization)
+    folders = dict(item.split("=", 1) for item in args.encoder)
+    encoders = {name: scrub(str(Path(path).resolve())) for name, path in folders.items()}
     decision = select(tracking, probe, encoders)
-    localization = json.loads(args.localization.read_text())
+    info = read(args.encoder_info)
+    for name, model in encoders.items():
+        info.setdefault(name, {})["model"] = model
     record = {"decision": decision, "tracking": tracking, "probe": probe, "localization": localization,
-              "encoders": json.loads(args.encoder_info.read_text()),
-              "localizer": {"calibration": json.loads(args.calibration.read_text())["classes"]
+              "encoders": info,
+              "localizer": {"calibration": {c["label"]: c for c in read(args.calibration)["classes"]}
                             if args.calibration else {}, "frame_map": localization.get(decision["encoder"] or "")},
-              "commands": args.commands.read_text().splitlines()}
-    encoder_dir = Path(encoders[decision["encoder"]]) if decision["encoder"] else None
+              "commands": [scrub(line) for line in args.commands.read_text().splitlines()]}
+    leaked = [p for p in ("/tmp/", "/home/", "/work/") if p in json.dumps(record)]
+    if leaked:
+        raise UsageError(f"the selection record still holds local paths ({leaked}); pass --runs-root")
+    encoder_dir = Path(folders[decision["encoder"]]) if decision["encoder"] else None
     index = ship(record, encoder_dir, args.localizer, args.to)
     for line in decision["reasons"]:
         print(line)
