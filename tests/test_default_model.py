@@ -22,6 +22,7 @@ from constcl_zoo.boxes import box_iou, xywh_to_xyxy
 from constcl_zoo.pretrained import packaged_models_dir, read_index
 from constcl_zoo.registry import weights_entry
 from constcl_zoo.weights import sha256_of
+from training.replicate import ship
 from training.replicate.install import LIMIT_BYTES, NAMES, model_card, read_calibration
 from training.replicate.report import summarise
 
@@ -86,8 +87,27 @@ def test_cards_numbers_come_from_the_recorded_run() -> None:
     assert unit in results["runs"] and unit["variant"] == "constcl"
     assert any(c.startswith("python -m training pretrain") for c in record["commands"])
     for kind, name in NAMES.items():
-        assert (MODELS / name / "README.md").read_text() == model_card(kind, record,
-                                                                       read_calibration(MODELS / name)), name
+        if name not in _ship_record()["names"].values():  # a synthetic model the selection did not re-card
+            assert (MODELS / name / "README.md").read_text() == model_card(kind, record,
+                                                                           read_calibration(MODELS / name)), name
+
+
+def test_the_selection_follows_its_rules_and_the_cards_its_record() -> None:
+    record = _ship_record()
+    encoders = {k: v["model"] for k, v in record["encoders"].items() if "model" in v}
+    assert ship.select(record["tracking"], record["probe"], encoders) == record["decision"]
+    assert INDEX["defaults"]["tracking"] == record["names"]["tracker"]
+    assert INDEX["defaults"]["localization"] == record["names"]["localizer"] == record["localizer"]["name"]
+    for kind, name in record["names"].items():
+        folder = next(m["folder"] for m in INDEX["models"] if m["name"] == name)
+        assert (MODELS / folder / "README.md").read_text() == ship.model_card(kind, record), name
+    assert any(c.startswith("python -m training pretrain --config cpu_real") for c in record["commands"])
+    if record["decision"]["encoder"] is not None:  # it beat the random init of its architecture on the probe
+        assert INDEX["defaults"]["encoder"] == ship.ENCODER_NAME
+        trained = next(r for r in record["probe"]["rows"]
+                       if r["init"] == "trained" and r["model"] == encoders[record["decision"]["encoder"]])
+        random = next(r for r in record["probe"]["rows"] if r["init"] == "random" and r["model"] == trained["model"])
+        assert trained["top1"] > random["top1"] and trained["mean_class_recall"] > random["mean_class_recall"]
 
 
 def test_default_models_load_and_the_tracker_follows_the_sample_target() -> None:

@@ -22,7 +22,10 @@ from training.pretrain.config import PRESETS, PretrainConfig, cpu_smoke, get_pre
 
 
 def test_presets_and_overrides_round_trip(tmp_path):
-    assert set(PRESETS) == {"paper_k400", "cpu_smoke"}
+    assert set(PRESETS) == {"paper_k400", "cpu_smoke", "cpu_real"}
+    real = get_preset("cpu_real")  # the shipped default's recipe: real video, 112 px, frame cache, no colour jitter
+    assert (real.data.crop_size, real.data.frame_cache, real.augment.jitter_p, real.augment.grayscale_p) == \
+        (112, "frame_cache", 0.0, 0.0)
     paper = paper_k400()
     assert (paper.data.batch_size, paper.optim.lr, paper.run.steps, paper.data.num_frames) == (1024, 40.96, 100_000, 16)
     assert (paper.loss.global_temperature, paper.loss.local_temperature, paper.loss.local_weight) == (0.1, 0.2, 0.001)

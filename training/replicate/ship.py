@@ -15,8 +15,9 @@ The rules (:func:`select`, from issue 19):
   with the same head and a box that never moves, and on mean success the training-free baseline (``ncc``) and
   OpenCV's MIL. Otherwise the default tracker is the best training-free tracker (``ncc`` or ``ncc3``), shipped as
   a config-only checkpoint (``siamfc_ncc.pixels``), and its card says what it is.
-* **Localizer**: ``--localizer`` (a localizer on the shipped encoder, with calibrated thresholds) when the
-  encoder changes; else the existing localizer folder with ``--localizer``'s calibrated config.
+* **Localizer**: the localizer with the best frame-mAP of the localization table (``--localization``: the same
+  head trained the same steps on each encoder, frozen) among the candidates given (``--localizer
+  ROW=NAME=FOLDER``: its table row, the registered name it ships under, its calibrated checkpoint folder).
 
 Everything else in ``constcl_zoo/models`` stays registered (the synthetic model keeps its tag). Writes the models,
 ``ship_record.json`` (the tables, the decision and its reasons, the commands) and updates ``index.json``.
@@ -155,15 +156,21 @@ def model_card(kind: str, record: dict[str, Any]) -> str:
                   "encoder) trained on the project's synthetic AVA-format set.", "", "```python",
                   "from constcl_zoo import load", 'localizer = load(task="localization")', "```", "",
                   "## What it can recognise", "",
-                  "Only the six synthetic motion classes of its training set, each reported only above a threshold "
-                  "calibrated on held-out synthetic data (a person whose scores stay below is reported without an "
-                  "action: on real video, where none of these motions is what happens, expect tracks without "
-                  "actions):", "", "| action | threshold | precision / recall at it (held-out synthetic) |",
-                  "|---|---|---|"]
+                  "At most the six synthetic motion classes of its training set, each reported only above a threshold "
+                  f"calibrated on held-out synthetic data ({loc['calibration_rule']}); a person whose scores stay "
+                  "below is reported without an action.", ""]
+        if all(c["threshold"] >= 1.0 for c in loc["calibration"].values()):
+            lines += ["**No class reached that precision with enough support, so this localizer reports person "
+                      "tracks without actions**: it says nothing rather than something wrong. Use it as the "
+                      "pipeline's example, or train and calibrate a localizer on your own labelled data.", ""]
+        lines += ["| action | threshold | precision / recall at it (held-out synthetic) | best precision |",
+                  "|---|---|---|---|"]
         for label, c in loc["calibration"].items():  # label -> calibrate-localizer's class report
-            lines.append(f"| {label} | {c['threshold']:.3f} | {_fmt(c.get('precision'))} / {_fmt(c.get('recall'))} |")
+            lines.append(f"| {label} | {c['threshold']:.3f} | {_fmt(c.get('precision'))} / {_fmt(c.get('recall'))} | "
+                         f"{_fmt(c.get('best_precision'))} |")
         lines += ["", f"Frame-mAP@0.5 on the synthetic AVA-format val set: {_fmt(loc.get('frame_map'))}."]
-    lines += ["", "## How it was chosen", ""] + [f"* {r}" for r in decision["reasons"]]
+    lines += ["", "## How it was chosen", ""] + [f"* {r}" for r in [*decision["reasons"],
+                                                                        record["localizer"]["reason"]]]
     lines += ["", "## Tracking on the real validation sequences and the synthetic set", "",
               "Validation only: nothing trains on these sequences. Learned rows are encoders with a fresh head.", ""]
     lines += tracking_table(record)
@@ -177,14 +184,26 @@ def model_card(kind: str, record: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def choose_localizer(localization: dict[str, float], candidates: dict[str, tuple[str, Path]]
+                     ) -> tuple[str, str]:
+    """``(table row, reason)`` of the candidate localizer with the best frame-mAP."""
+    missing = sorted(set(candidates) - set(localization))
+    if missing:
+        raise UsageError(f"--localizer rows {missing} are not in the localization table ({sorted(localization)})")
+    row = max(candidates, key=lambda k: localization[k])
+    table = ", ".join(f"{k} {v:.3f}" for k, v in sorted(localization.items(), key=lambda kv: -kv[1]))
+    return row, (f"default localizer: {candidates[row][0]} (localization row {row!r}), the best frame-mAP of the "
+                 f"candidates on the synthetic AVA-format val set ({table})")
+
+
 def ship(record: dict[str, Any], encoder_dir: Path | None, localizer_dir: Path | None,
-         dest: Path = PACKAGE_MODELS) -> dict[str, Any]:
+         dest: Path = PACKAGE_MODELS, runs_root: Path | None = None) -> dict[str, Any]:
     """Install the selected models of ``record`` into ``dest`` (see the module doc); returns the new index."""
     index = json.loads((dest / "index.json").read_text())
     decision = record["decision"]
     ship_encoder = decision["encoder"] is not None
     names = {"encoder": ENCODER_NAME if ship_encoder else index["defaults"]["encoder"],
-             "localizer": LOCALIZER_NAME if ship_encoder else index["defaults"]["localization"],
+             "localizer": record["localizer"]["name"],
              "tracker": PIXEL_TRACKER_NAME if decision["tracker"]["kind"] == "training_free"
              else LEARNED_TRACKER_NAME}
     record["names"] = names
@@ -202,6 +221,13 @@ def ship(record: dict[str, Any], encoder_dir: Path | None, localizer_dir: Path |
             for file in ("config.json", "model.safetensors", "calibration.json"):
                 if file != "calibration.json" or (source / file).is_file():
                     shutil.copy2(source / file, folder / file)
+            for file in ("config.json", "calibration.json"):  # provenance: the runs folder becomes RUNS
+                if (folder / file).is_file() and runs_root is not None:
+                    text = (folder / file).read_text()
+                    atomic_write(folder / file, text.replace(str(runs_root.resolve()), "RUNS"))
+            leaked = [f.name for f in folder.glob("*.json") if any(p in f.read_text() for p in ("/tmp/", "/work/"))]
+            if leaked:
+                raise UsageError(f"{folder}: {leaked} record local paths; pass --runs-root")
         models[name] = {"name": name, "folder": name, "task": task, "sha256": sha256_of(folder / "model.safetensors"),
                         "license": "Apache-2.0", "description": f"constcl-zoo default {task or 'encoder'} "
                         "(real-video selection, ship_record.json)", "metrics": {}}
@@ -241,8 +267,9 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="a trained real-video encoder (as named in the probe table), repeatable")
     p.add_argument("--encoder-info", type=Path, required=True,
                    help="JSON {encoder name: {command, description}}: how each encoder was trained")
-    p.add_argument("--localizer", type=Path, help="the calibrated localizer on the selected encoder")
-    p.add_argument("--calibration", type=Path, help="the localizer's calibration.json")
+    p.add_argument("--localizer", action="append", default=[], required=True, metavar="ROW=NAME=FOLDER",
+                   help="a candidate localizer: its row of --localization, the name it ships under, its calibrated "
+                        "checkpoint folder (with calibration.json); repeatable")
     p.add_argument("--commands", type=Path, required=True, help="the commands that made the tables (one a line)")
     p.add_argument("--runs-root", type=Path, help="folder of the runs: written as RUNS in the shipped record")
     p.add_argument("--to", type=Path, default=PACKAGE_MODELS)
@@ -264,19 +291,27 @@ def run(args: argparse.Namespace) -> int:
     folders = dict(item.split("=", 1) for item in args.encoder)
     encoders = {name: scrub(str(Path(path).resolve())) for name, path in folders.items()}
     decision = select(tracking, probe, encoders)
+    candidates = {}
+    for item in args.localizer:
+        row, name, folder = item.split("=", 2)
+        candidates[row] = (name, Path(folder))
+    loc_row, reason = choose_localizer(localization, candidates)
+    loc_name, loc_dir = candidates[loc_row]
+    calibration = json.loads((loc_dir / "calibration.json").read_text())
     info = read(args.encoder_info)
     for name, model in encoders.items():
         info.setdefault(name, {})["model"] = model
     record = {"decision": decision, "tracking": tracking, "probe": probe, "localization": localization,
               "encoders": info,
-              "localizer": {"calibration": {c["label"]: c for c in read(args.calibration)["classes"]}
-                            if args.calibration else {}, "frame_map": localization.get(decision["encoder"] or "")},
+              "localizer": {"name": loc_name, "row": loc_row, "frame_map": localization[loc_row], "reason": reason,
+                            "calibration": {c["label"]: c for c in calibration["classes"]},
+                            "calibration_rule": calibration["rule"]},
               "commands": [scrub(line) for line in args.commands.read_text().splitlines()]}
     leaked = [p for p in ("/tmp/", "/home/", "/work/") if p in json.dumps(record)]
     if leaked:
         raise UsageError(f"the selection record still holds local paths ({leaked}); pass --runs-root")
     encoder_dir = Path(folders[decision["encoder"]]) if decision["encoder"] else None
-    index = ship(record, encoder_dir, args.localizer, args.to)
+    index = ship(record, encoder_dir, loc_dir, args.to, args.runs_root)
     for line in decision["reasons"]:
         print(line)
     print(f"defaults: {index['defaults']}")
