@@ -265,7 +265,7 @@ def build_app(models: Models) -> gr.Blocks:
                     t_out = gr.Video(label="Tracked", format=None, include_audio=True, elem_id="track-out")
                     t_plot = gr.LinePlot(x="frame", y="confidence", label="Tracking confidence per frame",
                                          y_lim=[0, 1])
-                    t_file = gr.File(label="Boxes (x,y,w,h per frame)")
+                    t_file = gr.File(label="Boxes (x,y,w,h,confidence per frame)")
             if sample is not None:
                 t_sample.click(lambda: str(sample), outputs=t_video, api_name="sample")
             t_video.change(readable_errors(_first_frame_or_clear), inputs=t_video,
