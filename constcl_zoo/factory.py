@@ -55,9 +55,12 @@ def load(name_or_path: str | os.PathLike | None = None, *, task: str | None = No
             (``"constcl_r3d50"``) or weights name (``"arch.tag"``), a local checkpoint folder (optionally
             ``"local-dir:/path"``), or ``"hf-hub:org/repo[@revision]"``. A task checkpoint (its config names a
             task) loads as that task's model (e.g. a :class:`~constcl_zoo.tasks.recognition.VideoClassifier`).
-        task: put a fresh, seeded head for this task (``constcl_zoo.tasks.list_tasks()``) on the encoder, e.g.
-            ``task="recognition", labels=[...]``; ``head``: the head's config (dataclass or dict). For a task
-            checkpoint, ``task`` may only repeat the checkpoint's own task.
+        task: the task model wanted (``constcl_zoo.tasks.list_tasks()``). One rule, decided by what the name
+            is: a task checkpoint loads as saved (``task`` may only repeat its own task); an encoder gets a fresh,
+            seeded head for ``task`` (``labels``, ``head``: the head's config, a dataclass or dict), e.g.
+            ``task="recognition", labels=[...]``; no name means the package's default model *for that task* —
+            the shipped tracker / localizer for ``"tracking"`` / ``"localization"`` (task models as saved), the
+            default encoder with a fresh head for a task without a shipped model.
         branch: ``"global"`` (clip embeddings ``[B, C]``), ``"region"`` (dense ``[B, C, T', H', W']`` and ROI
             features) or ``"full"`` (the pretraining network with both heads). Default: ``"global"``, or the
             task's encoder branch.
