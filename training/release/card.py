@@ -11,22 +11,28 @@ from typing import Any
 
 from ..pretrain.config import PretrainConfig
 
+#: the Hugging Face Hub pipeline tag of each kind of checkpoint (the Hub has no tracking tag: object detection is
+#: the nearest, as for action localization's per-person boxes)
+PIPELINE_TAGS = {None: "feature-extraction", "recognition": "video-classification", "tracking": "object-detection",
+                 "localization": "object-detection"}
+
+
+def front_matter(task: str | None = None, base_model: str | None = None) -> list[str]:
+    """The YAML front matter of every card the project writes: library, licence, tags, ``pipeline_tag`` for
+    ``task`` (``None``: an encoder) and, for a task checkpoint on a registered encoder, ``base_model``."""
+    lines = ["---", "library_name: constcl-zoo", "license: apache-2.0",
+             "tags: [video, self-supervised-learning, constcl]", f"pipeline_tag: {PIPELINE_TAGS[task]}"]
+    if base_model:
+        lines.append(f"base_model: {base_model}")
+    return [*lines, "---", ""]
+
 
 def model_card(cfg: PretrainConfig, step: int, metrics: list[dict[str, Any]], config: dict[str, Any]) -> str:
     """A Hub model card (YAML front matter + Markdown) for an exported pretraining checkpoint."""
     d, o, loss = cfg.data, cfg.optim, cfg.loss
     pre = config["preprocess"]
     lines = [
-        "---",
-        "library_name: constcl-zoo",
-        "license: apache-2.0",
-        "tags:",
-        "- video",
-        "- self-supervised-learning",
-        "- constcl",
-        "pipeline_tag: video-classification",
-        "---",
-        "",
+        *front_matter(),
         f"# ConST-CL `{cfg.model.arch}` — {cfg.preset or 'custom'} pretraining, {step} steps",
         "",
         "Self-supervised ConST-CL (Yuan et al., CVPR 2022) pretrained with constcl-zoo's "

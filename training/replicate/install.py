@@ -20,6 +20,8 @@ from constcl_zoo.errors import UsageError
 from constcl_zoo.fileio import atomic_write
 from constcl_zoo.weights import sha256_of
 
+from ..release.card import front_matter
+
 PACKAGE_MODELS = Path(__file__).resolve().parents[2] / "constcl_zoo" / "models"
 ENCODER = "constcl_r3d14_w16.synth_cpu"
 NAMES = {"encoder": ENCODER, "tracker": f"{ENCODER}_tracking", "localizer": f"{ENCODER}_localization"}
@@ -72,8 +74,8 @@ def model_card(kind: str, record: dict[str, Any], calibration: dict[str, Any] | 
     p, d = config["pretrain"], config["data"]
     name = NAMES[kind]
     task = TASKS[kind]
-    lines = ["---", "library_name: constcl-zoo", "license: apache-2.0", "tags: [video, self-supervised-learning, "
-             "constcl]", "---", "", f"# `{name}` — the constcl-zoo default {task or 'encoder'} model", "",
+    lines = [*front_matter(task, NAMES["encoder"] if task else None),
+             f"# `{name}` — the constcl-zoo default {task or 'encoder'} model", "",
              "A small ConST-CL (Yuan et al., CVPR 2022) trained on 2 CPU cores by this project, shipped inside the "
              "package so that everything works offline. It is a demonstration-scale model: read *Limits* below.", "",
              "```python", "from constcl_zoo import load",

@@ -17,7 +17,8 @@ The rules (:func:`select`, from issue 19):
   a config-only checkpoint (``siamfc_ncc.pixels``), and its card says what it is.
 * **Localizer**: the localizer with the best frame-mAP of the localization table (``--localization``: the same
   head trained the same steps on each encoder, frozen) among the candidates given (``--localizer
-  ROW=NAME=FOLDER``: its table row, the registered name it ships under, its calibrated checkpoint folder).
+  ROW=NAME=ENCODER=FOLDER``: its table row, the name it ships under, its encoder's registered name, its
+  calibrated checkpoint folder).
 
 Everything else in ``constcl_zoo/models`` stays registered (the synthetic model keeps its tag). Writes the models,
 ``ship_record.json`` (the tables, the decision and its reasons, the commands) and updates ``index.json``.
@@ -35,6 +36,7 @@ from constcl_zoo.errors import UsageError
 from constcl_zoo.fileio import atomic_write
 from constcl_zoo.weights import sha256_of
 
+from ..release.card import front_matter
 from .install import PACKAGE_MODELS
 
 RECORD = "ship_record.json"
@@ -120,8 +122,13 @@ def tracking_table(record: dict[str, Any]) -> list[str]:
 def model_card(kind: str, record: dict[str, Any]) -> str:
     """The card of the shipped ``kind`` ("encoder", "tracker", "localizer"), every number from ``record``."""
     decision, name = record["decision"], record["names"][kind]
-    lines = ["---", "library_name: constcl-zoo", "license: apache-2.0",
-             "tags: [video, self-supervised-learning, constcl]", "---", "",
+    base = None
+    if kind == "localizer":
+        base = record["localizer"]["base_model"]
+    elif kind == "tracker" and decision["tracker"]["kind"] == "learned":
+        base = record["names"]["encoder"]
+    task = {"encoder": None, "tracker": "tracking", "localizer": "localization"}[kind]
+    lines = [*front_matter(task, base),
              f"# `{name}` — the constcl-zoo default {'encoder' if kind == 'encoder' else kind}", ""]
     if kind == "tracker" and decision["tracker"]["kind"] == "training_free":
         cfg = decision["tracker"]["row"]["config"]
@@ -267,9 +274,10 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="a trained real-video encoder (as named in the probe table), repeatable")
     p.add_argument("--encoder-info", type=Path, required=True,
                    help="JSON {encoder name: {command, description}}: how each encoder was trained")
-    p.add_argument("--localizer", action="append", default=[], required=True, metavar="ROW=NAME=FOLDER",
-                   help="a candidate localizer: its row of --localization, the name it ships under, its calibrated "
-                        "checkpoint folder (with calibration.json); repeatable")
+    p.add_argument("--localizer", action="append", default=[], required=True, metavar="ROW=NAME=ENCODER=FOLDER",
+                   help="a candidate localizer: its row of --localization, the name it ships under, the registered "
+                        "name of its encoder (the card's base_model), its calibrated checkpoint folder (with "
+                        "calibration.json); repeatable")
     p.add_argument("--commands", type=Path, required=True, help="the commands that made the tables (one a line)")
     p.add_argument("--runs-root", type=Path, help="folder of the runs: written as RUNS in the shipped record")
     p.add_argument("--to", type=Path, default=PACKAGE_MODELS)
@@ -292,8 +300,12 @@ def run(args: argparse.Namespace) -> int:
     encoders = {name: scrub(str(Path(path).resolve())) for name, path in folders.items()}
     decision = select(tracking, probe, encoders)
     candidates = {}
+    bases = {}
     for item in args.localizer:
-        row, name, folder = item.split("=", 2)
+        parts = item.split("=", 3)
+        if len(parts) != 4:
+            raise UsageError(f"--localizer {item!r}: expected ROW=NAME=ENCODER=FOLDER")
+        row, name, bases[row], folder = parts
         candidates[row] = (name, Path(folder))
     loc_row, reason = choose_localizer(localization, candidates)
     loc_name, loc_dir = candidates[loc_row]
@@ -304,6 +316,7 @@ def run(args: argparse.Namespace) -> int:
     record = {"decision": decision, "tracking": tracking, "probe": probe, "localization": localization,
               "encoders": info,
               "localizer": {"name": loc_name, "row": loc_row, "frame_map": localization[loc_row], "reason": reason,
+                            "base_model": bases[loc_row],
                             "calibration": {c["label"]: c for c in calibration["classes"]},
                             "calibration_rule": calibration["rule"]},
               "commands": [scrub(line) for line in args.commands.read_text().splitlines()]}
