@@ -293,6 +293,7 @@ def model_card(config: ModelConfig, num_variables: int, branch: str) -> str:
 license: apache-2.0
 library_name: constcl-zoo
 tags: [video, self-supervised, {config.family}, r3d]
+pipeline_tag: feature-extraction
 ---
 # {p.get("name") or config.arch} (converted from the official TensorFlow checkpoint)
 
