@@ -163,8 +163,11 @@ def _onnx_int8(args: argparse.Namespace) -> int:
             raise UsageError(f"--int8 does not combine with {flag}")
     from constcl_zoo.commands.embed import collect_jobs
 
-    calibration = [str(job.source) for job in collect_jobs(args.calibration)]
-    held_out = [str(job.source) for job in collect_jobs(args.held_out)] if args.held_out else None
+    def expand(inputs: Sequence[str]) -> list[str]:  # folders and manifests expanded, the command line's order kept
+        return [str(job.source) for raw in inputs for job in collect_jobs([raw])]
+
+    calibration = expand(args.calibration)
+    held_out = expand(args.held_out) if args.held_out else None
     out = prepare_output_file(args.out, "--out")
     report = export_int8_from_name(args.model, out, calibration, branch=args.branch, random_init=args.random_init,
                                    seed=args.seed, held_out=held_out, opset=args.opset,

@@ -14,8 +14,8 @@ from constcl_zoo.registry import (
 )
 
 TINY = "cvrl_r3d14_w16"  # a small architecture without weights of its own
-SHIPPED = ["constcl_r3d14_w16.synth_cpu", "constcl_r3d14_w16.synth_cpu_localization",
-           "constcl_r3d14_w16.synth_cpu_tracking"]  # the package's default models (constcl_zoo/models)
+SHIPPED = ["constcl_r3d14_w16.real_cpu", "constcl_r3d14_w16.synth_cpu", "constcl_r3d14_w16.synth_cpu_localization",
+           "constcl_r3d14_w16.synth_cpu_tracking"]  # the package's ConST-CL models (constcl_zoo/models)
 CVRL_TAGS = ["imagenet_inflated", "k400_200ep", "k400_800ep", "k600_800ep"]
 
 
@@ -31,9 +31,10 @@ def tiny_entries():
 
 
 def test_published_defaults_are_explicit():
-    assert default_tags() == {"cvrl_r3d50": "k600_800ep", "constcl_r3d14_w16": "synth_cpu"}
+    assert default_tags() == {"cvrl_r3d50": "k600_800ep", "constcl_r3d14_w16": "real_cpu"}
     assert default_weights("cvrl_r3d50") is weights_entry("cvrl_r3d50.k600_800ep")
-    assert default_weights("constcl_r3d14_w16") is weights_entry("constcl_r3d14_w16.synth_cpu")
+    assert default_weights("constcl_r3d14_w16") is weights_entry("constcl_r3d14_w16.real_cpu")
+    assert weights_entry("siamfc_ncc.pixels").training_free  # the default tracker: a config, no architecture
     assert default_weights("constcl_r3d50") is None
     assert list_pretrained("cvrl_r3d50.*") == [f"cvrl_r3d50.{t}" for t in CVRL_TAGS]
     assert list_pretrained("constcl*") == SHIPPED
