@@ -164,9 +164,9 @@ class Connection:
 
 
 async def _level(url: str, request: tuple[str, bytes, dict[str, str]], requests: int, clients: int,
-                 timeout: float, server: psutil.Process) -> dict[str, float]:
-    """``requests`` requests from ``clients`` concurrent clients: throughput, latency, and the CPU time per request
-    of the server process and of this load generator (process CPU clocks over the level)."""
+                 timeout: float, server: psutil.Process, clips: int = 1) -> dict[str, float]:
+    """``requests`` requests (of ``clips`` clips each) from ``clients`` concurrent clients: throughput, latency,
+    and the CPU time per request of the server process and of this load generator (process CPU clocks)."""
     path, body, headers = request
     host, port = url.removeprefix("http://").split(":")
     head = (f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: {len(body)}\r\n"
@@ -196,7 +196,7 @@ async def _level(url: str, request: tuple[str, bytes, dict[str, str]], requests:
     split = _split(metrics, await asyncio.to_thread(scrape, url), requests)
     ms = np.array(latencies) * 1000
     return {"clients": clients, "requests": requests, "failures": failures, "seconds": round(wall, 2),
-            "clips_per_s": round(requests / wall, 3), "p50_ms": round(float(np.percentile(ms, 50)), 1),
+            "clips_per_s": round(requests * clips / wall, 3), "p50_ms": round(float(np.percentile(ms, 50)), 1),
             "p99_ms": round(float(np.percentile(ms, 99)), 1),
             "server_cpu_ms_per_request": round(server_cpu * 1000 / requests, 3),
             "client_cpu_ms_per_request": round(own_cpu * 1000 / requests, 3), **split}
@@ -228,6 +228,8 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
     parser.add_argument("--formats", nargs="+", choices=FORMATS, default=["multipart", "npy", "v2"],
                         help="request formats, each measured at every level (see request_body)")
+    parser.add_argument("--clips-per-request", type=int, default=1, help="clips in each request (at most "
+                        "--max-batch, the server's clip limit here)")
     parser.add_argument("--max-batch", type=int, default=8)
     parser.add_argument("--max-wait-ms", type=float, default=5.0)
     parser.add_argument("--timeout", type=float, default=300.0, help="per-request timeout, seconds")
@@ -249,9 +251,9 @@ def main() -> None:
             print(f"exporting {args.arch} -> {onnx_path}", flush=True)
             export_from_name(args.arch, onnx_path, random_init=True)
         shape = OnnxEmbedder(onnx_path, providers=["CPUExecutionProvider"]).clip_shape
-        clip = np.random.default_rng(1).standard_normal((1, *shape)).astype(np.float32)
+        clip = np.random.default_rng(1).standard_normal((args.clips_per_request, *shape)).astype(np.float32)
         requests = {fmt: request_body(fmt, clip, onnx_path.stem) for fmt in args.formats}
-        batches = sorted({1, args.max_batch})
+        batches, k = sorted({1, args.max_batch}), args.clips_per_request
         port = _free_port()
         url = f"http://127.0.0.1:{port}"
         cmd = [sys.executable, "-m", "export", "serve", str(onnx_path), "--host", "127.0.0.1", "--port", str(port),
@@ -268,31 +270,31 @@ def main() -> None:
                 asyncio.run(_level(url, request, 2, 1, args.timeout, server))  # warm-up
                 for clients in args.concurrency:
                     result = {"format": fmt, **asyncio.run(_level(url, request, args.requests, clients,
-                                                                  args.timeout, server))}
+                                                                  args.timeout, server, k))}
                     print(result, flush=True)
                     levels.append(result)
             # Interleaved rounds (raw ORT here while the idle server waits, then the service at saturation), so
             # that a change of load on a shared machine hits both sides of each ratio alike.
-            for k in range(args.rounds):
-                raw = {(b, spin): _raw_ort(onnx_path, args.requests, b, spin)
+            for round_index in range(args.rounds):
+                raw = {(b, spin): _raw_ort(onnx_path, args.requests * k, b, spin)
                        for b in batches for spin in (True, False)}
                 best = max(r["clips_per_s"] for r in raw.values())
                 for fmt, request in requests.items():
-                    served = asyncio.run(_level(url, request, args.requests, top, args.timeout, server))
+                    served = asyncio.run(_level(url, request, args.requests, top, args.timeout, server, k))
                     nearest = min(batches, key=lambda b: abs(b - served.get("mean_batch", args.max_batch)))
                     model_cpu = raw[nearest, spins]["cpu_ms_per_clip"]  # as the server runs ORT
-                    own = served["server_cpu_ms_per_request"] - model_cpu
-                    rounds.append({"round": k + 1, "format": fmt,
+                    own = served["server_cpu_ms_per_request"] / k - model_cpu
+                    rounds.append({"round": round_index + 1, "format": fmt,
                                    **{f"raw_batch{b}{'' if spin else '_nospin'}_clips_per_s": r["clips_per_s"]
                                       for (b, spin), r in raw.items()},
                                    **{f"raw_batch{b}{'' if spin else '_nospin'}_cpu_ms_per_clip": r["cpu_ms_per_clip"]
                                       for (b, spin), r in raw.items()},
                                    "served_clips_per_s": served["clips_per_s"],
                                    "ratio": round(served["clips_per_s"] / best, 3),
-                                   "server_cpu_ms_per_request": served["server_cpu_ms_per_request"],
-                                   "client_cpu_ms_per_request": served["client_cpu_ms_per_request"],
+                                   "server_cpu_ms_per_clip": round(served["server_cpu_ms_per_request"] / k, 3),
+                                   "client_cpu_ms_per_clip": round(served["client_cpu_ms_per_request"] / k, 3),
                                    "mean_batch": served.get("mean_batch"), "model_cpu_ms_per_clip": model_cpu,
-                                   "service_cpu_ms_per_request": round(own, 3),
+                                   "service_cpu_ms_per_clip": round(own, 3),
                                    "service_over_model": round(own / model_cpu, 3)})
                     print(rounds[-1], flush=True)
         finally:
@@ -307,8 +309,8 @@ def main() -> None:
               "machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
               "load_average_before": [round(x, 2) for x in load_before],
               "load_average_after": [round(x, 2) for x in os.getloadavg()], "max_batch": args.max_batch,
-              "max_wait_ms": args.max_wait_ms, "ort_spinning": spins, "levels": levels, "rounds": rounds,
-              "summary": summary}
+              "max_wait_ms": args.max_wait_ms, "clips_per_request": k, "ort_spinning": spins, "levels": levels,
+              "rounds": rounds, "summary": summary}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
     markdown = render(report, args.requests, top)
@@ -318,10 +320,11 @@ def main() -> None:
 
 def render(report: dict, requests: int, top: int) -> str:
     """The report as Markdown tables."""
-    levels, rounds = report["levels"], report["rounds"]
+    levels, rounds, per_request = report["levels"], report["rounds"], report["clips_per_request"]
     stage_keys = [k for k in ("read_ms", "validate_cpu_ms", "decode_ms", "queue_ms", "ort_ms", "encode_cpu_ms",
                               "event_loop_thread_cpu_ms", "model_thread_cpu_ms") if any(k in r for r in levels)]
-    lines = [f"Served vs raw ONNX Runtime, `{report['arch']}`, one clip per request, max batch {report['max_batch']}, "
+    lines = [f"Served vs raw ONNX Runtime, `{report['arch']}`, {per_request} clip(s) per request, max batch "
+             f"{report['max_batch']}, "
              f"max wait {report['max_wait_ms']:g} ms, {report['cpus']} CPUs (load generator, server and ORT share "
              f"them; the machine is shared with other jobs: load average {report['load_average_before']} before, "
              f"{report['load_average_after']} after). {report['label']}".rstrip(), "",
@@ -337,17 +340,17 @@ def render(report: dict, requests: int, top: int) -> str:
     names = {k: k.replace("raw_batch", "raw b").replace("_nospin", " no-spin").replace("_clips_per_s", " clips/s")
              for k in keys}
     lines += ["", f"Interleaved rounds at {top} clients ({requests} requests) vs raw ONNX Runtime on the same file "
-                  f"({requests} clips per batch size, with ORT's spinning threads and without) measured just before "
-                  f"each; model CPU = raw ORT's process CPU per clip at the batch size nearest the served mean, "
-                  f"spinning as the server (ORT {'spins' if report['ort_spinning'] else 'does not spin'}); service "
-                  f"CPU = server CPU per request - model CPU:", "",
+                  f"({requests * per_request} clips per batch size, with ORT's spinning threads and without) measured "
+                  f"just before each; model CPU = raw ORT's process CPU per clip at the batch size nearest the served "
+                  f"mean, spinning as the server (ORT {'spins' if report['ort_spinning'] else 'does not spin'}); "
+                  f"service CPU per clip = server CPU per clip - model CPU per clip:", "",
               "| round | format | " + " | ".join(names[k] for k in keys)
-              + " | served clips/s | served / best raw | mean batch | server CPU ms | model CPU ms | "
-                "service CPU ms | service / model | client CPU ms |", "|---" * (len(keys) + 10) + "|"]
+              + " | served clips/s | served / best raw | mean batch | server CPU ms/clip | model CPU ms/clip | "
+                "service CPU ms/clip | service / model | client CPU ms/clip |", "|---" * (len(keys) + 10) + "|"]
     lines += [f"| {r['round']} | {r['format']} | " + " | ".join(str(r[k]) for k in keys)
               + f" | {r['served_clips_per_s']} | {r['ratio']:.1%} | {r['mean_batch']} | "
-                f"{r['server_cpu_ms_per_request']} | {r['model_cpu_ms_per_clip']} | {r['service_cpu_ms_per_request']}"
-                f" | {r['service_over_model']:.1%} | {r['client_cpu_ms_per_request']} |" for r in rounds]
+                f"{r['server_cpu_ms_per_clip']} | {r['model_cpu_ms_per_clip']} | {r['service_cpu_ms_per_clip']}"
+                f" | {r['service_over_model']:.1%} | {r['client_cpu_ms_per_clip']} |" for r in rounds]
     lines += [""] + [f"`{fmt}`: median served / raw at saturation **{v['ratio_median']:.1%}** (goal >= 90%); median "
                      f"service CPU / model CPU **{v['service_over_model_median']:.1%}** (goal <= 10%)."
                      for fmt, v in report["summary"].items()]

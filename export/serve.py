@@ -72,6 +72,7 @@ from prometheus_client import (
 from pydantic import BaseModel
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.formparsers import MultiPartParser
 
 from constcl_zoo.config import ConfigError
 from constcl_zoo.embed import WindowSpec, frames_of, iter_windows
@@ -955,6 +956,9 @@ def serve(model: str, host: str = "127.0.0.1", port: int = 8000, config: ServeCo
     app = create_app(embedder, config, model_name=model_name)
     gc.collect()
     gc.freeze()  # the ~200k objects of torch, ONNX and ORT are never traversed again by the cyclic collector
+    # Starlette spools multipart files over 1 MB to disk, each chunk written and read back on a worker thread; the
+    # upload is read into memory whole anyway (bounded by max_upload_bytes), so keep it there from the start.
+    MultiPartParser.spool_max_size = max(MultiPartParser.spool_max_size, config.max_upload_bytes)
     uvicorn.run(app, host=host, port=port, log_level="info", **uvicorn_options(config))
 
 
