@@ -688,6 +688,8 @@ def create_app(embedder: OnnxEmbedder, config: ServeConfig | None = None, model_
             raise HTTPException(422, f"{name}: clips must have shape [B, {', '.join(map(str, clip_shape))}] "
                                      f"(preprocessed), got {tuple(shape)}")
         count = shape[0] if len(shape) == 5 else 1
+        if count == 0:
+            raise HTTPException(422, f"{name}: no clips (the shape {tuple(shape)} has a batch of 0)")
         if count > config.max_clips:
             raise HTTPException(413, f"{name}: {count} clips; the limit is {config.max_clips} per request")
         if dtype.kind != "f":
@@ -888,9 +890,9 @@ def create_app(embedder: OnnxEmbedder, config: ServeConfig | None = None, model_
                                                   for n in shape):
             raise HTTPException(400, f"{name}: 'shape' must be a list of sizes, got {shape!r}")
         _check_header(tuple(shape), np.dtype(np.float32), name)
-        binary_size = (tensor.get("parameters") or {}).get("binary_data_size")
+        binary_size = _parameters(tensor, name).get("binary_data_size")
         if binary_size is not None:
-            if not isinstance(binary_size, int) or json_size + binary_size != len(body):
+            if type(binary_size) is not int or json_size + binary_size != len(body):
                 raise HTTPException(400, f"{name}: binary_data_size {binary_size!r} does not match the "
                                          f"{len(body) - json_size} bytes after the JSON header")
             clips = _clips(view, json_size, tuple(shape), np.dtype("<f4"), False, name,
@@ -907,13 +909,23 @@ def create_app(embedder: OnnxEmbedder, config: ServeConfig | None = None, model_
         else:
             raise HTTPException(400, f"{name}: give either 'data' or parameters.binary_data_size with the "
                                      f"tensor's bytes after the JSON header (and nothing else after it)")
-        binary = bool((request.get("parameters") or {}).get("binary_data_output", False))
-        for wanted in request.get("outputs") or []:
+        binary = bool(_parameters(request, "the request").get("binary_data_output", False))
+        outputs = request.get("outputs") or []
+        if not isinstance(outputs, list):
+            raise HTTPException(400, f"'outputs' must be a list of requested outputs, got {outputs!r}")
+        for wanted in outputs:
             if not isinstance(wanted, dict) or wanted.get("name") != session_output.name:
                 raise HTTPException(400, f"unknown output {wanted!r}; the model's output is "
                                          f"{session_output.name!r}")
-            binary = bool((wanted.get("parameters") or {}).get("binary_data", binary))
+            binary = bool(_parameters(wanted, f"output {session_output.name!r}").get("binary_data", binary))
         return clips, binary, request.get("id")
+
+    def _parameters(obj: dict[str, Any], name: str) -> dict[str, Any]:
+        """The ``parameters`` object of a request, input or output (``{}`` when absent)."""
+        parameters = obj.get("parameters") or {}
+        if not isinstance(parameters, dict):
+            raise HTTPException(400, f"{name}: 'parameters' must be an object, got {parameters!r}")
+        return parameters
 
     return app
 

@@ -85,9 +85,10 @@ def _v2(live: int, body: bytes, headers: dict[str, str] | None = None) -> httpx.
                       timeout=30)
 
 
-def _binary_request(clips: np.ndarray, size: int | None = None) -> tuple[bytes, dict[str, str]]:
+def _binary_request(clips: np.ndarray, size: int | None = None, **extra) -> tuple[bytes, dict[str, str]]:
     head = json.dumps({"inputs": [{"name": "clip", "shape": list(clips.shape), "datatype": "FP32",
-                                   "parameters": {"binary_data_size": clips.nbytes if size is None else size}}]})
+                                   "parameters": {"binary_data_size": clips.nbytes if size is None else size}}],
+                       **extra})
     return head.encode() + clips.tobytes(), {"Inference-Header-Content-Length": str(len(head))}
 
 
@@ -106,6 +107,11 @@ def _binary_request(clips: np.ndarray, size: int | None = None) -> tuple[bytes, 
     (lambda: (_binary_request(clips_of(1))[0], {**_binary_request(clips_of(1))[1], "Content-Encoding": "gzip"}),
      "Content-Encoding 'gzip' is not supported"),
     (lambda: _binary_request(np.full((1, 3, 8, 112, 112), np.nan, np.float32)), "NaN"),
+    (lambda: _binary_request(np.zeros((0, 3, 8, 112, 112), np.float32)), "no clips (the shape (0, 3, 8, 112, 112)"),
+    (lambda: (json.dumps({"inputs": [{"name": "clip", "shape": [1, 3, 8, 112, 112], "datatype": "FP32",
+                                      "parameters": [1]}]}).encode(), {}), "'parameters' must be an object"),
+    (lambda: _binary_request(clips_of(1), outputs=3), "'outputs' must be a list"),
+    (lambda: _binary_request(clips_of(1), outputs=[{"name": "logits"}]), "unknown output {'name': 'logits'}"),
 ])
 def test_malformed_infer_requests_get_400_error_json(live, make, words):  # noqa: F811
     body, headers = make()
