@@ -13,7 +13,8 @@ friends; absent on servers without them). Raw ONNX Runtime on the same file (bat
 clips, the same clip count, with and without ORT's spinning threads) is then measured in ``--rounds`` rounds
 interleaved with the service at the highest concurrency (the server idles while ORT runs): each round gives
 served / best raw, and the service's own CPU per request = server CPU per request - raw ORT's CPU per clip (at the
-batch size nearest the served mean, spinning as the server does). The report gives the medians and the machine's
+batch size nearest the served mean, spinning as the server does), and, from the server's own thread clocks, its
+event-loop thread plus its model thread outside ORT's calls. The report gives the medians and the machine's
 load average (the client runs on the same machine as the server and shares its cores). Writes
 ``benchmarks/results/serve_load.json`` and ``.md`` (``--out``).
 """
@@ -202,6 +203,15 @@ async def _level(url: str, request: tuple[str, bytes, dict[str, str]], requests:
             "client_cpu_ms_per_request": round(own_cpu * 1000 / requests, 3), **split}
 
 
+def _service_threads_cpu(level: dict[str, float], clips: int) -> float | None:
+    """The service's own CPU per clip on its threads, from its metrics: the event loop (HTTP, parsing, checks,
+    replies) plus the model thread outside ORT's calls (ORT's pool threads are ORT's); ``None`` without them."""
+    keys = ("event_loop_thread_cpu_ms", "model_thread_cpu_ms", "ort_cpu_ms")
+    if not all(key in level for key in keys):
+        return None
+    return round((level[keys[0]] + level[keys[1]] - level[keys[2]]) / clips, 3)
+
+
 def _raw_ort(onnx_path: Path, clips: int, batch: int, spinning: bool) -> dict[str, float]:
     """Raw ONNX Runtime on ``clips`` clips in batches of ``batch``: throughput and this process's CPU per clip
     (``spinning``: ORT's default, idle threads spin; the service runs without)."""
@@ -295,6 +305,7 @@ def main() -> None:
                                    "client_cpu_ms_per_clip": round(served["client_cpu_ms_per_request"] / k, 3),
                                    "mean_batch": served.get("mean_batch"), "model_cpu_ms_per_clip": model_cpu,
                                    "service_cpu_ms_per_clip": round(own, 3),
+                                   "service_threads_cpu_ms_per_clip": _service_threads_cpu(served, k),
                                    "service_over_model": round(own / model_cpu, 3)})
                     print(rounds[-1], flush=True)
         finally:
@@ -303,7 +314,8 @@ def main() -> None:
 
     summary = {fmt: {"ratio_median": round(float(np.median([r["ratio"] for r in rounds if r["format"] == fmt])), 3),
                      "service_over_model_median": round(float(np.median(
-                         [r["service_over_model"] for r in rounds if r["format"] == fmt])), 3)}
+                         [r["service_over_model"] for r in rounds if r["format"] == fmt])), 3),
+                     "service_threads_over_model_median": _median_ratio(rounds, fmt)}
                for fmt in args.formats}
     report = {"arch": args.arch if args.onnx is None else str(args.onnx), "label": args.label,
               "machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
@@ -318,6 +330,13 @@ def main() -> None:
     print(markdown)
 
 
+def _median_ratio(rounds: list[dict], fmt: str) -> float | None:
+    """Median of service threads CPU / model CPU over the rounds of ``fmt`` (``None`` without stage metrics)."""
+    ratios = [r["service_threads_cpu_ms_per_clip"] / r["model_cpu_ms_per_clip"] for r in rounds
+              if r["format"] == fmt and r["service_threads_cpu_ms_per_clip"] is not None]
+    return round(float(np.median(ratios)), 3) if ratios else None
+
+
 def render(report: dict, requests: int, top: int) -> str:
     """The report as Markdown tables."""
     levels, rounds, per_request = report["levels"], report["rounds"], report["clips_per_request"]
@@ -330,12 +349,12 @@ def render(report: dict, requests: int, top: int) -> str:
              f"{report['load_average_after']} after). {report['label']}".rstrip(), "",
              "CPU columns are ms per request: the server process (all threads), the load generator, then the "
              "server's stages (wall ms unless `cpu`; `ort` is per request, its batch shared by its clips).", "",
-             "| format | clients | clips/s | p50 ms | p99 ms | fail | server CPU | client CPU | "
-             + " | ".join(k.removesuffix("_ms").replace("_", " ") for k in stage_keys) + " |",
+             "| format | clients | clips/s | p50 ms | p99 ms | fail | server CPU | client CPU |"
+             + "".join(f" {k.removesuffix('_ms').replace('_', ' ')} |" for k in stage_keys),
              "|---" * (8 + len(stage_keys)) + "|"]
     lines += [f"| {r['format']} | {r['clients']} | {r['clips_per_s']} | {r['p50_ms']} | {r['p99_ms']} | "
-              f"{r['failures']} | {r['server_cpu_ms_per_request']} | {r['client_cpu_ms_per_request']} | "
-              + " | ".join(str(r.get(k, "")) for k in stage_keys) + " |" for r in levels]
+              f"{r['failures']} | {r['server_cpu_ms_per_request']} | {r['client_cpu_ms_per_request']} |"
+              + "".join(f" {r.get(k, '')} |" for k in stage_keys) for r in levels]
     keys = [k for k in rounds[0] if k.startswith("raw_batch") and k.endswith("clips_per_s")]
     names = {k: k.replace("raw_batch", "raw b").replace("_nospin", " no-spin").replace("_clips_per_s", " clips/s")
              for k in keys}
@@ -343,16 +362,21 @@ def render(report: dict, requests: int, top: int) -> str:
                   f"({requests * per_request} clips per batch size, with ORT's spinning threads and without) measured "
                   f"just before each; model CPU = raw ORT's process CPU per clip at the batch size nearest the served "
                   f"mean, spinning as the server (ORT {'spins' if report['ort_spinning'] else 'does not spin'}); "
-                  f"service CPU per clip = server CPU per clip - model CPU per clip:", "",
+                  f"service CPU per clip = server CPU per clip - model CPU per clip; service threads CPU = the "
+                  f"server's event-loop thread + its model thread outside ORT (its own clocks, from /metrics):", "",
               "| round | format | " + " | ".join(names[k] for k in keys)
               + " | served clips/s | served / best raw | mean batch | server CPU ms/clip | model CPU ms/clip | "
-                "service CPU ms/clip | service / model | client CPU ms/clip |", "|---" * (len(keys) + 10) + "|"]
+                "service CPU ms/clip | service / model | service threads CPU ms/clip | client CPU ms/clip |",
+              "|---" * (len(keys) + 11) + "|"]
     lines += [f"| {r['round']} | {r['format']} | " + " | ".join(str(r[k]) for k in keys)
               + f" | {r['served_clips_per_s']} | {r['ratio']:.1%} | {r['mean_batch']} | "
                 f"{r['server_cpu_ms_per_clip']} | {r['model_cpu_ms_per_clip']} | {r['service_cpu_ms_per_clip']}"
-                f" | {r['service_over_model']:.1%} | {r['client_cpu_ms_per_clip']} |" for r in rounds]
+                f" | {r['service_over_model']:.1%} | {r['service_threads_cpu_ms_per_clip'] or 'n/a'} | "
+                f"{r['client_cpu_ms_per_clip']} |" for r in rounds]
     lines += [""] + [f"`{fmt}`: median served / raw at saturation **{v['ratio_median']:.1%}** (goal >= 90%); median "
-                     f"service CPU / model CPU **{v['service_over_model_median']:.1%}** (goal <= 10%)."
+                     f"service CPU / model CPU **{v['service_over_model_median']:.1%}** (goal <= 10%)"
+                     + ("" if v["service_threads_over_model_median"] is None else
+                        f", service threads CPU / model CPU **{v['service_threads_over_model_median']:.1%}**") + "."
                      for fmt, v in report["summary"].items()]
     return "\n".join(lines) + "\n"
 
