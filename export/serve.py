@@ -211,15 +211,17 @@ class Metrics:
 
 
 class MicroBatcher:
-    """Collects clips from concurrent requests into batches for one model runner thread."""
+    """Collects clips from concurrent requests into batches for one model runner thread. ``run`` returns new
+    arrays (as ORT does), never views of its input: the batch buffer is reused for the next batch."""
 
     def __init__(self, run: Callable[[np.ndarray], np.ndarray], max_batch: int, max_wait_ms: float,
                  metrics: Metrics) -> None:
         self.run, self.max_batch, self.max_wait = run, max_batch, max_wait_ms / 1000.0
         self.metrics = metrics
         self.executor = ThreadPoolExecutor(1, thread_name_prefix="constcl-model")  # the model's own thread
-        self.queue: asyncio.Queue[tuple[np.ndarray, asyncio.Future]] = asyncio.Queue()
+        self.queue: asyncio.Queue[tuple[np.ndarray, int, asyncio.Future, float]] = asyncio.Queue()
         self.task: asyncio.Task | None = None
+        self.buffer: np.ndarray | None = None  # batches of clips from several requests are stacked into it
 
     def start(self) -> None:
         self.task = asyncio.get_running_loop().create_task(self._loop(), name="constcl-batcher")
@@ -270,13 +272,16 @@ class MicroBatcher:
                 break
         return [item for item in batch if not item[2].done()]
 
-    @staticmethod
-    def _stack(batch: list[tuple[np.ndarray, int, asyncio.Future, float]]) -> np.ndarray:
-        """The batch's clips as one array: a view when they are consecutive clips of one request, else a copy."""
+    def _stack(self, batch: list[tuple[np.ndarray, int, asyncio.Future, float]]) -> np.ndarray:
+        """The batch's clips as one array: a view when they are consecutive clips of one request, else a copy into
+        the batcher's own buffer (one batch runs at a time, so it is free again when the next one is stacked)."""
         first, start = batch[0][0], batch[0][1]
         if all(clips is first and index == start + k for k, (clips, index, _, _) in enumerate(batch)):
             return first[start:start + len(batch)]
-        return np.stack([clips[index] for clips, index, _, _ in batch])
+        clip = first[start]
+        if self.buffer is None or self.buffer.shape[1:] != clip.shape or self.buffer.dtype != clip.dtype:
+            self.buffer = np.empty((self.max_batch, *clip.shape), clip.dtype)
+        return np.stack([clips[index] for clips, index, _, _ in batch], out=self.buffer[:len(batch)])
 
     def _run(self, clips: np.ndarray) -> np.ndarray:
         with self.metrics.timed("ort", cpu=True):

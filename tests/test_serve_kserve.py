@@ -186,20 +186,37 @@ def test_a_request_filling_a_batch_reaches_the_model_without_a_copy():
 
     def run(batch: np.ndarray) -> np.ndarray:
         seen.append(batch)
-        return batch.reshape(len(batch), -1)[:, :2]
+        return batch.reshape(len(batch), -1)[:, :2].copy()  # new outputs, as ORT's (the input may be reused)
 
-    async def scenario(clips: np.ndarray) -> np.ndarray:
+    async def scenario(*requests: np.ndarray) -> list[np.ndarray]:
         batcher = MicroBatcher(run, max_batch=4, max_wait_ms=1, metrics=Metrics())
         batcher.start()
         try:
-            return await batcher.submit(clips)
+            return [await batcher.submit(clips) for clips in requests]  # one after the other: one batch each
         finally:
             await batcher.stop()
 
     clips = np.arange(4 * 6, dtype=np.float32).reshape(4, 6)
-    out = asyncio.run(scenario(clips))
+    (out,) = asyncio.run(scenario(clips))
     assert len(seen) == 1 and np.shares_memory(seen[0], clips)  # one request's consecutive clips: a view
     np.testing.assert_array_equal(out, clips[:, :2])
+
+    seen.clear()  # several requests' clips in a batch: copied into the batcher's one buffer, batch after batch
+    single = [np.full((1, 6), float(i), np.float32) for i in range(3)]
+
+    async def concurrent() -> list[np.ndarray]:
+        batcher = MicroBatcher(run, max_batch=4, max_wait_ms=20, metrics=Metrics())
+        batcher.start()
+        try:
+            first = await asyncio.gather(*(batcher.submit(c) for c in single))
+            second = await asyncio.gather(*(batcher.submit(c + 10) for c in single))
+            return [*first, *second]
+        finally:
+            await batcher.stop()
+
+    outs = asyncio.run(concurrent())
+    assert [len(batch) for batch in seen] == [3, 3] and np.shares_memory(seen[0], seen[1])
+    assert [float(o[0, 0]) for o in outs] == [0.0, 1.0, 2.0, 10.0, 11.0, 12.0]
 
 
 def test_keep_freed_memory_on_glibc():
