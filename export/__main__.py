@@ -82,6 +82,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--threads", type=positive_int, default=None, help="ONNX Runtime intra-op threads")
     serve.add_argument("--provider", action="append", default=None,
                        help="ONNX Runtime provider(s) to try, in order (default: TensorRT, CUDA, CPU)")
+    serve.add_argument("--model-name", default=None,
+                       help="the model's name in the KServe v2 routes /v2/models/NAME (default: the .onnx file's "
+                            "stem, as `triton` names it)")
+    serve.add_argument("--ort-spinning", action="store_true",
+                       help="let ONNX Runtime's idle threads spin between runs (off: they would take the CPU the "
+                            "service needs to parse the next requests)")
 
     triton = sub.add_parser("triton", help="write a Triton Inference Server model repository")
     triton.add_argument("model", help="an exported .onnx file, or a model to export first (as for `onnx`)")
@@ -138,7 +144,8 @@ def _run(args: argparse.Namespace) -> int:
                              max_open_connections=args.max_open_connections, decode_workers=args.decode_workers)
         with tempfile.TemporaryDirectory() as tmp:
             serve(str(_onnx_source(args, tmp)), host=args.host, port=args.port, config=config,
-                  threads=args.threads, providers=args.provider)
+                  threads=args.threads, providers=args.provider, model_name=args.model_name,
+                  spinning=args.ort_spinning)
         return 0
     if args.command == "triton":
         from .triton import write_repository

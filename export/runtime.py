@@ -112,6 +112,7 @@ class OnnxEmbedder:
         self.preprocess = ClipPreprocess(self.config.preprocess)
         self.branch = self.metadata.get("branch", "global")
         self.with_rois = json.loads(self.metadata.get("with_rois", "false"))
+        self.spinning = spinning
         self.session, self.provider = create_session(self.path, providers, threads, spinning)
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_name = self.session.get_outputs()[0].name

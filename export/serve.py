@@ -1,17 +1,30 @@
 """The embedding service: ``python -m export serve model.onnx --host 127.0.0.1 --port 8000``.
 
-* ``POST /v1/embeddings`` — multipart field ``file``: a video (every sliding window is embedded) or a ``.npy``
-  array of preprocessed float clips ``[3, T, crop, crop]`` or ``[B, 3, T, crop, crop]``. JSON out:
-  ``{"model", "branch", "shape", "embeddings", "windows"}`` (``windows`` gives each video window's start/end
-  seconds and frames; ``null`` for ``.npy``).
+* ``POST /v1/embeddings`` — a video (every sliding window is embedded) or preprocessed float clips
+  ``[3, T, crop, crop]`` / ``[B, 3, T, crop, crop]``, sent as the multipart field ``file`` (a video or a ``.npy``),
+  or as the whole body: a ``.npy`` file, raw C-ordered bytes with headers ``X-Clips-Shape: B,3,T,crop,crop`` and
+  ``X-Clips-Dtype`` (default ``float32``), or a video. JSON out: ``{"model", "branch", "shape", "embeddings",
+  "windows"}`` (``windows`` gives each video window's start/end seconds and frames; ``null`` for clips).
+* The KServe v2 inference protocol (what Triton speaks; ``tritonclient.http`` works unchanged): ``GET /v2``,
+  ``/v2/health/{live,ready}``, ``/v2/models/NAME[/versions/1]`` (metadata), ``.../ready``, ``.../config`` and
+  ``POST .../infer`` with JSON or binary tensor data (``Inference-Header-Content-Length``); errors are
+  ``{"error": ...}`` (404 unknown model or version, 400 a bad request, 408/413 the limits below). NAME is the ONNX
+  file's stem unless ``--model-name`` says otherwise.
 * Dynamic micro-batching: clips of concurrent requests are queued and run together, at most ``max_batch`` at a
   time, waiting at most ``max_wait_ms`` for a batch to fill.
 * ``GET /healthz`` (the process and its batcher are alive), ``GET /readyz`` (the model has run once),
-  ``GET /metrics`` (Prometheus: requests by status, latency histogram, batch sizes, clips), ``/docs`` and
-  ``/openapi.json``.
+  ``GET /metrics`` (Prometheus: requests by status, latency histogram, batch sizes, clips; where a request's time
+  goes: ``constcl_stage_seconds`` / ``constcl_stage_cpu_seconds`` by stage and ``constcl_thread_cpu_seconds`` of
+  the event-loop and model threads), ``/docs`` and ``/openapi.json``.
+* Cost per request (``benchmarks/serve_load.py``): bodies reach ORT without copies after the HTTP layer's (a
+  view of the body; a batch that is one request's clips is a view too), replies are written by orjson, no thread
+  hop but the one model run per batch, ORT's idle threads do not spin (``--ort-spinning`` to let them), and
+  :func:`serve` keeps freed memory in the process (:func:`keep_freed_memory`) and freezes the startup objects out of
+  the garbage collector.
 * Limits: upload size (413), clips per request (413), request time (408; the request's decoding stops at its
-  next frame). Every bad request gets a 4xx JSON ``{"detail": ...}``; the worker never dies on input. An
-  unexpected error gets a JSON 500, is counted in ``constcl_internal_errors_total`` and leaves the connection open.
+  next frame). Every bad request gets a 4xx JSON ``{"detail": ...}`` (``{"error": ...}`` under ``/v2``); the
+  worker never dies on input. An unexpected error gets a JSON 500, is counted in ``constcl_internal_errors_total``
+  and leaves the connection open.
 * Connections (see :class:`ServeConfig`): uvicorn's own ``limit_concurrency`` (503 beyond it),
   ``timeout_keep_alive``, ``h11_max_incomplete_event_size`` and ``timeout_graceful_shutdown``; uvicorn has no time
   limit on receiving a request, no cap on open sockets and no 431, so the h11 protocol of
@@ -26,25 +39,40 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import io
 import json
 import logging
 import math
+import re
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Any, TypeVar
 
 import numpy as np
-from fastapi import FastAPI, File, HTTPException, UploadFile
-from fastapi.responses import JSONResponse, PlainTextResponse
+import orjson
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from numpy.lib import format as npy_format
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Summary,
+    generate_latest,
+)
 from pydantic import BaseModel
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.formparsers import MultiPartParser
 
 from constcl_zoo.config import ConfigError
 from constcl_zoo.embed import WindowSpec, frames_of, iter_windows
@@ -55,6 +83,28 @@ from .runtime import OnnxEmbedder
 
 log = logging.getLogger(__name__)
 NPY_MAGIC = b"\x93NUMPY"
+T = TypeVar("T")
+
+
+async def bounded(awaitable: Awaitable[T], seconds: float) -> T:
+    """``await awaitable`` within ``seconds`` (``TimeoutError`` after), without a task per call where
+    ``asyncio.timeout`` exists (Python >= 3.11; ``asyncio.wait_for`` creates one)."""
+    if hasattr(asyncio, "timeout"):
+        async with asyncio.timeout(seconds):
+            return await awaitable
+    return await asyncio.wait_for(awaitable, seconds)
+
+
+def error_response(path: str, status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    """A JSON error in the body each protocol uses: ``{"error": ...}`` under ``/v2`` (KServe v2), FastAPI's
+    ``{"detail": ...}`` elsewhere."""
+    return JSONResponse({"error" if path.startswith("/v2") else "detail": message}, status_code=status,
+                        headers=headers)
+
+
+def counted_path(path: str) -> bool:
+    """Whether requests to ``path`` are embedding requests (counted and timed in the request metrics)."""
+    return path == "/v1/embeddings" or (path.startswith("/v2/models/") and path.endswith("/infer"))
 
 
 class Window(BaseModel):
@@ -114,9 +164,9 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self.requests = Counter("constcl_requests", "HTTP requests to /v1/embeddings by status code", ["status"],
-                                registry=self.registry)
-        self.latency = Histogram("constcl_request_latency_seconds", "Latency of /v1/embeddings requests",
+        self.requests = Counter("constcl_requests", "Embedding requests (/v1/embeddings, /v2/models/*/infer) by "
+                                "status code", ["status"], registry=self.registry)
+        self.latency = Histogram("constcl_request_latency_seconds", "Latency of embedding requests",
                                  buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
                                  registry=self.registry)
         self.batch_size = Histogram("constcl_batch_size", "Clips per model run (micro-batch size)",
@@ -129,18 +179,49 @@ class Metrics:
                                  registry=self.registry)
         self.frames_decoded = Counter("constcl_frames_decoded", "Video frames decoded for requests",
                                       registry=self.registry)
+        self.stage = Summary("constcl_stage_seconds", "Wall time of request stages: read (body received and parsed), "
+                             "validate (array checks), decode (video), queue (batching wait, per clip), ort (per "
+                             "model run), encode (the reply)", ["stage"], registry=self.registry)
+        self.stage_cpu = Summary("constcl_stage_cpu_seconds", "CPU time of the thread running a synchronous stage "
+                                 "(validate, encode: the event loop; ort: the model thread's share of the run)",
+                                 ["stage"], registry=self.registry)
+        self.thread_cpu = Gauge("constcl_thread_cpu_seconds", "CPU time of the service's threads (event_loop: HTTP, "
+                                "parsing, checks, replies; model: batching and the ORT calls)", ["thread"],
+                                registry=self.registry)
+
+    @contextlib.contextmanager
+    def timed(self, stage: str, cpu: bool = False) -> Iterator[None]:
+        """Observe the block's wall time in ``constcl_stage_seconds`` (and with ``cpu``, the running thread's CPU
+        time in ``constcl_stage_cpu_seconds``; only meaningful for a block without ``await``)."""
+        wall, clock = time.perf_counter(), time.thread_time() if cpu else 0.0
+        try:
+            yield
+        finally:
+            self.stage.labels(stage).observe(time.perf_counter() - wall)
+            if cpu:
+                self.stage_cpu.labels(stage).observe(time.thread_time() - clock)
+
+    def watch_thread(self, name: str, ident: int) -> None:
+        """Export the CPU clock of thread ``ident`` as ``constcl_thread_cpu_seconds{thread=name}`` (read at each
+        scrape; nothing where the platform has no per-thread clocks)."""
+        if not hasattr(time, "pthread_getcpuclockid"):  # pragma: no cover - not on Linux/macOS
+            return
+        clock = time.pthread_getcpuclockid(ident)
+        self.thread_cpu.labels(name).set_function(lambda: time.clock_gettime(clock))
 
 
 class MicroBatcher:
-    """Collects clips from concurrent requests into batches for one model runner thread."""
+    """Collects clips from concurrent requests into batches for one model runner thread. ``run`` returns new
+    arrays (as ORT does), never views of its input: the batch buffer is reused for the next batch."""
 
     def __init__(self, run: Callable[[np.ndarray], np.ndarray], max_batch: int, max_wait_ms: float,
                  metrics: Metrics) -> None:
         self.run, self.max_batch, self.max_wait = run, max_batch, max_wait_ms / 1000.0
         self.metrics = metrics
         self.executor = ThreadPoolExecutor(1, thread_name_prefix="constcl-model")  # the model's own thread
-        self.queue: asyncio.Queue[tuple[np.ndarray, asyncio.Future]] = asyncio.Queue()
+        self.queue: asyncio.Queue[tuple[np.ndarray, int, asyncio.Future, float]] = asyncio.Queue()
         self.task: asyncio.Task | None = None
+        self.buffer: np.ndarray | None = None  # batches of clips from several requests are stacked into it
 
     def start(self) -> None:
         self.task = asyncio.get_running_loop().create_task(self._loop(), name="constcl-batcher")
@@ -163,10 +244,10 @@ class MicroBatcher:
     async def submit(self, clips: np.ndarray) -> np.ndarray:
         """Embed ``clips [n, ...]``; each clip joins whichever batch has room."""
         loop = asyncio.get_running_loop()
-        futures = []
-        for clip in clips:
+        futures, now = [], loop.time()
+        for index in range(len(clips)):
             future = loop.create_future()
-            self.queue.put_nowait((clip, future))
+            self.queue.put_nowait((clips, index, future, now))
             futures.append(future)
         self.metrics.queue.set(self.queue.qsize())
         try:
@@ -175,7 +256,7 @@ class MicroBatcher:
             for future in futures:  # a timed-out request's clips are skipped, not run
                 future.cancel()
 
-    async def _next_batch(self) -> list[tuple[np.ndarray, asyncio.Future]]:
+    async def _next_batch(self) -> list[tuple[np.ndarray, int, asyncio.Future, float]]:
         batch = [await self.queue.get()]
         deadline = asyncio.get_running_loop().time() + self.max_wait
         while len(batch) < self.max_batch:
@@ -186,10 +267,25 @@ class MicroBatcher:
             if remaining <= 0:
                 break
             try:
-                batch.append(await asyncio.wait_for(self.queue.get(), remaining))
+                batch.append(await bounded(self.queue.get(), remaining))
             except TimeoutError:
                 break
-        return [(clip, f) for clip, f in batch if not f.done()]
+        return [item for item in batch if not item[2].done()]
+
+    def _stack(self, batch: list[tuple[np.ndarray, int, asyncio.Future, float]]) -> np.ndarray:
+        """The batch's clips as one array: a view when they are consecutive clips of one request, else a copy into
+        the batcher's own buffer (one batch runs at a time, so it is free again when the next one is stacked)."""
+        first, start = batch[0][0], batch[0][1]
+        if all(clips is first and index == start + k for k, (clips, index, _, _) in enumerate(batch)):
+            return first[start:start + len(batch)]
+        clip = first[start]
+        if self.buffer is None or self.buffer.shape[1:] != clip.shape or self.buffer.dtype != clip.dtype:
+            self.buffer = np.empty((self.max_batch, *clip.shape), clip.dtype)
+        return np.stack([clips[index] for clips, index, _, _ in batch], out=self.buffer[:len(batch)])
+
+    def _run(self, clips: np.ndarray) -> np.ndarray:
+        with self.metrics.timed("ort", cpu=True):
+            return self.run(clips)
 
     async def _loop(self) -> None:
         while True:
@@ -198,14 +294,17 @@ class MicroBatcher:
             if not batch:
                 continue
             self.metrics.batch_size.observe(len(batch))
+            now = asyncio.get_running_loop().time()
+            for _, _, _, queued in batch:
+                self.metrics.stage.labels("queue").observe(now - queued)
             try:
-                out = await self.call(self.run, np.stack([clip for clip, _ in batch]))
+                out = await self.call(self._run, self._stack(batch))
             except Exception as exc:  # handed to the requests; the loop lives on
-                for _, future in batch:
+                for _, _, future, _ in batch:
                     if not future.done():
                         future.set_exception(exc)
                 continue
-            for (_, future), row in zip(batch, out, strict=True):
+            for (_, _, future, _), row in zip(batch, out, strict=True):
                 if not future.done():
                     future.set_result(row)
 
@@ -221,7 +320,7 @@ class UploadLimit:
             return await self.app(scope, receive, send)
         length = dict(scope.get("headers") or []).get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.limit:
-            response = JSONResponse({"detail": self._message(int(length))}, status_code=413)
+            response = error_response(scope["path"], 413, self._message(int(length)))
             return await response(scope, receive, send)
         seen = 0
 
@@ -262,7 +361,7 @@ class BodyTimeout:
             if body_done:  # after the body only a disconnect can come; waiting for it needs no deadline
                 return await receive()
             try:
-                message = await asyncio.wait_for(receive(), deadline - asyncio.get_running_loop().time())
+                message = await bounded(receive(), deadline - asyncio.get_running_loop().time())
             except TimeoutError:
                 raise HTTPException(408, f"the request body was not received within {self.timeout_s:g} s",
                                     headers={"Connection": "close"}) from None
@@ -273,9 +372,9 @@ class BodyTimeout:
 
 
 class Observe:
-    """ASGI middleware: counts and times ``/v1/embeddings`` requests by status, and turns any exception that
-    escapes the app into a JSON 500 (counted in ``constcl_internal_errors_total``) instead of Starlette's plain
-    text one, so the error is visible in ``/metrics`` and the connection stays usable."""
+    """ASGI middleware: counts and times embedding requests (:func:`counted_path`) by status, and turns any
+    exception that escapes the app into a JSON 500 (counted in ``constcl_internal_errors_total``) instead of
+    Starlette's plain text one, so the error is visible in ``/metrics`` and the connection stays usable."""
 
     def __init__(self, app, metrics: Metrics) -> None:
         self.app, self.metrics = app, metrics
@@ -297,12 +396,12 @@ class Observe:
             if status[0] is not None:  # the response had started: nothing sane can follow; uvicorn closes
                 raise
             status[0] = 500
-            await JSONResponse({"detail": f"internal error ({type(exc).__name__}); it is logged and counted in "
-                                          f"/metrics"}, status_code=500)(scope, receive, send)
+            await error_response(scope.get("path", ""), 500, f"internal error ({type(exc).__name__}); it is logged "
+                                                             f"and counted in /metrics")(scope, receive, send)
         finally:
             if status[0] == 500:
                 self.metrics.internal_errors.labels(path=scope.get("path", "")).inc()
-            if scope.get("path") == "/v1/embeddings" and status[0] is not None:
+            if counted_path(scope.get("path", "")) and status[0] is not None:
                 self.metrics.requests.labels(status=str(status[0])).inc()
                 self.metrics.latency.observe(time.perf_counter() - start)
 
@@ -435,20 +534,49 @@ class _Cancelled(ConstclZooError):
     """A decoding job whose request timed out or went away (nobody waits for its result)."""
 
 
-def create_app(embedder: OnnxEmbedder, config: ServeConfig | None = None) -> FastAPI:
-    """The FastAPI app around ``embedder`` (an :class:`~export.runtime.OnnxEmbedder` without ROI input)."""
+UPLOAD_BODY = {"requestBody": {"required": True, "content": {
+    "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {"file": {
+        "type": "string", "format": "binary",
+        "description": "a video file, or a .npy array of preprocessed clips [B, 3, T, crop, crop]"}}}},
+    "application/x-npy": {"schema": {"type": "string", "format": "binary",
+                                     "description": "a .npy array of preprocessed clips as the whole body"}},
+    "application/octet-stream": {"schema": {"type": "string", "format": "binary", "description":
+        "raw clip bytes (C order) with headers X-Clips-Shape (e.g. 2,3,8,112,112) and X-Clips-Dtype (float32 by "
+        "default); without X-Clips-Shape, a .npy array or a video file"}}}}}
+V2_DATATYPES = {"tensor(float)": "FP32", "tensor(float16)": "FP16", "tensor(double)": "FP64"}
+SHAPE_HEADER = re.compile(r"\s*\d{1,18}(\s*,\s*\d{1,18})*\s*")
+
+
+def _v2_tensor(arg, datatype: str) -> dict[str, Any]:
+    """KServe v2 metadata of an ORT input/output: name, datatype, shape (``-1`` for dynamic axes)."""
+    return {"name": arg.name, "datatype": datatype, "shape": [d if isinstance(d, int) else -1 for d in arg.shape]}
+
+
+def create_app(embedder: OnnxEmbedder, config: ServeConfig | None = None, model_name: str | None = None) -> FastAPI:
+    """The FastAPI app around ``embedder`` (an :class:`~export.runtime.OnnxEmbedder` without ROI input).
+
+    ``model_name``: the model's name in the KServe v2 routes (default: the ONNX file's stem, as in the Triton
+    repository ``python -m export triton`` writes)."""
     config = config or ServeConfig()
     if embedder.with_rois:
         raise InvalidArgumentError(
             f"{embedder.path} takes boxes (exported --with-rois); serve a global or region export")
+    model_name = model_name or Path(embedder.path).stem
     metrics = Metrics()
     batcher = MicroBatcher(embedder.run, config.max_batch, config.max_wait_ms, metrics)
     decode_pool = ThreadPoolExecutor(config.decode_workers, thread_name_prefix="constcl-decode")
     state = {"ready": False}
+    session_input, session_output = embedder.session.get_inputs()[0], embedder.session.get_outputs()[0]
+    output_datatype = V2_DATATYPES.get(session_output.type, session_output.type)
+    v2_inputs = [{**_v2_tensor(session_input, "FP32"), "shape": [-1, *embedder.clip_shape]}]  # check_clips: float32
+    v2_outputs = [_v2_tensor(session_output, output_datatype)]
+    value_range = list(embedder.config.preprocess.value_range)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
         batcher.start()
+        metrics.watch_thread("event_loop", threading.get_ident())
+        metrics.watch_thread("model", await batcher.call(threading.get_ident))
         warm = np.zeros((1, *embedder.clip_shape), np.float32)
         await batcher.call(embedder.run, warm)  # first run allocates; /readyz waits for it
         state["ready"] = True
@@ -464,6 +592,15 @@ def create_app(embedder: OnnxEmbedder, config: ServeConfig | None = None) -> Fas
     app.add_middleware(Observe, metrics=metrics)
     app.state.metrics, app.state.batcher, app.state.config = metrics, batcher, config
 
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if request.url.path.startswith("/v2"):
+            return error_response(request.url.path, exc.status_code, str(exc.detail), exc.headers)
+        return await http_exception_handler(request, exc)
+
+    def ready() -> bool:
+        return state["ready"] and batcher.alive
+
     @app.get("/healthz")
     async def healthz() -> JSONResponse:
         alive = batcher.alive
@@ -471,52 +608,120 @@ def create_app(embedder: OnnxEmbedder, config: ServeConfig | None = None) -> Fas
 
     @app.get("/readyz")
     async def readyz() -> JSONResponse:
-        ready = state["ready"] and batcher.alive
-        return JSONResponse({"ready": ready, "provider": embedder.provider}, status_code=200 if ready else 503)
+        return JSONResponse({"ready": ready(), "provider": embedder.provider, "ort_spinning": embedder.spinning},
+                            status_code=200 if ready() else 503)
 
     @app.get("/metrics", response_class=PlainTextResponse)
     async def prometheus() -> PlainTextResponse:
         return PlainTextResponse(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    @app.post("/v1/embeddings", response_model=EmbeddingsResponse, responses={400: {"description": "unreadable upload"},
-                                           408: {"description": "over the request time limit"},
-                                           413: {"description": "upload or clip count over the limit"},
-                                           422: {"description": "wrong shape, dtype or an unusable video"}})
-    async def embeddings(file: Annotated[UploadFile, File(description="a video file, or a .npy array of "
-                                                                     "preprocessed clips [B, 3, T, crop, crop]")]):
+    async def within_limit(work: Awaitable[Response]) -> Response:
         try:
-            return await asyncio.wait_for(_embed_upload(file), config.request_timeout_s)
+            return await bounded(work, config.request_timeout_s)
         except TimeoutError:
             raise HTTPException(408, f"request took longer than the limit of {config.request_timeout_s:g} s") \
                 from None
 
-    async def _embed_upload(file: UploadFile) -> JSONResponse:
-        name = file.filename or "upload"
-        data = await file.read()
+    @app.post("/v1/embeddings", response_model=EmbeddingsResponse, openapi_extra=UPLOAD_BODY,
+              responses={400: {"description": "unreadable upload"},
+                         408: {"description": "over the request time limit"},
+                         413: {"description": "upload or clip count over the limit"},
+                         422: {"description": "wrong shape, dtype or an unusable video"}})
+    async def embeddings(request: Request) -> Response:
+        """Embed a video (every sliding window) or preprocessed clips: a multipart field ``file``, a ``.npy``
+        body, or raw float bytes with ``X-Clips-Shape`` / ``X-Clips-Dtype`` headers."""
+        return await within_limit(_embed_upload(request))
+
+    async def _read_upload(request: Request) -> tuple[str, bytes]:
+        """``(name, bytes)`` of the upload: the multipart (or form) field ``file``, or else the whole body."""
+        content_type = request.headers.get("content-type", "")
+        if not content_type.startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
+            return "upload", await request.body()
+        form = await request.form()
+        try:
+            upload = form.get("file")
+            if not isinstance(upload, UploadFile):
+                raise HTTPException(422, "the form has no file field 'file' (a video or a .npy array)")
+            return upload.filename or "upload", await upload.read()
+        finally:
+            await form.close()
+
+    async def _embed_upload(request: Request) -> Response:
+        with metrics.timed("read"):
+            name, data = await _read_upload(request)
         if not data:
             raise HTTPException(400, f"{name}: the upload is empty")
         windows = None
-        if data.startswith(NPY_MAGIC) or name.lower().endswith(".npy"):
-            clips = _read_npy(data, name)
+        if "x-clips-shape" in request.headers:
+            with metrics.timed("validate", cpu=True):
+                clips = _raw_clips(data, request.headers["x-clips-shape"],
+                                   request.headers.get("x-clips-dtype", "float32"), name)
+        elif data.startswith(NPY_MAGIC) or name.lower().endswith(".npy"):
+            with metrics.timed("validate", cpu=True):
+                clips = _read_npy(data, name)
         else:
             cancel = threading.Event()
             metrics.decode_jobs.inc()
             try:
-                clips, windows = await asyncio.get_running_loop().run_in_executor(
-                    decode_pool, _decode_video, data, name, cancel)
+                with metrics.timed("decode"):
+                    clips, windows = await asyncio.get_running_loop().run_in_executor(
+                        decode_pool, _decode_video, data, name, cancel)
             finally:
                 cancel.set()  # a timed-out or cancelled request: its decoding stops before the next frame
+        out = await _embed(clips, name)
+        with metrics.timed("encode", cpu=True):  # orjson writes the float32 rows directly (no .tolist())
+            body = orjson.dumps({"model": embedder.config.arch, "branch": embedder.branch, "shape": out.shape,
+                                 "embeddings": out, "windows": windows}, option=orjson.OPT_SERIALIZE_NUMPY)
+        return Response(body, media_type="application/json")
+
+    async def _embed(clips: np.ndarray, name: str) -> np.ndarray:
+        """The model's outputs for checked clips, through the micro-batcher; 422 for non-finite outputs."""
         try:
             out = await batcher.submit(clips)
         except ValueError as exc:  # shape/dtype problems found by the embedder
             raise HTTPException(422, f"{name}: {exc}") from None
         if not np.isfinite(out).all():  # JSON has no inf/nan; such output means inputs far outside the range
             raise HTTPException(422, f"{name}: the model's output is not finite for these clips; clips must be "
-                                     f"preprocessed to {list(embedder.config.preprocess.value_range)}")
+                                     f"preprocessed to {value_range}")
         metrics.clips.inc(len(clips))
-        # a JSONResponse skips FastAPI's per-element encoder (slow for [B, D] floats)
-        return JSONResponse({"model": embedder.config.arch, "branch": embedder.branch, "shape": list(out.shape),
-                             "embeddings": out.tolist(), "windows": windows})
+        return out
+
+    def _check_header(shape: tuple[int, ...], dtype: np.dtype, name: str) -> None:
+        """Shape, clip count and dtype of clips about to be read, before any array exists."""
+        clip_shape = tuple(embedder.clip_shape)
+        if len(shape) not in (4, 5) or tuple(shape[-4:]) != clip_shape:
+            raise HTTPException(422, f"{name}: clips must have shape [B, {', '.join(map(str, clip_shape))}] "
+                                     f"(preprocessed), got {tuple(shape)}")
+        count = shape[0] if len(shape) == 5 else 1
+        if count == 0:
+            raise HTTPException(422, f"{name}: no clips (the shape {tuple(shape)} has a batch of 0)")
+        if count > config.max_clips:
+            raise HTTPException(413, f"{name}: {count} clips; the limit is {config.max_clips} per request")
+        if dtype.kind != "f":
+            raise HTTPException(422, f"{name}: clips must be float (preprocessed to {value_range}), got {dtype}")
+
+    def _clips(data: bytes | memoryview, offset: int, shape: tuple[int, ...], dtype: np.dtype, fortran: bool,
+               name: str, problem: str, holder: str) -> np.ndarray:
+        """Checked float32 clips ``[B, 3, T, crop, crop]`` viewing ``data[offset:]`` (no copy for C-ordered
+        float32): the byte count must match the (already checked) shape; values must be finite. ``problem`` and
+        ``holder`` word the byte-count error."""
+        size = math.prod(shape) * dtype.itemsize
+        if len(data) - offset != size:
+            raise HTTPException(400, f"{name}: {problem} (the shape {tuple(shape)} needs {size} bytes of data, "
+                                     f"{holder} holds {len(data) - offset})")
+        array = np.frombuffer(data, dtype, math.prod(shape), offset)
+        array = array.reshape(shape[::-1]).T if fortran else array.reshape(shape)
+        return _checked(array[None] if len(shape) == 4 else array, name)
+
+    def _checked(array: np.ndarray, name: str) -> np.ndarray:
+        try:
+            clips = embedder.check_clips(array)
+        except ValueError as exc:
+            raise HTTPException(422, f"{name}: {exc}") from None
+        if not np.isfinite(clips).all():
+            raise HTTPException(422, f"{name}: the clips contain NaN or infinite values (or values too large "
+                                     f"for float32)")
+        return clips
 
     def _read_npy(data: bytes, name: str) -> np.ndarray:
         """Clips from ``.npy`` bytes. The header is parsed and checked (shape, dtype, clip count, byte count)
@@ -533,30 +738,23 @@ def create_app(embedder: OnnxEmbedder, config: ServeConfig | None = None) -> Fas
         if dtype.hasobject:
             raise HTTPException(400, f"{name}: not a readable .npy array (object arrays need pickle, which this "
                                      f"service never loads)")
-        clip_shape = tuple(embedder.clip_shape)
-        if len(shape) not in (4, 5) or tuple(shape[-4:]) != clip_shape:
-            raise HTTPException(422, f"{name}: clips must have shape [B, {', '.join(map(str, clip_shape))}] "
-                                     f"(preprocessed), got {tuple(shape)}")
-        count = shape[0] if len(shape) == 5 else 1
-        if count > config.max_clips:
-            raise HTTPException(413, f"{name}: {count} clips; the limit is {config.max_clips} per request")
-        if dtype.kind != "f":
-            raise HTTPException(422, f"{name}: clips must be float (preprocessed to "
-                                     f"{list(embedder.config.preprocess.value_range)}), got {dtype}")
-        size = math.prod(shape) * dtype.itemsize
-        if len(data) - buffer.tell() != size:
-            raise HTTPException(400, f"{name}: not a readable .npy array (the header's shape {tuple(shape)} needs "
-                                     f"{size} bytes of data, the file holds {len(data) - buffer.tell()})")
-        array = np.frombuffer(data, dtype, math.prod(shape), buffer.tell())
-        array = array.reshape(shape[::-1]).T if fortran else array.reshape(shape)
+        _check_header(shape, dtype, name)
+        return _clips(data, buffer.tell(), shape, dtype, fortran, name, "not a readable .npy array", "the file")
+
+    def _raw_clips(data: bytes, shape_header: str, dtype_header: str, name: str) -> np.ndarray:
+        """Clips from raw C-ordered bytes described by the ``X-Clips-Shape`` and ``X-Clips-Dtype`` headers."""
+        if not SHAPE_HEADER.fullmatch(shape_header):
+            raise HTTPException(400, f"X-Clips-Shape must be comma-separated sizes such as "
+                                     f"1,{','.join(map(str, embedder.clip_shape))}; got {shape_header!r}")
         try:
-            clips = embedder.check_clips(array[None] if len(shape) == 4 else array)
-        except ValueError as exc:
-            raise HTTPException(422, f"{name}: {exc}") from None
-        if not np.isfinite(clips).all():
-            raise HTTPException(422, f"{name}: the clips contain NaN or infinite values (or values too large "
-                                     f"for float32)")
-        return clips
+            dtype = np.dtype(dtype_header.strip())
+        except TypeError:
+            raise HTTPException(400, f"X-Clips-Dtype: {dtype_header!r} is not a dtype (float32, float16, "
+                                     f"float64)") from None
+        shape = tuple(int(size) for size in shape_header.split(","))
+        _check_header(shape, dtype, name)
+        return _clips(data, 0, shape, dtype, False, name, "the body does not match X-Clips-Shape and "
+                      "X-Clips-Dtype", "the body")
 
     def _decode_video(data: bytes, name: str, cancel: threading.Event) -> tuple[np.ndarray, list[dict]]:
         try:
@@ -591,17 +789,193 @@ def create_app(embedder: OnnxEmbedder, config: ServeConfig | None = None) -> Fas
                                          f"{str(exc).replace(tmp.name, name)})") from None
         return np.stack(clips), windows
 
+    # --- KServe v2 inference protocol (what Triton speaks), HTTP/REST with the binary tensor data extension ----
+
+    def _v2_model(name: str, version: str | None) -> None:
+        if name != model_name:
+            raise HTTPException(404, f"unknown model {name!r}; this server serves {model_name!r}")
+        if version not in (None, "1"):
+            raise HTTPException(404, f"model {name!r} has no version {version!r}; it has version '1'")
+
+    @app.get("/v2")
+    async def v2_server_metadata() -> JSONResponse:
+        from constcl_zoo import __version__
+
+        return JSONResponse({"name": "constcl-zoo", "version": __version__,
+                             "extensions": ["binary_tensor_data", "model_configuration"]})
+
+    @app.get("/v2/health/live")
+    async def v2_live() -> Response:
+        return Response(status_code=200 if batcher.alive else 503)
+
+    @app.get("/v2/health/ready")
+    async def v2_ready() -> Response:
+        return Response(status_code=200 if ready() else 503)
+
+    async def v2_model_metadata(name: str, version: str | None = None) -> JSONResponse:
+        _v2_model(name, version)
+        return JSONResponse({"name": model_name, "versions": ["1"], "platform": "onnxruntime_onnx",
+                             "inputs": v2_inputs, "outputs": v2_outputs})
+
+    async def v2_model_ready(name: str, version: str | None = None) -> Response:
+        _v2_model(name, version)
+        return Response(status_code=200 if ready() else 503)
+
+    async def v2_model_config(name: str, version: str | None = None) -> JSONResponse:
+        _v2_model(name, version)
+        def dims(tensor: dict[str, Any]) -> dict[str, Any]:
+            return {"name": tensor["name"], "data_type": f"TYPE_{tensor['datatype']}", "dims": tensor["shape"][1:]}
+
+        return JSONResponse({"name": model_name, "platform": "onnxruntime_onnx", "backend": "onnxruntime",
+                             "max_batch_size": config.max_clips, "input": [dims(t) for t in v2_inputs],
+                             "output": [dims(t) for t in v2_outputs]})
+
+    async def v2_infer(request: Request, name: str, version: str | None = None) -> Response:
+        _v2_model(name, version)
+        try:
+            return await within_limit(_v2_infer(request))
+        except HTTPException as exc:
+            if exc.status_code == 422:  # the protocol answers bad inputs with 400
+                raise HTTPException(400, exc.detail) from None
+            raise
+
+    for prefix in ("/v2/models/{name}", "/v2/models/{name}/versions/{version}"):
+        app.add_api_route(prefix, v2_model_metadata, methods=["GET"], tags=["KServe v2"])
+        app.add_api_route(prefix + "/ready", v2_model_ready, methods=["GET"], tags=["KServe v2"])
+        app.add_api_route(prefix + "/config", v2_model_config, methods=["GET"], tags=["KServe v2"])
+        app.add_api_route(prefix + "/infer", v2_infer, methods=["POST"], tags=["KServe v2"])
+
+    async def _v2_infer(request: Request) -> Response:
+        with metrics.timed("read"):
+            body = await request.body()
+        with metrics.timed("validate", cpu=True):
+            clips, binary, request_id = _v2_request(body, request.headers)
+        out = await _embed(clips, f"input {session_input.name!r}")
+        with metrics.timed("encode", cpu=True):
+            output: dict[str, Any] = {"name": session_output.name, "datatype": output_datatype,
+                                      "shape": out.shape}
+            reply: dict[str, Any] = {"model_name": model_name, "model_version": "1", "outputs": [output]}
+            if request_id is not None:
+                reply["id"] = request_id
+            if not binary:
+                output["data"] = out.ravel()
+                return Response(orjson.dumps(reply, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json")
+            output["parameters"] = {"binary_data_size": out.nbytes}
+            head = orjson.dumps(reply)
+            return Response(head + out.tobytes(), media_type="application/octet-stream",
+                            headers={"Inference-Header-Content-Length": str(len(head))})
+
+    def _v2_request(body: bytes, headers) -> tuple[np.ndarray, bool, Any]:
+        """``(clips, binary reply, request id)`` of a v2 ``infer`` body: a JSON header, then (with the header
+        ``Inference-Header-Content-Length``) the binary tensor data."""
+        if headers.get("content-encoding", "identity").lower() != "identity":
+            raise HTTPException(400, f"Content-Encoding {headers['content-encoding']!r} is not supported; send the "
+                                     f"request uncompressed")
+        length = headers.get("inference-header-content-length")
+        if length is not None and not (length.isdigit() and int(length) <= len(body)):
+            raise HTTPException(400, f"Inference-Header-Content-Length {length!r} is not a byte count within the "
+                                     f"body of {len(body)} bytes")
+        json_size = len(body) if length is None else int(length)
+        view = memoryview(body)
+        try:
+            request = orjson.loads(view[:json_size])
+        except orjson.JSONDecodeError as exc:
+            raise HTTPException(400, f"the request's JSON is not readable ({exc})") from None
+        inputs = request.get("inputs") if isinstance(request, dict) else None
+        if not isinstance(inputs, list) or len(inputs) != 1 or not isinstance(inputs[0], dict) \
+                or inputs[0].get("name") != session_input.name:
+            names = [i.get("name") for i in inputs if isinstance(i, dict)] if isinstance(inputs, list) else inputs
+            raise HTTPException(400, f"the request must have 'inputs' with one tensor named "
+                                     f"{session_input.name!r}; got {names!r}")
+        tensor, name = inputs[0], f"input {session_input.name!r}"
+        if tensor.get("datatype") != "FP32":
+            raise HTTPException(400, f"{name}: datatype must be FP32, got {tensor.get('datatype')!r}")
+        shape = tensor.get("shape")
+        if not isinstance(shape, list) or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0
+                                                  for n in shape):
+            raise HTTPException(400, f"{name}: 'shape' must be a list of sizes, got {shape!r}")
+        _check_header(tuple(shape), np.dtype(np.float32), name)
+        binary_size = _parameters(tensor, name).get("binary_data_size")
+        if binary_size is not None:
+            if type(binary_size) is not int or json_size + binary_size != len(body):
+                raise HTTPException(400, f"{name}: binary_data_size {binary_size!r} does not match the "
+                                         f"{len(body) - json_size} bytes after the JSON header")
+            clips = _clips(view, json_size, tuple(shape), np.dtype("<f4"), False, name,
+                           "the binary data does not match the shape", "binary_data_size")
+        elif "data" in tensor and json_size == len(body):
+            try:
+                array = np.asarray(tensor["data"], dtype=np.float32)
+            except (ValueError, TypeError) as exc:
+                raise HTTPException(400, f"{name}: 'data' must be numbers ({exc})") from None
+            if array.size != math.prod(shape):
+                raise HTTPException(400, f"{name}: 'data' holds {array.size} values; shape {shape} needs "
+                                         f"{math.prod(shape)}")
+            clips = _checked(array.reshape(shape) if len(shape) == 5 else array.reshape(1, *shape), name)
+        else:
+            raise HTTPException(400, f"{name}: give either 'data' or parameters.binary_data_size with the "
+                                     f"tensor's bytes after the JSON header (and nothing else after it)")
+        binary = bool(_parameters(request, "the request").get("binary_data_output", False))
+        outputs = request.get("outputs") or []
+        if not isinstance(outputs, list):
+            raise HTTPException(400, f"'outputs' must be a list of requested outputs, got {outputs!r}")
+        for wanted in outputs:
+            if not isinstance(wanted, dict) or wanted.get("name") != session_output.name:
+                raise HTTPException(400, f"unknown output {wanted!r}; the model's output is "
+                                         f"{session_output.name!r}")
+            binary = bool(_parameters(wanted, f"output {session_output.name!r}").get("binary_data", binary))
+        return clips, binary, request.get("id")
+
+    def _parameters(obj: dict[str, Any], name: str) -> dict[str, Any]:
+        """The ``parameters`` object of a request, input or output (``{}`` when absent)."""
+        parameters = obj.get("parameters") or {}
+        if not isinstance(parameters, dict):
+            raise HTTPException(400, f"{name}: 'parameters' must be an object, got {parameters!r}")
+        return parameters
+
     return app
 
 
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters (malloc.h)
+
+
+def keep_freed_memory(trim_bytes: int = 256 * 2**20, mmap_bytes: int = 32 * 2**20) -> bool:
+    """Let glibc's malloc keep freed memory for reuse instead of returning it to the kernel (``mallopt``): blocks
+    under ``mmap_bytes`` come from the heap, and the heap is trimmed only above ``trim_bytes`` free. Each request
+    body (1.2 MB for a small-model clip) is copied a few times by h11 and Starlette; with glibc's defaults every
+    copy maps fresh pages and faults them in, which measured 1.1 ms of CPU per request against 0.27 ms with this
+    (benchmarks/serve_load.py). Returns False where it does not apply (not glibc)."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # musl, macOS, Windows: no mallopt
+        return False
+    return bool(mallopt(M_MMAP_THRESHOLD, mmap_bytes)) and bool(mallopt(M_TRIM_THRESHOLD, trim_bytes))
+
+
 def serve(model: str, host: str = "127.0.0.1", port: int = 8000, config: ServeConfig | None = None,
-          threads: int | None = None, providers: list[str] | None = None) -> None:
-    """Load ``model`` (an exported ONNX file) and serve it with uvicorn until interrupted."""
+          threads: int | None = None, providers: list[str] | None = None, model_name: str | None = None,
+          spinning: bool = False) -> None:
+    """Load ``model`` (an exported ONNX file) and serve it with uvicorn until interrupted.
+
+    ``spinning``: ORT's idle intra-op threads spin between runs (its default). Off by default here: the event loop
+    shares the cores with ORT, and spinning threads take its CPU while the next batch is parsed (measured:
+    ``benchmarks/serve_load.py``)."""
     import uvicorn
 
-    embedder = OnnxEmbedder(model, providers=providers, threads=threads)
+    if not keep_freed_memory():
+        log.info("mallopt is not available: freed request buffers go back to the kernel (slower large bodies)")
+    embedder = OnnxEmbedder(model, providers=providers, threads=threads, spinning=spinning)
     config = config or ServeConfig()
-    app = create_app(embedder, config)
+    app = create_app(embedder, config, model_name=model_name)
+    gc.collect()
+    gc.freeze()  # the ~200k objects of torch, ONNX and ORT are never traversed again by the cyclic collector
+    # Starlette spools multipart files over 1 MB to disk, each chunk written and read back on a worker thread; the
+    # upload is read into memory whole anyway (bounded by max_upload_bytes), so keep it there from the start.
+    MultiPartParser.spool_max_size = max(MultiPartParser.spool_max_size, config.max_upload_bytes)
     uvicorn.run(app, host=host, port=port, log_level="info", **uvicorn_options(config))
 
 
