@@ -1,14 +1,19 @@
-"""The layout rules: only ``constcl_zoo`` goes into the wheel, and it never imports the repository packages."""
+"""The layout rules: only ``constcl_zoo`` (and one placeholder per repository package) goes into the wheel, and
+``constcl_zoo`` never imports the repository packages."""
 
 from __future__ import annotations
 
 import ast
+import os
 import subprocess
 import sys
 import zipfile
 from pathlib import Path
 
 import pytest
+import setuptools
+
+from constcl_zoo.checkout_hint import REPOSITORY_PACKAGES, hint
 
 ROOT = Path(__file__).resolve().parents[1]
 REPO_PACKAGES = {"training", "export", "demos", "tests", "benchmarks"}
@@ -41,10 +46,50 @@ def _dist_info(wheel: Path) -> str:
     return wheel.name.split("-")[0] + "-" + wheel.name.split("-")[1] + ".dist-info"
 
 
+def _setuptools_config() -> dict:
+    tomllib = pytest.importorskip("tomllib", reason="tomllib is in the standard library from Python 3.11")
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+
+
+def test_the_wheel_lists_every_constcl_zoo_package_and_the_placeholders():
+    config = _setuptools_config()
+    found = setuptools.find_packages(str(ROOT), include=["constcl_zoo", "constcl_zoo.*"])
+    assert sorted(config["packages"]) == sorted([*found, *REPOSITORY_PACKAGES])
+    for package in REPOSITORY_PACKAGES:  # each placeholder is one __init__.py that refuses, nothing else
+        folder = ROOT / config["package-dir"][package]
+        assert sorted(p.name for p in folder.iterdir() if p.name != "__pycache__") == ["__init__.py"]
+        assert "refuse(__name__)" in (folder / "__init__.py").read_text()
+
+
+@pytest.mark.parametrize("package", REPOSITORY_PACKAGES)
+def test_python_m_outside_a_checkout_says_where_to_run_it_in_one_line(package, tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    done = subprocess.run([sys.executable, "-m", package, "--help"], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert done.stdout == ""
+    assert done.stderr.splitlines() == [f"error: {hint(package)}"]
+    assert "repository root" in done.stderr
+    imported = subprocess.run([sys.executable, "-c", f"import {package}"], cwd=tmp_path, env=env, capture_output=True,
+                              text=True, timeout=120)
+    assert imported.returncode == 1
+    assert f"ModuleNotFoundError: {hint(package)}" in imported.stderr
+
+
+def test_in_a_checkout_the_real_packages_win():
+    done = subprocess.run([sys.executable, "-c", "import training, export, demos; "
+                           "print(training.__file__, export.__file__, demos.__file__)"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == [str(ROOT / p / "__init__.py") for p in ("training", "export", "demos")]
+
+
 @pytest.mark.slow
-def test_wheel_contains_only_constcl_zoo(wheel):
+def test_wheel_contains_only_constcl_zoo_and_the_placeholders(wheel):
     names = zipfile.ZipFile(wheel).namelist()
-    assert {name.split("/")[0] for name in names} == {"constcl_zoo", _dist_info(wheel)}
+    assert {name.split("/")[0] for name in names} == {"constcl_zoo", *REPOSITORY_PACKAGES, _dist_info(wheel)}
+    assert sorted(n for n in names if n.split("/")[0] in REPOSITORY_PACKAGES) == [
+        f"{p}/__init__.py" for p in sorted(REPOSITORY_PACKAGES)]
     assert "constcl_zoo/layers/roi_align.py" in names
     shipped = ROOT / "constcl_zoo" / "models"
     if (shipped / "index.json").is_file():  # the default models and the sample travel in the wheel (offline use)
