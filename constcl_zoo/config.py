@@ -35,7 +35,7 @@ MAX_CONTEXT_LENGTH = 63
 MAX_ROI_CROP = 64  # ROIAlign output side (official: 4)
 MAX_NUM_FRAMES = 1024  # frames in one clip
 MAX_FRAME_STRIDE = 1024
-MAX_IMAGE_SIZE = 8192  # crop_size, resize_short_side (constcl_zoo.video.MAX_FRAME_SIDE)
+MAX_IMAGE_SIZE = 8192  # crop_size, resize_short_side (constcl_zoo.inference.video.MAX_FRAME_SIDE)
 
 
 class ConfigError(ConstclZooError, ValueError):

@@ -11,12 +11,13 @@ from typing import Any
 
 import torch
 
+from .checkpoint import CONFIG_NAME, WEIGHTS_NAME, load_weights, read_weights_record, sha256_of, verify_sha256
 from .config import ModelConfig, read_config_json
 from .download import cache_root, download_file, downloads_dir
 from .errors import ConstclZooError
 from .fileio import atomic_write
 from .hub import HUB_PREFIX, download_checkpoint, parse_hub_name
-from .model import BRANCHES, ConstCLBase, build_model, init_weights
+from .nn.model import BRANCHES, ConstCLBase, build_model, init_weights
 from .pretrained import entry_for_source_file, packaged_models_dir, source_file
 from .registry import (
     PretrainedWeights,
@@ -32,7 +33,6 @@ from .tasks import task_class
 from .tasks.base import TaskConfig, TaskConfigError, TaskModel, is_task_config
 from .tasks.tracking import NCCTracker, PixelTrackerConfig, is_pixel_tracker_config
 from .tf_checkpoint import is_tf_checkpoint
-from .weights import CONFIG_NAME, WEIGHTS_NAME, load_weights, read_weights_record, sha256_of, verify_sha256
 
 LOCAL_PREFIX = "local-dir:"
 

@@ -99,7 +99,7 @@ def prune_older_than(root: Path, age_s: float) -> int:
 
 def first_frame(video: str | None) -> tuple[np.ndarray, str]:
     """The video's first frame (uint8 RGB ``[H, W, 3]``), to mark the target on, and a cleared box."""
-    from constcl_zoo.video import EmptyVideoError, iter_video_file
+    from constcl_zoo.inference.video import EmptyVideoError, iter_video_file
 
     path = _video_path(video)
     frame = next(iter_video_file(path), None)
@@ -110,9 +110,9 @@ def first_frame(video: str | None) -> tuple[np.ndarray, str]:
 
 def draw_target(frame: np.ndarray | None, box_text: str) -> np.ndarray | None:
     """The first frame with the box ``x,y,w,h`` drawn on it (the frame alone while the box is incomplete)."""
-    from constcl_zoo.boxes import xywh_to_xyxy
     from constcl_zoo.commands.track import parse_box
-    from constcl_zoo.visualize import draw_box
+    from constcl_zoo.formats.boxes import xywh_to_xyxy
+    from constcl_zoo.inference.visualize import draw_box
 
     if frame is None:
         return None
@@ -169,8 +169,8 @@ def localize_video(models: Models, video: str | None, person_source: str, boxes_
     import json
 
     from constcl_zoo.commands.localize import read_boxes_csv
-    from constcl_zoo.detection import HogPersonDetector
     from constcl_zoo.fileio import atomic_write
+    from constcl_zoo.inference.detection import HogPersonDetector
     from constcl_zoo.tasks.localization_infer import localize, write_annotated
 
     path = _video_path(video)

@@ -11,8 +11,8 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from constcl_zoo.argtypes import positive_float, positive_int
 from constcl_zoo.cli import CLI_SPELLINGS
-from constcl_zoo.commands.argtypes import positive_float, positive_int
 from constcl_zoo.errors import UsageError, add_debug_flag, run_command
 from constcl_zoo.fileio import prepare_output_dir, prepare_output_file
 

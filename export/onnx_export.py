@@ -37,7 +37,7 @@ from torch import nn
 from constcl_zoo import ModelConfig, __version__, load
 from constcl_zoo.errors import ConstclZooError, InvalidArgumentError
 from constcl_zoo.fileio import atomic_write
-from constcl_zoo.model import ConstCLBase
+from constcl_zoo.nn.model import ConstCLBase
 from constcl_zoo.tasks.base import TaskModel
 
 MIN_OPSET = 18

@@ -18,10 +18,10 @@ import numpy as np
 import pytest
 
 from constcl_zoo import load, sample_video
-from constcl_zoo.boxes import box_iou, xywh_to_xyxy
+from constcl_zoo.checkpoint import sha256_of
+from constcl_zoo.formats.boxes import box_iou, xywh_to_xyxy
 from constcl_zoo.pretrained import packaged_models_dir, read_index
 from constcl_zoo.registry import weights_entry
-from constcl_zoo.weights import sha256_of
 from training.replicate import ship
 from training.replicate.install import LIMIT_BYTES, NAMES, model_card, read_calibration
 from training.replicate.report import summarise
@@ -57,7 +57,7 @@ def test_a_tampered_default_is_refused(tmp_path, monkeypatch) -> None:
     import shutil
 
     from constcl_zoo import pretrained
-    from constcl_zoo.weights import ChecksumError
+    from constcl_zoo.checkpoint import ChecksumError
 
     copy = tmp_path / "models"
     shutil.copytree(MODELS, copy)

@@ -43,8 +43,8 @@ def assets(tmp_path_factory):
     """Small random-init checkpoints of the three kinds, and the first 24 / 48 frames of vtest.avi as MP4."""
     if not VTEST.is_file():
         pytest.skip(f"the real test video is missing: {VTEST}")
-    from constcl_zoo.video import iter_video_file
-    from constcl_zoo.visualize import Mp4Writer
+    from constcl_zoo.inference.video import iter_video_file
+    from constcl_zoo.inference.visualize import Mp4Writer
 
     root = tmp_path_factory.mktemp("demo_assets")
     load("constcl_r3d14_w16", task="tracking", pretrained=False,

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from constcl_zoo import cli, load
-from constcl_zoo.detection import Detections, HogPersonDetector, OnnxPersonDetector, PersonDetector
+from constcl_zoo.inference.detection import Detections, HogPersonDetector, OnnxPersonDetector, PersonDetector
+from constcl_zoo.inference.visualize import Mp4Writer
 from constcl_zoo.tasks.localization_infer import KeyFrameResult, PersonResult, link_tracks
-from constcl_zoo.visualize import Mp4Writer
 
 from .conftest import SHARED
 
@@ -92,7 +92,7 @@ def test_tracks_link_by_iou_with_motion() -> None:
 
 
 def test_hog_detector_finds_pedestrians() -> None:
-    from constcl_zoo.video import iter_video_file
+    from constcl_zoo.inference.video import iter_video_file
 
     video = SHARED / "data" / "videos" / "vtest.avi"
     if not video.is_file():

@@ -21,8 +21,8 @@ from constcl_zoo import (
     load,
     register_weights,
 )
+from constcl_zoo.checkpoint import sha256_of
 from constcl_zoo.registry import set_default_weights, unregister_weights
-from constcl_zoo.weights import sha256_of
 
 from .conftest import TINY, random_boxes, tiny_clip
 

@@ -35,12 +35,12 @@ from pathlib import Path
 
 import torch
 
-from ..embed import VideoEmbeddings, WindowSpec
+from ..argtypes import positive_float, positive_int
 from ..errors import ConstclZooError, UsageError
 from ..fileio import atomic_write, prepare_output_dir
-from ..precision import PRECISIONS, resolve_precision
-from ..video import ManifestError, find_videos, read_manifest
-from .argtypes import positive_float, positive_int
+from ..inference.embed import VideoEmbeddings, WindowSpec
+from ..inference.precision import PRECISIONS, resolve_precision
+from ..inference.video import ManifestError, find_videos, read_manifest
 
 FORMAT = "constcl-zoo-embeddings/1"
 MANIFEST_SUFFIXES = (".txt", ".lst", ".csv")

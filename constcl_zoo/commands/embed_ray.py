@@ -2,10 +2,10 @@
 
 Where ``torchrun`` splits the sorted input list statically (the slowest rank sets the wall time; a dead rank's
 share is missing), Ray Data streams it: each video is decoded and cut into preprocessed windows by a CPU task
-(:func:`constcl_zoo.embed.iter_windows`, the package's one window path), the windows of all videos are batched
+(:func:`constcl_zoo.inference.embed.iter_windows`, the package's one window path), the windows of all videos are batched
 (``--batch-size``) into a pool of model actors (``--actors``: one per GPU with ``num_gpus=1`` when the cluster
-has GPUs, else N on CPU) running :func:`constcl_zoo.embed.inference_runner`, and the driver groups the features
-back per video and writes them with :class:`~constcl_zoo.commands.embed.EmbedRun` — the plain engine's writer,
+has GPUs, else N on CPU) running :func:`constcl_zoo.inference.embed.inference_runner`, and the driver groups the
+features back per video and writes them with :class:`~constcl_zoo.commands.embed.EmbedRun` — the plain engine's writer,
 skip rules and index — so the folder cannot be told from the plain engine's (``index.json`` says ``engine``).
 
 Failures: a video that fails to decode is recorded in the index's ``failed`` list with its error and the job goes
@@ -33,9 +33,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..embed import WindowSpec, assemble, frames_of, inference_runner, iter_windows
 from ..errors import ConstclZooError, UsageError
-from ..preprocess import ClipPreprocess
+from ..inference.embed import WindowSpec, assemble, frames_of, inference_runner, iter_windows
+from ..nn.preprocess import ClipPreprocess
 from .embed import VIDEO_ERRORS, EmbedRun, Job, OutputError, _progress, dist_env, setup
 
 # Test hook: when this variable names a file that exists, the first model actor call to remove it exits its
@@ -80,7 +80,7 @@ class ModelActor:
     def __init__(self, model: str, branch: str, pretrained: bool, seed: int, precision: str, device: str,
                  clip_shape: tuple[int, ...]) -> None:
         from ..factory import load
-        from ..precision import resolve_precision
+        from ..inference.precision import resolve_precision
 
         self._context = contextlib.ExitStack()
         net = load(model, branch=branch, pretrained=pretrained, seed=seed, device=device)

@@ -8,7 +8,7 @@ Person boxes come from ``--boxes`` (an AVA-format CSV ``video_id,timestamp,x1,y1
 this video — ``video_id`` = the file's stem, or every row when the file holds one video — with score >=
 ``--box-threshold``; key frames at its timestamps) or from OpenCV's HOG people detector on key frames every
 ``--interval`` seconds (``--detector model.onnx``: a user-supplied ONNX person detector, see
-:mod:`constcl_zoo.detection`). ``--model``: a localization checkpoint, or an encoder with ``--labels``
+:mod:`constcl_zoo.inference.detection`). ``--model``: a localization checkpoint, or an encoder with ``--labels``
 (an untrained head: for trying the pipeline only). Actions shown: those whose probability reaches
 ``--score-threshold`` when given, else the model's calibrated per-class thresholds (``python -m training
 calibrate-localizer``), else 0.5; a person with none keeps its box and track without an action.
@@ -64,7 +64,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 def read_boxes_csv(path: str | Path, video_id: str, threshold: float = 0.0) -> dict[float, np.ndarray]:
     """``{timestamp: [N, 5]}`` (x1, y1, x2, y2, score) of ``video_id`` from an AVA-format person-box CSV (every row
     when the file names a single video), score >= ``threshold``, best first."""
-    from ..ava import read_person_boxes, split_key
+    from ..formats.ava import read_person_boxes, split_key
 
     path = Path(path)
     if not path.is_file():
@@ -121,7 +121,7 @@ def _progress(total: int | None, desc: str, disable: bool):
 
 def run(args: argparse.Namespace) -> int:
     """Run ``localize`` (user errors: :class:`UsageError`, answered in one line by ``constcl-zoo``)."""
-    from ..detection import HogPersonDetector, OnnxPersonDetector
+    from ..inference.detection import HogPersonDetector, OnnxPersonDetector
     from ..tasks.localization_infer import LocalizationInputError, check_interval, localize, write_annotated
 
     video = Path(args.video)

@@ -147,7 +147,7 @@ def run(args: argparse.Namespace) -> int:
 def video_fps(source: str | os.PathLike, default: float = 30.0) -> float:
     """Frames per second of a video file (from its first decoded frame's duration), ``default`` for an image
     folder or a video whose frames carry no duration."""
-    from ..video import iter_video_file
+    from ..inference.video import iter_video_file
 
     if not Path(source).is_file():
         return default
@@ -161,8 +161,8 @@ def track_video(tracker: SiamFCTracker | NCCTracker, source: str | os.PathLike, 
     """Track ``box`` (x, y, w, h px on the first frame) through a video file or image folder; with ``out``, also
     write the annotated H.264 MP4 there (each frame's box, labelled with its score). ``progress(i)`` after frame
     ``i``. The one implementation behind ``constcl-zoo track`` and the demo's tracking tab."""
-    from ..boxes import xywh_to_xyxy
-    from ..visualize import Mp4Writer, draw_box
+    from ..formats.boxes import xywh_to_xyxy
+    from ..inference.visualize import Mp4Writer, draw_box
 
     with contextlib.ExitStack() as stack:
         writer = stack.enter_context(Mp4Writer(out, fps=video_fps(source))) if out else None
@@ -178,7 +178,7 @@ def track_video(tracker: SiamFCTracker | NCCTracker, source: str | os.PathLike, 
 
 def _count_frames(source: Path) -> int | None:
     if source.is_dir():
-        from ..video import list_image_frames
+        from ..inference.video import list_image_frames
 
         return len(list_image_frames(source))
     return None  # headers lie about frame counts (video.py); the bar counts up without a total

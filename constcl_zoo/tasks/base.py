@@ -21,8 +21,8 @@ from torch import nn
 
 from ..config import ModelConfig, PreprocessConfig, dataclass_from_dict, read_config_json, to_jsonable
 from ..errors import ConstclZooError
-from ..model import ConstCLBase, build_model
-from ..preprocess import ClipPreprocess
+from ..nn.model import ConstCLBase, build_model
+from ..nn.preprocess import ClipPreprocess
 
 TASK_FORMAT_VERSION = 1
 _ENCODER_BRANCHES = ("global", "region")
@@ -123,7 +123,7 @@ def is_task_config(data: dict[str, Any]) -> bool:
 
 
 class TaskModel(nn.Module):
-    """An encoder (``self.encoder``, a :class:`~constcl_zoo.model.ConstCLBase`) and a task head (``self.head``).
+    """An encoder (``self.encoder``, a :class:`~constcl_zoo.nn.model.ConstCLBase`) and a task head (``self.head``).
 
     Subclasses set ``task``, ``head_config_class`` and ``default_branch``, and implement :meth:`build_head` and
     :meth:`init_head`. ``preprocess`` is the encoder's: the preprocessing that belongs to the weights.
@@ -202,7 +202,7 @@ class TaskModel(nn.Module):
 
     def save_pretrained(self, directory: str | Path) -> Path:
         """Write the task checkpoint: ``config.json`` (:class:`TaskConfig` + sha256) and ``model.safetensors``."""
-        from ..weights import state_dict_for_save, write_checkpoint
+        from ..checkpoint import state_dict_for_save, write_checkpoint
 
         return write_checkpoint(self.config, state_dict_for_save(self), directory, branch=self.config.encoder_branch)
 

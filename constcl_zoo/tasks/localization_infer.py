@@ -4,7 +4,7 @@ Key frames are at ``times`` (seconds), or every ``interval_s`` from ``interval_s
 decoded frame shown at ``t``; its clip is ``num_frames`` frames every ``frame_stride`` centred on it (the first /
 last frame repeats at the video's ends), whole frames resized to the head's ``short_side``. Decoding streams: only
 the frames one clip spans are kept. Person boxes: ``boxes`` from the caller (per key frame), else the detector
-(:class:`~constcl_zoo.detection.HogPersonDetector` by default) on the full-resolution key frame. Boxes of
+(:class:`~constcl_zoo.inference.detection.HogPersonDetector` by default) on the full-resolution key frame. Boxes of
 consecutive key frames are linked into tracks by IoU (greedy, highest IoU first).
 
 Which actions are reported — the rule, per person and class ``c``: probability ``p[c] >= threshold[c]`` and
@@ -27,11 +27,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from ..boxes import box_iou
 from ..errors import ConstclZooError
+from ..formats.boxes import box_iou
 
 if TYPE_CHECKING:
-    from ..detection import PersonDetector
+    from ..inference.detection import PersonDetector
     from .localization import ActionLocalizer
 
 
@@ -176,7 +176,7 @@ def localize(model: ActionLocalizer | None, video: Any, *, boxes: Any = None, ti
     only (no action head; ``num_frames``/``frame_stride`` then unused). ``progress(frames_decoded)`` is called per
     decoded frame. ``score_threshold``: report actions with probability >= it (1.0: none); ``None``: the model's
     calibrated per-class thresholds, else 0.5 (``ActionLocalizer.action_thresholds``)."""
-    from ..embed import frames_of
+    from ..inference.embed import frames_of
 
     if score_threshold is not None and not 0.0 <= score_threshold <= 1.0:
         raise LocalizationInputError(f"score_threshold must be in [0, 1], got {score_threshold}")
@@ -185,7 +185,7 @@ def localize(model: ActionLocalizer | None, video: Any, *, boxes: Any = None, ti
         raise LocalizationInputError(f"top_k must be >= 1, got {top_k}")
     key_times, given = _key_boxes(boxes, times)
     if boxes is None and detector is None:
-        from ..detection import HogPersonDetector
+        from ..inference.detection import HogPersonDetector
 
         detector = HogPersonDetector()
     if model is not None:
@@ -271,8 +271,8 @@ def write_annotated(result: Localization, video: Any, out: Any, *, fps: float | 
                     progress: Callable[[int], None] | None = None) -> int:
     """Draw ``result`` on every frame of ``video`` (each frame shows its nearest key frame's persons: box in its
     track's colour, ``#track action score``) into an H.264 MP4 at ``out``; returns the frames written."""
-    from ..embed import frames_of
-    from ..visualize import Mp4Writer, color_for, draw_box
+    from ..inference.embed import frames_of
+    from ..inference.visualize import Mp4Writer, color_for, draw_box
 
     keys = np.array([f.frame_index for f in result.frames]) if result.frames else np.zeros(0, int)
     half = max(1, round(0.5 * result.fps * _interval(result))) if result.frames else 0

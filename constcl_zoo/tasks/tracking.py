@@ -9,7 +9,7 @@ The paper's setting (§4, "Single object tracking", after VFS / SeCo / VINCE):
 
 * Backbone: the encoder's branch (``region`` by default: ``res5_region``; ``global`` and single-res5 encoders
   work too) with res4 / res5 at spatial stride 1 and dilation 2 / 4 (the first block of a dilated stage at half
-  the dilation, as VFS), same weights (:func:`constcl_zoo.backbone.dilate_backbone`): feature stride 8.
+  the dilation, as VFS), same weights (:func:`constcl_zoo.nn.backbone.dilate_backbone`): feature stride 8.
 * Input: each frame with its ``temporal_radius`` (n = 2) neighbours on each side, 5 frames, the edge frames
   repeated at the start and end of a video; the features are the centre time slice after res5. ``causal=True``
   uses the 2n *past* frames and the last time slice instead, so nothing waits for future frames (live video):
@@ -32,7 +32,7 @@ Exemplar features are computed once, at ``init``. Exact shortcuts (same numbers 
 stage runs only on the time slices the kept one depends on (:func:`stage_time_slice`), the search-side 1x1 adjust
 is folded into the exemplar side and the correlation is one matrix product (:meth:`SiamFCHead.respond`); crops
 are affine warps of the uint8 frames (:func:`crop_and_resize`). The backbone runs in the embedding path's precision plan
-(:mod:`constcl_zoo.precision`: bf16 autocast + channels_last_3d where the hardware has bf16) under
+(:mod:`constcl_zoo.inference.precision`: bf16 autocast + channels_last_3d where the hardware has bf16) under
 ``torch.inference_mode``; the head and the post-processing run in fp32.
 
 The tracking loop (:class:`SiamFC`) only needs two functions — exemplar features and scale responses — so the
@@ -57,9 +57,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..backbone import dilate_backbone
-from ..boxes import box_iou, xywh_to_xyxy
 from ..errors import ConstclZooError
+from ..formats.boxes import box_iou, xywh_to_xyxy
+from ..nn.backbone import dilate_backbone
 from .base import TaskConfig, TaskConfigError, TaskModel
 
 FrameSource = str | os.PathLike | np.ndarray | torch.Tensor | Iterable[np.ndarray]
@@ -388,7 +388,7 @@ class SiamFC:
 
 
 def _iter_rgb(video: FrameSource, fps: float | None) -> Iterator[np.ndarray]:
-    from ..video import EmptyVideoError, iter_array_frames, iter_frames
+    from ..inference.video import EmptyVideoError, iter_array_frames, iter_frames
 
     if isinstance(video, (str, os.PathLike)):
         if not Path(video).exists():
@@ -716,7 +716,7 @@ class SiamFCTracker(FrameByFrame, TaskModel):
 
     # -- tracking -------------------------------------------------------------------------------------------
     def _features_fn(self) -> Callable[[torch.Tensor], torch.Tensor]:
-        from ..precision import plan_context, prepare_model, resolve_precision, to_input
+        from ..inference.precision import plan_context, prepare_model, resolve_precision, to_input
 
         device = next(self.parameters()).device
         plan = resolve_precision(self.precision, device)

@@ -123,7 +123,7 @@ def prepare_data(cfg: ReplicateConfig, root: Path) -> dict[str, Path]:
             train_per_class=d.recognition_train_per_class, val_per_class=d.recognition_val_per_class,
             seed=d.seed + 4), back)),
     }
-    from constcl_zoo.video import list_videos
+    from constcl_zoo.inference.video import list_videos
 
     videos = sorted((paths["pretrain"] / "videos").glob("*.mp4"))[:d.pretrain_videos]  # the unlabelled ones
     if d.real_videos and back is not None and Path(back).exists():
@@ -154,7 +154,7 @@ def pretrain_overrides(cfg: ReplicateConfig, variant: str, seed: int, videos: Pa
 
 def write_random_encoder(cfg: ReplicateConfig, seed: int, videos: Path, folder: Path) -> None:
     """The ``random`` variant's encoder: exactly the network the ``constcl`` pretraining starts from."""
-    from constcl_zoo.weights import save_checkpoint
+    from constcl_zoo.checkpoint import save_checkpoint
 
     from ..pretrain.config import get_preset
     from ..pretrain.task import build_pretrain_model

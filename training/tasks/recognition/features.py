@@ -2,12 +2,12 @@
 
 Each video gives ``clips x crops`` views: ``clips`` windows of the weights' temporal sampling (``num_frames``
 frames every ``frame_stride``) evenly spaced from the first to the last decoded frame, each cut into ``crops``
-spatial crops (:func:`constcl_zoo.preprocess.spatial_views`). A frozen encoder (``model(clip) -> [B, D]``, in
+spatial crops (:func:`constcl_zoo.nn.preprocess.spatial_views`). A frozen encoder (``model(clip) -> [B, D]``, in
 ``inference_mode``) embeds each view; every view's feature is kept (``[N, clips * crops, D]``, clip-major) so the
 probe can average scores over views.
 
-Frames are decoded with ``constcl_zoo.video`` (PyAV): a first pass counts the decoded frames (container headers
-are not trusted), a second keeps only the frames some view uses and preprocesses each as it decodes. A video
+Frames are decoded with ``constcl_zoo.inference.video`` (PyAV): a first pass counts the decoded frames (container
+headers are not trusted), a second keeps only the frames some view uses and preprocesses each as it decodes. A video
 shorter than one window repeats its last frame. Videos that fail to decode are skipped with a warning naming the
 file and counted in ``skipped``.
 
@@ -34,8 +34,8 @@ from safetensors.torch import save_file
 
 from constcl_zoo.errors import ConstclZooError
 from constcl_zoo.fileio import atomic_write
-from constcl_zoo.preprocess import ClipPreprocess, spatial_views
-from constcl_zoo.video import VideoError, iter_av_frames, iter_video_file
+from constcl_zoo.inference.video import VideoError, iter_av_frames, iter_video_file
+from constcl_zoo.nn.preprocess import ClipPreprocess, spatial_views
 
 from .datasets import LabelledSplit
 
@@ -96,7 +96,7 @@ def clip_frame_indices(num_decoded: int, num_frames: int, frame_stride: int, cli
 
 
 def count_decoded_frames(path: str | os.PathLike) -> int:
-    """Frames the video decodes to (no RGB conversion); raises :class:`~constcl_zoo.video.VideoError`."""
+    """Frames the video decodes to (no RGB conversion); raises :class:`~constcl_zoo.inference.video.VideoError`."""
     return sum(1 for _ in iter_av_frames(path))
 
 

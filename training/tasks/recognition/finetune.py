@@ -36,7 +36,7 @@ from torch.utils.data import Dataset
 
 from constcl_zoo import GlobalEncoder, PreprocessConfig, load
 from constcl_zoo.errors import ConstclZooError
-from constcl_zoo.preprocess import ClipPreprocess
+from constcl_zoo.nn.preprocess import ClipPreprocess
 from constcl_zoo.tasks.recognition import RecognitionHeadConfig, VideoClassifier
 
 from ...engine import ConfigError, RunContext, StepOutput, TrainTask, train

@@ -20,7 +20,7 @@ from safetensors.torch import save_file
 from .config import ConfigError, ModelConfig, read_config_json
 from .errors import ConstclZooError
 from .fileio import atomic_write
-from .model import ConstCLBase, build_model
+from .nn.model import ConstCLBase, build_model
 
 if TYPE_CHECKING:
     from .tasks.base import TaskConfig

@@ -21,16 +21,16 @@ from typing import TYPE_CHECKING, Any, Literal
 import torch
 from torch import nn
 
+from ..config import ModelConfig
+from ..errors import InvalidArgumentError, InvalidTypeError
+from ..formats.boxes import check_boxes
 from .backbone import ResNet3D
-from .boxes import check_boxes
-from .config import ModelConfig
-from .errors import InvalidArgumentError, InvalidTypeError
 from .heads import InstanceReconstructor, ProjectionMLP
 from .layers import roi_align_mean
 from .preprocess import ClipPreprocess
 
 if TYPE_CHECKING:
-    from .embed import VideoEmbeddings, VideoInput
+    from ..inference.embed import VideoEmbeddings, VideoInput
 
 Branch = Literal["global", "region", "full"]
 BRANCHES: tuple[str, ...] = ("global", "region", "full")
@@ -112,7 +112,7 @@ class ConstCLBase(nn.Module):
     # -- saving -------------------------------------------------------------------------------------------
     def save_pretrained(self, directory: str | Path) -> Path:
         """Write ``config.json`` and ``model.safetensors`` (this network's weights) to ``directory``."""
-        from .weights import save_checkpoint
+        from ..checkpoint import save_checkpoint
 
         return save_checkpoint(self, directory)
 
@@ -121,7 +121,7 @@ class ConstCLBase(nn.Module):
 
 
 class _Embedder(ConstCLBase):
-    """``embed(video)``: features of every sliding window of a whole video (see :mod:`constcl_zoo.embed`)."""
+    """``embed(video)``: features of every sliding window of a whole video (see :mod:`constcl_zoo.inference.embed`)."""
 
     def embed(self, video: VideoInput, *, clip_frames: int | None = None, stride: int | None = None,
               batch_size: int = 8, precision: str = "auto", fps: float | None = None) -> VideoEmbeddings:
@@ -131,12 +131,12 @@ class _Embedder(ConstCLBase):
         decoded frames; both default to the weights' preprocessing (``clip_frames = num_frames``, windows
         tiling the video). ``precision``: ``"auto"`` (bf16 autocast where the hardware runs bf16 natively,
         else fp32; channels_last_3d on CPUs and bf16 GPUs), ``"fp32"`` (the reference: fp32, default layout) or
-        ``"bf16"`` — see :mod:`constcl_zoo.precision`. The model's weights are put in that layout in place.
-        Returns :class:`~constcl_zoo.embed.VideoEmbeddings` with ``embeddings``
+        ``"bf16"`` — see :mod:`constcl_zoo.inference.precision`. The model's weights are put in that layout in place.
+        Returns :class:`~constcl_zoo.inference.embed.VideoEmbeddings` with ``embeddings``
         ``[N, D]`` (global) or ``[N, C, T', H', W']`` (region) and each window's ``start_s`` / ``end_s``.
         Peak memory does not grow with the video's length (streaming decode).
         """
-        from .embed import embed_video
+        from ..inference.embed import embed_video
 
         return embed_video(self, video, clip_frames=clip_frames, stride=stride, batch_size=batch_size,
                            precision=precision, fps=fps)
@@ -208,7 +208,7 @@ class PretrainModel(ConstCLBase):
     ``clips [2B, 3, T, H, W]``, key-frame boxes ``[2B, N, 4]`` normalised ``(x1, y1, x2, y2)`` and optional
     key-frame indices ``[2B]`` into T' (default ``T' // 2``, the paper's "center" pairing). Returns
     ``global_embeddings [2B, 128]`` and, for ConST-CL, the instance reconstructor outputs (see
-    :class:`~constcl_zoo.heads.InstanceReconstructor`).
+    :class:`~constcl_zoo.nn.heads.InstanceReconstructor`).
     """
 
     branch = "full"

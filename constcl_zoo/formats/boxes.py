@@ -13,7 +13,7 @@ from typing import TypeVar
 import numpy as np
 import torch
 
-from .errors import InvalidArgumentError, InvalidTypeError
+from ..errors import InvalidArgumentError, InvalidTypeError
 
 Array = TypeVar("Array", np.ndarray, torch.Tensor)
 
