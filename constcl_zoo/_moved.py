@@ -32,6 +32,7 @@ MOVED: dict[str, str] = {
     "constcl_zoo.ava": "constcl_zoo.formats.ava",
     "constcl_zoo.weights": "constcl_zoo.checkpoint",
     "constcl_zoo.commands.argtypes": "constcl_zoo.argtypes",
+    "constcl_zoo.tasks.localization_infer": "constcl_zoo.tasks.localization.infer",
 }
 # What to use instead, where the new module is internal (its name starts with "_").
 HINTS: dict[str, str] = {}

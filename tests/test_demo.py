@@ -87,8 +87,7 @@ def _decode(path) -> tuple[str, int, tuple[int, int]]:
 
 
 def test_tracking_api_real_video(served, assets):
-    from constcl_zoo.commands.track import track_video
-    from constcl_zoo.tasks.tracking import format_boxes
+    from constcl_zoo.tasks.tracking import format_boxes, track_video
 
     client, models = served
     image, box = client.predict(handle_file(assets / "short.mp4"), api_name="/first_frame")

@@ -20,7 +20,7 @@ from constcl_zoo.errors import InvalidArgumentError
 from constcl_zoo.formats import ava
 from constcl_zoo.inference.detection import Detections, HogPersonDetector
 from constcl_zoo.inference.video import FrameSizeError, image_size, iter_frames
-from constcl_zoo.tasks.localization_infer import LocalizationInputError, localize
+from constcl_zoo.tasks.localization.infer import LocalizationInputError, localize
 from training.__main__ import main as training_main
 from training.tasks.localization.evaluate import NothingToEvaluateError, frame_map
 

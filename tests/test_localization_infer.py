@@ -11,7 +11,7 @@ import torch
 from constcl_zoo import cli, load
 from constcl_zoo.inference.detection import Detections, HogPersonDetector, OnnxPersonDetector, PersonDetector
 from constcl_zoo.inference.visualize import Mp4Writer
-from constcl_zoo.tasks.localization_infer import KeyFrameResult, PersonResult, link_tracks
+from constcl_zoo.tasks.localization.infer import KeyFrameResult, PersonResult, link_tracks
 
 from .conftest import SHARED
 

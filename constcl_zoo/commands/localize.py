@@ -24,9 +24,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 from ..errors import ConstclZooError, UsageError
+from ..formats.ava import read_boxes_csv
 
 if TYPE_CHECKING:
     from ..tasks.localization import ActionLocalizer
@@ -59,25 +58,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
     return p
-
-
-def read_boxes_csv(path: str | Path, video_id: str, threshold: float = 0.0) -> dict[float, np.ndarray]:
-    """``{timestamp: [N, 5]}`` (x1, y1, x2, y2, score) of ``video_id`` from an AVA-format person-box CSV (every row
-    when the file names a single video), score >= ``threshold``, best first."""
-    from ..formats.ava import read_person_boxes, split_key
-
-    path = Path(path)
-    if not path.is_file():
-        raise UsageError(f"--boxes: no file at {path}")
-    table = {split_key(key): found for key, found in read_person_boxes(path, threshold).items()}
-    videos = sorted({video for video, _ in table})
-    if not videos:
-        raise UsageError(f"--boxes {path}: no boxes with score >= {threshold}")
-    if video_id not in videos and len(videos) > 1:
-        raise UsageError(f"--boxes {path}: no rows for video_id {video_id!r} (the file has {videos[:5]}...)")
-    chosen = video_id if video_id in videos else videos[0]
-    return {t: np.array([[*b, s] for b, s in found], np.float32)
-            for (video, t), found in sorted(table.items()) if video == chosen}
 
 
 def load_localizer(model: str | None, labels: Sequence[str] | None = None, device: str = "cpu",
@@ -122,7 +102,7 @@ def _progress(total: int | None, desc: str, disable: bool):
 def run(args: argparse.Namespace) -> int:
     """Run ``localize`` (user errors: :class:`UsageError`, answered in one line by ``constcl-zoo``)."""
     from ..inference.detection import HogPersonDetector, OnnxPersonDetector
-    from ..tasks.localization_infer import LocalizationInputError, check_interval, localize, write_annotated
+    from ..tasks.localization.infer import LocalizationInputError, check_interval, localize, write_annotated
 
     video = Path(args.video)
     if not video.is_file():

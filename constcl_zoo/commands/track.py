@@ -10,31 +10,12 @@ exit status 2.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
-import os
 import sys
-from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-import numpy as np
 
 from ..errors import UsageError
-
-if TYPE_CHECKING:
-    from ..tasks.tracking import NCCTracker, SiamFCTracker, TrackResult
-
-def parse_box(text: str, name: str = "--box") -> tuple[float, float, float, float]:
-    """``"x,y,w,h"`` (commas or spaces) -> 4 floats; raises :class:`UsageError` (naming the field ``name``)."""
-    parts = [p for p in text.replace(",", " ").split() if p]
-    try:
-        values = tuple(float(p) for p in parts)
-    except ValueError:
-        values = ()
-    if len(values) != 4:
-        raise UsageError(f"{name} {text!r}: expected x,y,w,h (4 numbers, pixels, on the first frame)")
-    return values  # type: ignore[return-value]
+from ..formats.boxes import parse_box
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -102,7 +83,7 @@ def load_tracker(model: str | None, causal: bool = False, random_init: bool = Fa
 def run(args: argparse.Namespace) -> int:
     """The ``track`` command (run by :func:`constcl_zoo.cli.main`: user errors are one line, exit status 2)."""
     from ..fileio import atomic_write
-    from ..tasks.tracking import format_boxes
+    from ..tasks.tracking import format_boxes, track_video
 
     if args.sample:
         if args.video:
@@ -142,38 +123,6 @@ def run(args: argparse.Namespace) -> int:
     written = " and ".join(p for p in (args.out, args.boxes_out) if p)
     print(f"tracked {len(result)} frames at {result.fps:.1f} fps (tracker time); wrote {written}", file=sys.stderr)
     return 0
-
-
-def video_fps(source: str | os.PathLike, default: float = 30.0) -> float:
-    """Frames per second of a video file (from its first decoded frame's duration), ``default`` for an image
-    folder or a video whose frames carry no duration."""
-    from ..inference.video import iter_video_file
-
-    if not Path(source).is_file():
-        return default
-    first = next(iter_video_file(source), None)
-    return 1.0 / first.duration_s if first is not None and first.duration_s > 0 else default
-
-
-def track_video(tracker: SiamFCTracker | NCCTracker, source: str | os.PathLike, box: Sequence[float], *,
-                out: str | os.PathLike | None = None, precision: str = "auto",
-                progress: Callable[[int], None] | None = None) -> TrackResult:
-    """Track ``box`` (x, y, w, h px on the first frame) through a video file or image folder; with ``out``, also
-    write the annotated H.264 MP4 there (each frame's box, labelled with its score). ``progress(i)`` after frame
-    ``i``. The one implementation behind ``constcl-zoo track`` and the demo's tracking tab."""
-    from ..formats.boxes import xywh_to_xyxy
-    from ..inference.visualize import Mp4Writer, draw_box
-
-    with contextlib.ExitStack() as stack:
-        writer = stack.enter_context(Mp4Writer(out, fps=video_fps(source))) if out else None
-
-        def on_frame(i: int, rgb: np.ndarray, xywh: np.ndarray, score: float) -> None:
-            if writer is not None:
-                writer.write(draw_box(np.array(rgb), xywh_to_xyxy(np.asarray(xywh)), label=f"{score:.2f}"))
-            if progress is not None:
-                progress(i)
-
-        return tracker.track(source, box, precision=precision, on_frame=on_frame)
 
 
 def _count_frames(source: Path) -> int | None:
