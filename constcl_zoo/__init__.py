@@ -8,8 +8,7 @@
 """
 
 from . import _moved  # first: old module paths (constcl_zoo.model, ...) still import, with a DeprecationWarning
-from . import archs as _archs  # noqa: F401  (registers the architectures)
-from . import pretrained as _pretrained  # noqa: F401  (registers the published weights)
+from ._factory import load
 from .checkpoint import CheckpointMismatchError, ChecksumError
 from .config import (
     BackboneConfig,
@@ -20,13 +19,18 @@ from .config import (
     RegionHeadConfig,
 )
 from .errors import ConstclZooError
-from .factory import load
 from .inference.embed import VideoEmbeddings, WindowSpec
 from .inference.video import EmptyVideoError, FrameSizeError, VideoDecodeError, VideoError, VideoTooShortError
 from .nn.model import ConstCLBase, GlobalEncoder, PretrainModel, RegionEncoder, build_model, init_weights
 from .nn.preprocess import ClipPreprocess
-from .pretrained import sample_video
-from .registry import PretrainedWeights, WeightsNotAvailableError, list_models, list_pretrained, register_weights
+from .registry import (
+    PretrainedWeights,
+    WeightsNotAvailableError,
+    list_models,
+    list_pretrained,
+    register_weights,
+    sample_video,
+)
 
 __version__ = "0.1.0"
 

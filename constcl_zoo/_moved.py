@@ -33,9 +33,11 @@ MOVED: dict[str, str] = {
     "constcl_zoo.weights": "constcl_zoo.checkpoint",
     "constcl_zoo.commands.argtypes": "constcl_zoo.argtypes",
     "constcl_zoo.tasks.localization_infer": "constcl_zoo.tasks.localization.infer",
+    "constcl_zoo.factory": "constcl_zoo._factory",
+    "constcl_zoo.pretrained": "constcl_zoo.registry",
 }
 # What to use instead, where the new module is internal (its name starts with "_").
-HINTS: dict[str, str] = {}
+HINTS: dict[str, str] = {"constcl_zoo.factory": "use constcl_zoo.load"}
 
 
 def new_name(old: str) -> str | None:

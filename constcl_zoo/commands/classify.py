@@ -37,7 +37,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from ..factory import load
+    from .._factory import load
     from ..inference.video import VideoError
     from ..tasks.recognition import VideoClassifier
     from .embed import collect_jobs

@@ -269,7 +269,7 @@ class Setup:
 
 def setup(args: argparse.Namespace, *, rank: int, world_size: int, device: str) -> Setup:
     """Collect the jobs (this rank's share), check ``--out`` and load the model, before any work."""
-    from ..factory import load
+    from .._factory import load
 
     jobs = shard(collect_jobs(args.inputs), rank, world_size)
     out_dir = prepare_output_dir(args.out, "--out")
@@ -398,7 +398,7 @@ class EmbedRun:
 def run_embed(args: argparse.Namespace) -> int:
     """The ``embed`` command; returns the exit status (1 when any video failed)."""
     if args.model is None:
-        from ..pretrained import default_model_name
+        from ..registry import default_model_name
 
         if args.random_init:
             raise UsageError("--random-init needs --model (an architecture name, e.g. constcl_r3d14_w16)")

@@ -79,7 +79,7 @@ class ModelActor:
 
     def __init__(self, model: str, branch: str, pretrained: bool, seed: int, precision: str, device: str,
                  clip_shape: tuple[int, ...]) -> None:
-        from ..factory import load
+        from .._factory import load
         from ..inference.precision import resolve_precision
 
         self._context = contextlib.ExitStack()

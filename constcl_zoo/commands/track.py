@@ -49,9 +49,9 @@ def load_tracker(model: str | None, causal: bool = False, random_init: bool = Fa
     """A tracking checkpoint as saved, or an encoder with a fresh SiamFC head (``head``: tracker parameters;
     a registered name loads its published weights, a seeded random init with ``random_init``). ``None``: the
     package's default tracker."""
-    from ..factory import load, read_config
-    from ..pretrained import packaged_models_dir
-    from ..registry import weights_entry
+    from .._factory import load
+    from .._sources import read_config
+    from ..registry import packaged_models_dir, weights_entry
     from ..tasks.base import TaskConfig
     from ..tasks.tracking import NCCTracker, PixelTrackerConfig, SiamFCTracker
 
@@ -88,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
     if args.sample:
         if args.video:
             raise UsageError(f"give a video or --sample, not both (got {args.video})")
-        from ..pretrained import read_index, sample_video
+        from ..registry import read_index, sample_video
 
         args.video = str(sample_video())
         args.box = args.box or ",".join(str(v) for v in read_index()["sample"]["init_box"])

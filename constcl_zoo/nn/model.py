@@ -13,6 +13,7 @@ and ``save_pretrained``. A clip is ``[B, 3, T, H, W]`` float, already preprocess
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -21,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import torch
 from torch import nn
 
+from ..checkpoint import format_state, save_checkpoint
 from ..config import ModelConfig
 from ..errors import InvalidArgumentError, InvalidTypeError
 from ..formats.boxes import check_boxes
@@ -109,12 +111,15 @@ class ConstCLBase(nn.Module):
             endpoints = (endpoints,)
         return self.backbone(clip, tuple(endpoints))
 
-    # -- saving -------------------------------------------------------------------------------------------
+    # -- checkpoints --------------------------------------------------------------------------------------
     def save_pretrained(self, directory: str | Path) -> Path:
         """Write ``config.json`` and ``model.safetensors`` (this network's weights) to ``directory``."""
-        from ..checkpoint import save_checkpoint
-
         return save_checkpoint(self, directory)
+
+    def checkpoint_tensors(self) -> dict[str, torch.Tensor]:
+        """Every tensor a checkpoint of this architecture may hold, whichever branch it was saved from (meta
+        tensors: shapes and dtypes): :func:`architecture_tensors`."""
+        return architecture_tensors(self.config)
 
     def extra_repr(self) -> str:
         return f"arch={self.config.arch!r}, branch={self.branch!r}"
@@ -262,6 +267,22 @@ def build_model(config: ModelConfig, branch: str = "global") -> ConstCLBase:
     if branch not in MODEL_CLASSES:
         raise InvalidArgumentError(f"branch must be one of {list(BRANCHES)}, got {branch!r}")
     return MODEL_CLASSES[branch](config)
+
+
+_ARCHITECTURE_TENSORS: dict[str, dict[str, torch.Tensor]] = {}  # the architecture (config JSON) -> its tensors
+
+
+def architecture_tensors(config: ModelConfig) -> dict[str, torch.Tensor]:
+    """The tensors of the whole pretraining network of ``config`` (every branch and head), as a checkpoint stores
+    them (:func:`~constcl_zoo.checkpoint.format_state`), on the meta device: built once per architecture."""
+    key = json.dumps({k: v for k, v in config.to_dict().items() if k != "provenance"}, sort_keys=True)
+    if key not in _ARCHITECTURE_TENSORS:
+        with torch.device("meta"):
+            full = build_model(config, "full")
+        if len(_ARCHITECTURE_TENSORS) >= 16:
+            _ARCHITECTURE_TENSORS.pop(next(iter(_ARCHITECTURE_TENSORS)))
+        _ARCHITECTURE_TENSORS[key] = format_state(full)
+    return _ARCHITECTURE_TENSORS[key]
 
 
 @torch.no_grad()
