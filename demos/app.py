@@ -206,8 +206,8 @@ def embed(models: Models, video: str | None, file_format: str,
     (``.safetensors`` as ``constcl-zoo embed`` writes it, or ``.npy``: the ``[N, D]`` float32 array)."""
     import torch
 
-    from constcl_zoo.commands.embed import FORMAT, save_embeddings
     from constcl_zoo.fileio import atomic_write
+    from constcl_zoo.formats.embeddings import FORMAT, save_embeddings
 
     path = _video_path(video)
     if file_format not in EMBEDDING_FORMATS:

@@ -168,7 +168,7 @@ def _onnx_int8(args: argparse.Namespace) -> int:
                         ("--external-data", args.external_data)):
         if value:
             raise UsageError(f"--int8 does not combine with {flag}")
-    from constcl_zoo.commands.embed import collect_jobs
+    from constcl_zoo.inference.embed_run import collect_jobs
 
     def expand(inputs: Sequence[str]) -> list[str]:  # folders and manifests expanded, the command line's order kept
         return [str(job.source) for raw in inputs for job in collect_jobs([raw])]

@@ -172,9 +172,8 @@ def test_the_default_tracker_confidence_drops_when_the_target_leaves_the_frame()
 def test_commands_take_the_shipped_names() -> None:
     """A shipped tracker's name is the tracker as saved (the default, the synthetic one); the encoder's name gets a
     new head."""
-    from constcl_zoo.commands.localize import load_localizer
-    from constcl_zoo.commands.track import load_tracker
     from constcl_zoo.errors import UsageError
+    from constcl_zoo.tasks.loaders import load_localizer, load_tracker
     from constcl_zoo.tasks.tracking import SiamFCTracker
 
     default = load(task="tracking")

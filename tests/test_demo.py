@@ -185,7 +185,7 @@ def test_localization_api_detector_and_csv(served, assets, tmp_path):
 def test_embeddings_api_safetensors_and_npy(served, assets):
     import torch
 
-    from constcl_zoo.commands.embed import check_output, load_embeddings
+    from constcl_zoo.formats.embeddings import check_output, load_embeddings
 
     client, models = served
     curve, path = client.predict(handle_file(assets / "long.mp4"), ".safetensors", api_name="/embed")
@@ -204,7 +204,7 @@ def test_embeddings_api_safetensors_and_npy(served, assets):
 
 def test_embeddings_of_a_one_window_video(served, assets):
     """24 frames make one window of the 8 x stride 2 encoder: no similarity to plot, the file still comes."""
-    from constcl_zoo.commands.embed import load_embeddings
+    from constcl_zoo.formats.embeddings import load_embeddings
 
     client, _ = served
     curve, path = client.predict(handle_file(assets / "short.mp4"), ".safetensors", api_name="/embed")

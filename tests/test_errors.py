@@ -25,9 +25,9 @@ import constcl_zoo
 import export
 from constcl_zoo import ConstclZooError, WeightsNotAvailableError, load
 from constcl_zoo.cli import main
-from constcl_zoo.commands import embed as embed_cli
 from constcl_zoo.errors import EXTRAS, run_command
 from constcl_zoo.fileio import atomic_write
+from constcl_zoo.formats import embeddings as embed_cli
 from constcl_zoo.hub import HubError, download_checkpoint
 from constcl_zoo.inference.video import ManifestError, read_manifest
 from export.__main__ import main as export_main

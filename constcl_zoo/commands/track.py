@@ -45,44 +45,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     return p
 
 
-def load_tracker(model: str | None, causal: bool = False, random_init: bool = False, head: dict | None = None):
-    """A tracking checkpoint as saved, or an encoder with a fresh SiamFC head (``head``: tracker parameters;
-    a registered name loads its published weights, a seeded random init with ``random_init``). ``None``: the
-    package's default tracker."""
-    from .._factory import load
-    from .._sources import read_config
-    from ..registry import packaged_models_dir, weights_entry
-    from ..tasks.base import TaskConfig
-    from ..tasks.tracking import NCCTracker, PixelTrackerConfig, SiamFCTracker
-
-    folder = Path(model) if model is not None else None
-    if folder is not None and not folder.exists():  # a registered name: the shipped task models are folders too
-        entry = weights_entry(model)
-        if entry is not None and entry.package_dir is not None:
-            folder = packaged_models_dir() / entry.package_dir
-    is_task = folder is None or (folder.is_dir() and (folder / "config.json").is_file() and
-                                 isinstance(read_config(folder / "config.json"), TaskConfig | PixelTrackerConfig))
-    if is_task:
-        if random_init:
-            raise UsageError(f"--random-init: --model {model or '(default)'} is a tracker as saved; give an "
-                             "architecture name (e.g. constcl_r3d14_w16) for a random init with a fresh head")
-        if head:
-            raise UsageError(f"--model {model or '(default)'} is a trained tracker: its head parameters are fixed")
-        tracker = load(model, task="tracking") if model is not None else load(task="tracking")
-        model = model or "(the default tracker)"
-        if not isinstance(tracker, SiamFCTracker | NCCTracker):
-            raise UsageError(f"--model {model}: a {tracker.task!r} checkpoint, not a tracker")
-        if causal and not tracker.tracker_config.causal:
-            raise UsageError(f"--model {model} was trained non-causal; --causal needs a causal tracker")
-        return tracker
-    is_name = not folder.exists()
-    kwargs = {"pretrained": not random_init} if is_name else {}
-    return load(model, task="tracking", head={"causal": causal, **(head or {})}, **kwargs)
-
-
 def run(args: argparse.Namespace) -> int:
     """The ``track`` command (run by :func:`constcl_zoo.cli.main`: user errors are one line, exit status 2)."""
     from ..fileio import atomic_write
+    from ..tasks.loaders import load_tracker
     from ..tasks.tracking import format_boxes, track_video
 
     if args.sample:
