@@ -10,8 +10,8 @@ import pytest
 from training.__main__ import main as training_main
 from training.engine import ConfigError
 from training.replicate.config import VARIANTS, get_preset
-from training.replicate.report import summarise
-from training.replicate.run import mean_std, pretrain_overrides
+from training.replicate.report import mean_std, summarise
+from training.replicate.run import pretrain_overrides
 
 
 def test_config_validation_names_the_field() -> None:

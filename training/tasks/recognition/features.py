@@ -177,7 +177,7 @@ def _split_features(split: LabelledSplit, features: torch.Tensor, kept: list[int
 
 
 # -- extraction ------------------------------------------------------------------------------------------------
-def _prefetched(paths: list[Path], work: Callable[[Path], torch.Tensor], depth: int
+def prefetched(paths: list[Path], work: Callable[[Path], torch.Tensor], depth: int
                 ) -> Iterator[tuple[Path, torch.Tensor | Exception]]:
     """``(path, work(path) or its VideoError / OSError)`` in order, up to ``depth`` videos done ahead in threads
     (``depth=0``: in this thread)."""
@@ -235,7 +235,7 @@ def extract_features(model: torch.nn.Module, split: LabelledSplit, settings: Vie
     failed: dict[int, str] = {}
     bar = tqdm(total=len(split), unit="video", desc=f"features {split.name}", disable=not progress)
     try:
-        for index, (path, views) in enumerate(_prefetched(
+        for index, (path, views) in enumerate(prefetched(
                 list(split.paths), lambda p: video_views(p, model.preprocess, settings), decode_workers)):
             bar.update(1)
             if isinstance(views, Exception):

@@ -46,7 +46,7 @@ from ...pretrain.dataset import build_loader
 from ...pretrain.sampling import clip_indices
 from ...pretrain.videos import VideoDecodeError, VideoEntry, build_index, read_frames
 from .datasets import LabelledSplit, load_splits
-from .features import ViewSettings, _prefetched, video_views
+from .features import ViewSettings, prefetched, video_views
 from .finetune_config import FinetuneConfig
 from .metrics import compute_metrics, plot_confusion, write_metrics
 
@@ -239,7 +239,7 @@ class FinetuneTask(TrainTask):
         rows: list[tuple[int, torch.Tensor]] = []
         failed: list[tuple[str, str]] = []
         work = [split.paths[i] for i in mine]
-        for i, (path, views) in zip(mine, _prefetched(work, lambda p: video_views(p, model.preprocess, settings),
+        for i, (path, views) in zip(mine, prefetched(work, lambda p: video_views(p, model.preprocess, settings),
                                                        e.decode_workers), strict=True):
             if isinstance(views, Exception):
                 log.warning("validation: skipping %s: %s", path, " ".join(str(views).split()))
