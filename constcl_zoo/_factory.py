@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from ._sources import LoadArgumentError, Source, resolve
+from ._sources import LOCAL_PREFIX, LoadArgumentError, Source, converted_dir, read_config, resolve
 from .checkpoint import CONFIG_NAME, load_weights
 from .config import ModelConfig
 from .nn.model import BRANCHES, ConstCLBase, build_model, init_weights
@@ -27,7 +27,8 @@ from .tasks.base import TaskConfig, TaskConfigError, TaskModel
 from .tasks.tracking.config import PixelTrackerConfig
 from .tasks.tracking.ncc import NCCTracker
 
-__all__ = ["LoadArgumentError", "load"]
+# LOCAL_PREFIX, converted_dir and read_config live in _sources; named here too, where constcl_zoo.factory had them.
+__all__ = ["LOCAL_PREFIX", "LoadArgumentError", "converted_dir", "load", "read_config"]
 
 
 def load(name_or_path: str | os.PathLike | None = None, *, task: str | None = None, labels: Sequence[str] | None = None,
