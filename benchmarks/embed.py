@@ -14,7 +14,7 @@
   ``tree.avi`` and checked on ``bikes.mp4`` (mean cosine vs fp32 PyTorch on those held-out windows, in the note
   with the speed-up over ORT fp32 in the same rounds). int8 speed depends on the CPU's int8 dot-product
   instructions (AVX512-VNNI / AVX-VNNI): the report records which the CPU has.
-* Decode + preprocess: windows/s of ``constcl_zoo.embed.iter_windows`` over real videos (no network).
+* Decode + preprocess: windows/s of ``constcl_zoo.inference.embed.iter_windows`` over real videos (no network).
 * Peak RSS: ``model.embed`` (precision auto) in a fresh process on a long video made by concatenating a real clip
   1x, 2x, 4x, 8x (stream copy, no re-encode); streaming decode keeps it flat as the length doubles.
 
@@ -44,9 +44,9 @@ sys.path.insert(0, str(ROOT))
 VIDEOS = ROOT.parent / "shared" / "data" / "videos"
 
 from constcl_zoo import load  # noqa: E402
-from constcl_zoo.embed import WindowSpec, iter_windows  # noqa: E402
-from constcl_zoo.precision import resolve_precision  # noqa: E402
-from constcl_zoo.video import iter_video_file  # noqa: E402
+from constcl_zoo.inference.embed import WindowSpec, iter_windows  # noqa: E402
+from constcl_zoo.inference.precision import resolve_precision  # noqa: E402
+from constcl_zoo.inference.video import iter_video_file  # noqa: E402
 
 
 def sync(device: torch.device) -> None:

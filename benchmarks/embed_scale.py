@@ -31,8 +31,8 @@ VIDEOS = ROOT.parent / "shared" / "data" / "videos"
 RESULTS = ROOT / "benchmarks" / "results"
 
 from benchmarks.embed import concat_video  # noqa: E402
-from constcl_zoo.video import iter_video_file  # noqa: E402
-from constcl_zoo.visualize import Mp4Writer  # noqa: E402
+from constcl_zoo.inference.video import iter_video_file  # noqa: E402
+from constcl_zoo.inference.visualize import Mp4Writer  # noqa: E402
 
 
 def cut(source: Path, frames: int, out: Path) -> Path:

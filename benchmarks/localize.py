@@ -24,8 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.embed_scale import cpu_info
 from constcl_zoo import load
-from constcl_zoo.embed import frames_of
 from constcl_zoo.fileio import atomic_write
+from constcl_zoo.inference.embed import frames_of
 
 
 def main() -> int:

@@ -64,7 +64,7 @@ def machine() -> dict:
 
 def _frames(n: int) -> tuple[list[np.ndarray], np.ndarray]:
     if BAG.is_dir():
-        from constcl_zoo.video import iter_image_files
+        from constcl_zoo.inference.video import iter_image_files
         from training.tasks.tracking.datasets import read_dataset
 
         (seq,) = read_dataset(BAG)
@@ -84,7 +84,7 @@ def _median_ms(fn, repeat: int) -> float:
 
 
 def bench(name: str, device: str, threads: int, frames: list[np.ndarray], box: np.ndarray, repeat: int) -> dict:
-    from constcl_zoo.precision import resolve_precision
+    from constcl_zoo.inference.precision import resolve_precision
 
     torch.set_num_threads(threads)
     load_before = os.getloadavg()[0]

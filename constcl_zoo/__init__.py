@@ -7,8 +7,9 @@
 >>> embedding = model(clip[None])                             # [1, 2048]
 """
 
-from . import archs as _archs  # noqa: F401  (registers the architectures)
-from . import pretrained as _pretrained  # noqa: F401  (registers the published weights)
+from . import _moved  # first: old module paths (constcl_zoo.model, ...) still import, with a DeprecationWarning
+from ._factory import load
+from .checkpoint import CheckpointMismatchError, ChecksumError
 from .config import (
     BackboneConfig,
     ConfigError,
@@ -17,17 +18,26 @@ from .config import (
     PreprocessConfig,
     RegionHeadConfig,
 )
-from .embed import VideoEmbeddings, WindowSpec
 from .errors import ConstclZooError
-from .factory import load
-from .model import ConstCLBase, GlobalEncoder, PretrainModel, RegionEncoder, build_model, init_weights
-from .preprocess import ClipPreprocess
-from .pretrained import sample_video
-from .registry import PretrainedWeights, WeightsNotAvailableError, list_models, list_pretrained, register_weights
-from .video import EmptyVideoError, FrameSizeError, VideoDecodeError, VideoError, VideoTooShortError
-from .weights import CheckpointMismatchError, ChecksumError
+from .inference.embed import VideoEmbeddings, WindowSpec
+from .inference.video import EmptyVideoError, FrameSizeError, VideoDecodeError, VideoError, VideoTooShortError
+from .nn.model import ConstCLBase, GlobalEncoder, PretrainModel, RegionEncoder, build_model, init_weights
+from .nn.preprocess import ClipPreprocess
+from .registry import (
+    PretrainedWeights,
+    WeightsNotAvailableError,
+    list_models,
+    list_pretrained,
+    register_weights,
+    sample_video,
+)
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):  # constcl_zoo.<moved module> as an attribute: imported from its new path, with a warning
+    return _moved.attribute(__name__, name)
+
 
 __all__ = [
     "BackboneConfig",

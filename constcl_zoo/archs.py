@@ -10,8 +10,7 @@
 
 from __future__ import annotations
 
-from .config import BackboneConfig, GlobalHeadConfig, ModelConfig, PreprocessConfig, RegionHeadConfig
-from .registry import register_arch
+from .config import BackboneConfig, GlobalHeadConfig, ModelConfig, PreprocessConfig, RegionHeadConfig, register_arch
 
 _CVRL_HEAD = GlobalHeadConfig(hidden_bias=True, bn_momentum=1 - 0.997)
 _R3D14_KERNELS = ((1,), (1,), (3,), (3,))

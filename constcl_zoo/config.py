@@ -4,6 +4,10 @@ Every hyper-parameter that changes the network or the meaning of its weights liv
 preprocessing that belongs to the weights and where they came from. ``ModelConfig.from_dict`` is strict: an
 unknown or missing field raises, so a ``config.json`` written by a newer or older release never loads silently
 into the wrong network.
+
+An *architecture* is a named ``ModelConfig``: :func:`register_arch` keeps the table (the built-in ones are in
+:mod:`constcl_zoo.archs`; :mod:`constcl_zoo.registry` lists them beside the weights), and a config read from a file
+must name one (:func:`check_registered_arch`).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import json
 import math
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -35,7 +40,7 @@ MAX_CONTEXT_LENGTH = 63
 MAX_ROI_CROP = 64  # ROIAlign output side (official: 4)
 MAX_NUM_FRAMES = 1024  # frames in one clip
 MAX_FRAME_STRIDE = 1024
-MAX_IMAGE_SIZE = 8192  # crop_size, resize_short_side (constcl_zoo.video.MAX_FRAME_SIDE)
+MAX_IMAGE_SIZE = 8192  # crop_size, resize_short_side (constcl_zoo.inference.video.MAX_FRAME_SIDE)
 
 
 class ConfigError(ConstclZooError, ValueError):
@@ -316,18 +321,45 @@ def custom_arch_name(family: str) -> str:
     return f"{family}_r3d_custom"
 
 
+# -- architectures: named configs ----------------------------------------------------------------------------------
+_ARCHS: dict[str, Callable[[], ModelConfig]] = {}
+
+
+def register_arch(fn: Callable[[], ModelConfig]) -> Callable[[], ModelConfig]:
+    """Decorator: register an architecture (a function returning its :class:`ModelConfig`) under the function's
+    name."""
+    if fn.__name__ in _ARCHS:
+        raise InvalidArgumentError(f"architecture {fn.__name__!r} is already registered")
+    _ARCHS[fn.__name__] = fn
+    return fn
+
+
+def is_arch(name: str) -> bool:
+    """Whether ``name`` is a registered architecture."""
+    return name in _ARCHS
+
+
+def arch_names() -> list[str]:
+    """The registered architectures, sorted."""
+    return sorted(_ARCHS)
+
+
+def registered_arch_config(name: str) -> ModelConfig:
+    """The configuration of registered architecture ``name`` (``KeyError`` if there is none;
+    :func:`constcl_zoo.registry.arch_config` says what exists instead)."""
+    return _ARCHS[name]()
+
+
 def check_registered_arch(config: ModelConfig) -> None:
     """A config read from a file names a registered architecture of its family, or is a converted checkpoint of
     custom shapes (:func:`custom_arch_name`); ``"arch"`` is how a checkpoint says what it is, so an unknown name or
     a family that is not the architecture's is refused."""
-    from .registry import arch_config, is_arch, list_models
-
     customs = {custom_arch_name(f): f for f in typing.get_args(Family)}
     if not is_arch(config.arch) and config.arch not in customs:
         raise ConfigError(f"config.arch: {config.arch[:60]!r} is not a registered architecture "
-                          f"(one of {', '.join(list_models())}; or {', '.join(customs)} for a converted "
+                          f"(one of {', '.join(arch_names())}; or {', '.join(customs)} for a converted "
                           f"checkpoint of other shapes)")
-    family = customs[config.arch] if config.arch in customs else arch_config(config.arch).family
+    family = customs[config.arch] if config.arch in customs else registered_arch_config(config.arch).family
     if config.family != family:
         raise ConfigError(f"config.family: {config.family!r}, but architecture {config.arch!r} is a {family!r} model")
 

@@ -30,7 +30,7 @@ import torch
 from .config import BackboneConfig, GlobalHeadConfig, ModelConfig, RegionHeadConfig, custom_arch_name
 from .errors import ConstclZooError
 from .fileio import atomic_write
-from .model import build_model
+from .nn.model import build_model
 from .registry import arch_config
 from .tf_checkpoint import open_tf_checkpoint
 
@@ -263,7 +263,7 @@ def convert_tf_checkpoint(source: str | Path, out_dir: str | Path, *, context_le
     Writes ``config.json``, ``model.safetensors`` and a ``README.md`` model card. Unknown, missing or mis-shaped
     variables raise :class:`ConversionError` with a listing.
     """
-    from .weights import sha256_of, write_checkpoint
+    from .checkpoint import sha256_of, write_checkpoint
 
     source = Path(source).expanduser()
     source_sha = sha256_of(source) if source.is_file() else None

@@ -17,9 +17,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from .checkpoint import ChecksumError, sha256_of
 from .errors import ConstclZooError
 from .registry import WeightsNotAvailableError
-from .weights import ChecksumError, sha256_of
 
 CACHE_ENV = "CONSTCL_ZOO_CACHE"
 OFFLINE_ENV = "CONSTCL_ZOO_OFFLINE"
@@ -54,7 +54,7 @@ def download_file(url: str, target: str | os.PathLike, *, sha256: str | None = N
         url: the file's address (http or https).
         target: where the finished file goes; ``<target>.part`` holds the bytes while downloading.
         sha256: the file's known digest; a finished download that differs is deleted and raises
-            :class:`~constcl_zoo.weights.ChecksumError`. An existing ``target`` is checked too.
+            :class:`~constcl_zoo.checkpoint.ChecksumError`. An existing ``target`` is checked too.
         what: the name the file is for (e.g. ``"cvrl_r3d50.k600_800ep"``), used in messages.
         manual: what to do by hand instead, appended to a :class:`DownloadError`.
     """

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from constcl_zoo.commands.argtypes import positive_float, positive_int
+from constcl_zoo.argtypes import positive_float, positive_int
 from constcl_zoo.errors import add_debug_flag, run_command
 
 from . import DEFAULT_CACHE_MAX_AGE_S, DEFAULT_CONCURRENCY, DEFAULT_MAX_UPLOAD_MB

@@ -1,6 +1,6 @@
 """The Gradio app: a Tracking, a Localization and an Embeddings tab over ``constcl_zoo``.
 
-Every tab calls the package (``constcl_zoo.commands.track.track_video``, ``constcl_zoo.tasks.localization_infer``,
+Every tab calls the package (``constcl_zoo.tasks.tracking.track_video``, ``constcl_zoo.tasks.localization.infer``,
 ``model.embed``); this module only turns page inputs into those calls and their results into page outputs. A user
 error (not a video, an empty file, a box outside the frame, a bad CSV) is shown in the page as one readable line
 (:func:`readable_errors`); the app keeps serving. API names: ``/first_frame``, ``/track``, ``/localize``,
@@ -99,7 +99,7 @@ def prune_older_than(root: Path, age_s: float) -> int:
 
 def first_frame(video: str | None) -> tuple[np.ndarray, str]:
     """The video's first frame (uint8 RGB ``[H, W, 3]``), to mark the target on, and a cleared box."""
-    from constcl_zoo.video import EmptyVideoError, iter_video_file
+    from constcl_zoo.inference.video import EmptyVideoError, iter_video_file
 
     path = _video_path(video)
     frame = next(iter_video_file(path), None)
@@ -110,9 +110,8 @@ def first_frame(video: str | None) -> tuple[np.ndarray, str]:
 
 def draw_target(frame: np.ndarray | None, box_text: str) -> np.ndarray | None:
     """The first frame with the box ``x,y,w,h`` drawn on it (the frame alone while the box is incomplete)."""
-    from constcl_zoo.boxes import xywh_to_xyxy
-    from constcl_zoo.commands.track import parse_box
-    from constcl_zoo.visualize import draw_box
+    from constcl_zoo.formats.boxes import parse_box, xywh_to_xyxy
+    from constcl_zoo.inference.visualize import draw_box
 
     if frame is None:
         return None
@@ -138,9 +137,9 @@ def track(models: Models, video: str | None, box_text: str,
           progress: gr.Progress | None = None) -> tuple[str, pd.DataFrame, str]:
     """Track the target through the video: the annotated H.264 MP4, the per-frame confidence (a DataFrame
     ``frame, confidence``; it drops when the target is lost) and the boxes file (``x,y,w,h,confidence`` a line)."""
-    from constcl_zoo.commands.track import parse_box, track_video
     from constcl_zoo.fileio import atomic_write
-    from constcl_zoo.tasks.tracking import format_boxes
+    from constcl_zoo.formats.boxes import parse_box
+    from constcl_zoo.tasks.tracking import format_boxes, track_video
 
     path = _video_path(video)
     box = parse_box(box_text or "", "box")
@@ -168,10 +167,10 @@ def localize_video(models: Models, video: str | None, person_source: str, boxes_
     calibrated per-class thresholds (else 0.5), as ``localize`` decides."""
     import json
 
-    from constcl_zoo.commands.localize import read_boxes_csv
-    from constcl_zoo.detection import HogPersonDetector
     from constcl_zoo.fileio import atomic_write
-    from constcl_zoo.tasks.localization_infer import localize, write_annotated
+    from constcl_zoo.formats.ava import read_boxes_csv
+    from constcl_zoo.inference.detection import HogPersonDetector
+    from constcl_zoo.tasks.localization.infer import localize, write_annotated
 
     path = _video_path(video)
     boxes = None
@@ -207,8 +206,8 @@ def embed(models: Models, video: str | None, file_format: str,
     (``.safetensors`` as ``constcl-zoo embed`` writes it, or ``.npy``: the ``[N, D]`` float32 array)."""
     import torch
 
-    from constcl_zoo.commands.embed import FORMAT, save_embeddings
     from constcl_zoo.fileio import atomic_write
+    from constcl_zoo.formats.embeddings import FORMAT, save_embeddings
 
     path = _video_path(video)
     if file_format not in EMBEDDING_FORMATS:

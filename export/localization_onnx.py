@@ -28,9 +28,9 @@ from .onnx_export import (
     MIN_OPSET,
     TOLERANCE,
     ExportReport,
-    _dims,
-    _known_export_noise,
     compare_outputs,
+    known_export_noise,
+    value_dims,
 )
 
 
@@ -72,7 +72,7 @@ def export_localizer_onnx(model: ActionLocalizer, out: str | os.PathLike, *, hei
     # in onnx_export._example.
     dynamic = {"clip": {0: torch.export.Dim("batch")},
                "boxes": {0: torch.export.Dim.DYNAMIC, 1: torch.export.Dim("num_boxes")}}
-    with torch.no_grad(), _known_export_noise():
+    with torch.no_grad(), known_export_noise():
         program = torch.onnx.export(graph, args, dynamo=True, opset_version=opset, input_names=["clip", "boxes"],
                                     output_names=["scores"], dynamic_shapes=dynamic, optimize=True, verbose=False)
     proto = program.model_proto
@@ -89,8 +89,8 @@ def export_localizer_onnx(model: ActionLocalizer, out: str | os.PathLike, *, hei
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     onnx.save_model(proto, str(out))
-    inputs = {i.name: _dims(i) for i in proto.graph.input}
-    outputs = {o.name: _dims(o) for o in proto.graph.output}
+    inputs = {i.name: value_dims(i) for i in proto.graph.input}
+    outputs = {o.name: value_dims(o) for o in proto.graph.output}
     if not check:
         return ExportReport(out, inputs, outputs, float("nan"), float("nan"))
     abs_diff, rel = self_check_localizer(out, model, size, TOLERANCE["fp32"])

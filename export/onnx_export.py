@@ -37,7 +37,7 @@ from torch import nn
 from constcl_zoo import ModelConfig, __version__, load
 from constcl_zoo.errors import ConstclZooError, InvalidArgumentError
 from constcl_zoo.fileio import atomic_write
-from constcl_zoo.model import ConstCLBase
+from constcl_zoo.nn.model import ConstCLBase
 from constcl_zoo.tasks.base import TaskModel
 
 MIN_OPSET = 18
@@ -120,7 +120,7 @@ def export_onnx(model: ConstCLBase | TaskModel, out: str | os.PathLike, *, with_
     args, names, dynamic = _example(encoder_config, with_rois, batch=2, boxes=3)
     output_name = ("logits" if task == "recognition" else "roi_features" if with_rois
                    else "embeddings" if branch == "global" else "features")
-    with torch.no_grad(), _known_export_noise():
+    with torch.no_grad(), known_export_noise():
         program = torch.onnx.export(graph, args, dynamo=True, opset_version=opset, input_names=names,
                                     output_names=[output_name], dynamic_shapes=dynamic, optimize=True,
                                     verbose=False)
@@ -145,8 +145,8 @@ def export_onnx(model: ConstCLBase | TaskModel, out: str | os.PathLike, *, with_
                                                       size_threshold=1024))
     else:
         atomic_write(out, lambda tmp: onnx.save_model(proto, str(tmp)))
-    shapes = {i.name: _dims(i) for i in proto.graph.input}
-    out_shapes = {o.name: _dims(o) for o in proto.graph.output}
+    shapes = {i.name: value_dims(i) for i in proto.graph.input}
+    out_shapes = {o.name: value_dims(o) for o in proto.graph.output}
     if not check:
         return ExportReport(out, shapes, out_shapes, float("nan"), float("nan"))
     abs_diff, rel = self_check(out, reference, with_rois, TOLERANCE[precision])
@@ -167,7 +167,7 @@ def _example(config: ModelConfig, with_rois: bool, batch: int, boxes: int, seed:
                                             "boxes": {0: torch.export.Dim.DYNAMIC, 1: torch.export.Dim("num_boxes")}}
 
 
-def _dims(value_info) -> list[int | str]:
+def value_dims(value_info) -> list[int | str]:
     return [d.dim_param or d.dim_value for d in value_info.type.tensor_type.shape.dim]
 
 
@@ -199,7 +199,7 @@ def compare_outputs(path: Path, got: np.ndarray, want: np.ndarray, tolerance: fl
 
 
 @contextlib.contextmanager
-def _known_export_noise() -> Iterator[None]:
+def known_export_noise() -> Iterator[None]:
     """Silence the two messages torch 2.13's dynamo exporter prints on a normal export, and nothing else.
 
     * ``torchvision is not installed. Skipping torchvision::nms`` (and ``roi_align``, ...): logged while the

@@ -6,8 +6,8 @@
 2. ``onnxruntime.quantization.quant_pre_process`` (shape inference, graph optimisation) prepares it;
 3. ``onnxruntime.quantization.quantize_static`` writes QDQ (``QuantizeLinear``/``DequantizeLinear`` pairs; ORT
    fuses them into integer kernels) with per-channel int8 weights and uint8 activations whose ranges come from
-   calibration windows: preprocessed clips cut from the ``--calibration`` videos by :mod:`constcl_zoo.embed`'s own
-   window code (the weights' preprocessing and sampling; no second copy of it);
+   calibration windows: preprocessed clips cut from the ``--calibration`` videos by :mod:`constcl_zoo.inference.embed`'s
+   own window code (the weights' preprocessing and sampling; no second copy of it);
 4. the self-check embeds windows of *held-out* videos (``--held-out``, default: the second half of the given
    videos, not used for calibration) with the int8 graph and with fp32 PyTorch and compares them by cosine
    similarity per window. Below ``min_cosine`` (mean; default :data:`MIN_COSINE` 0.99) the export fails with
@@ -33,11 +33,11 @@ import numpy as np
 import torch
 
 from constcl_zoo import load
-from constcl_zoo.embed import WindowSpec, frames_of, iter_windows
 from constcl_zoo.errors import InvalidArgumentError
 from constcl_zoo.fileio import atomic_write
-from constcl_zoo.model import ConstCLBase
-from constcl_zoo.preprocess import ClipPreprocess
+from constcl_zoo.inference.embed import WindowSpec, frames_of, iter_windows
+from constcl_zoo.nn.model import ConstCLBase
+from constcl_zoo.nn.preprocess import ClipPreprocess
 from constcl_zoo.tasks.base import TaskModel
 
 from .onnx_export import META_PREFIX, ExportCheckError, export_onnx
@@ -67,7 +67,7 @@ class Int8Report:
 def sample_windows(videos: Sequence[str | os.PathLike], preprocess: ClipPreprocess, limit: int) -> np.ndarray:
     """Up to ``limit`` preprocessed windows ``[N, 3, T, crop, crop]`` (float32), spread evenly over each video.
 
-    Each video gets an equal share of ``limit``; its windows come from :func:`constcl_zoo.embed.iter_windows`
+    Each video gets an equal share of ``limit``; its windows come from :func:`constcl_zoo.inference.embed.iter_windows`
     (the weights' sampling, windows tiling the video) and are thinned as they stream (every window kept, then
     every 2nd, 4th, ... once the share is exceeded), so memory stays bounded on long videos.
     """

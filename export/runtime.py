@@ -1,8 +1,8 @@
 """ONNX Runtime embedder for files written by ``python -m export onnx``.
 
 The model's config (and with it the preprocessing) is read from the ONNX metadata, and frames go through
-``constcl_zoo``'s own :class:`~constcl_zoo.ClipPreprocess` and sliding windows (:func:`constcl_zoo.embed.embed_frames`):
-there is one preprocessing implementation, not two.
+``constcl_zoo``'s own :class:`~constcl_zoo.ClipPreprocess` and sliding windows
+(:func:`constcl_zoo.inference.embed.embed_frames`): there is one preprocessing implementation, not two.
 
 Providers: TensorRT, then CUDA, then CPU — each accepted only if an inference session actually starts on it
 (``onnxruntime.get_device()`` says "GPU" for the ``onnxruntime-gpu`` wheel even on machines without a GPU, and
@@ -20,8 +20,8 @@ import numpy as np
 import torch
 
 from constcl_zoo import ClipPreprocess, ModelConfig
-from constcl_zoo.embed import VideoEmbeddings, VideoInput, embed_frames
 from constcl_zoo.errors import ConstclZooError, InvalidArgumentError
+from constcl_zoo.inference.embed import VideoEmbeddings, VideoInput, embed_frames
 
 from .onnx_export import META_PREFIX, input_shape
 
@@ -141,7 +141,7 @@ class OnnxEmbedder:
 
     def embed(self, video: VideoInput, *, clip_frames: int | None = None, stride: int | None = None,
               batch_size: int = 8, fps: float | None = None) -> VideoEmbeddings:
-        """Sliding-window features of a whole video (see :func:`constcl_zoo.embed.embed_frames`)."""
+        """Sliding-window features of a whole video (see :func:`constcl_zoo.inference.embed.embed_frames`)."""
         if self.with_rois:
             raise InvalidArgumentError(f"{self.path} needs boxes per clip; embed() works on the global/region graphs")
         if clip_frames not in (None, self.config.preprocess.num_frames):

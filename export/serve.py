@@ -75,9 +75,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.formparsers import MultiPartParser
 
 from constcl_zoo.config import ConfigError
-from constcl_zoo.embed import WindowSpec, frames_of, iter_windows
 from constcl_zoo.errors import ConstclZooError, InvalidArgumentError
-from constcl_zoo.video import Frame, VideoError
+from constcl_zoo.inference.embed import WindowSpec, frames_of, iter_windows
+from constcl_zoo.inference.video import Frame, VideoError
 
 from .runtime import OnnxEmbedder
 

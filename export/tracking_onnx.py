@@ -27,7 +27,7 @@ from constcl_zoo import __version__
 from constcl_zoo.fileio import atomic_write
 from constcl_zoo.tasks.tracking import SiamFCTracker
 
-from .onnx_export import META_PREFIX, MIN_OPSET, TOLERANCE, _known_export_noise, compare_outputs
+from .onnx_export import META_PREFIX, MIN_OPSET, TOLERANCE, compare_outputs, known_export_noise
 
 EXEMPLAR_FILE, SEARCH_FILE, CONFIG_FILE = "exemplar.onnx", "search.onnx", "tracker.json"
 
@@ -78,7 +78,7 @@ def export_tracker_onnx(tracker: SiamFCTracker, out: str | os.PathLike, *, opset
         graphs = ((EXEMPLAR_FILE, exemplar, (z,), ["exemplar"], ["exemplar_features"]),
                   (SEARCH_FILE, search, (x, zf), ["search", "exemplar_features"], ["responses"]))
         for name, module, args, inputs, outputs in graphs:
-            with _known_export_noise():
+            with known_export_noise():
                 program = torch.onnx.export(module, args, dynamo=True, opset_version=opset, input_names=inputs,
                                             output_names=outputs, optimize=True, verbose=False)
             proto = program.model_proto

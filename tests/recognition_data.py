@@ -42,7 +42,7 @@ def write_video(path: Path, frames: list, size: tuple[int, int] = (160, 120), ra
 
 def make_segments(root: Path, segments: int = 8, seg_len: int = 8, sources: int | None = None) -> Path:
     """``root/{train,val}/<source>/<source>_<s>.mp4``; returns ``root``."""
-    from constcl_zoo.video import iter_video_file
+    from constcl_zoo.inference.video import iter_video_file
 
     for src in require_videos()[:sources]:
         frames = [f.rgb for f in itertools.islice(iter_video_file(src), seg_len * segments)]

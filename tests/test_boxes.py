@@ -1,11 +1,11 @@
-"""Box formats and IoU (constcl_zoo.boxes), against pixel masks."""
+"""Box formats and IoU (constcl_zoo.formats.boxes), against pixel masks."""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-from constcl_zoo.boxes import box_area, box_iou, xywh_to_xyxy, xyxy_to_xywh
+from constcl_zoo.formats.boxes import box_area, box_iou, xywh_to_xyxy, xyxy_to_xywh
 
 
 def _mask(box: np.ndarray, size: int = 40) -> np.ndarray:

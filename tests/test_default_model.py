@@ -18,10 +18,9 @@ import numpy as np
 import pytest
 
 from constcl_zoo import load, sample_video
-from constcl_zoo.boxes import box_iou, xywh_to_xyxy
-from constcl_zoo.pretrained import packaged_models_dir, read_index
-from constcl_zoo.registry import weights_entry
-from constcl_zoo.weights import sha256_of
+from constcl_zoo.checkpoint import sha256_of
+from constcl_zoo.formats.boxes import box_iou, xywh_to_xyxy
+from constcl_zoo.registry import packaged_models_dir, read_index, weights_entry
 from training.replicate import ship
 from training.replicate.install import LIMIT_BYTES, NAMES, model_card, read_calibration
 from training.replicate.report import summarise
@@ -56,8 +55,8 @@ def test_shipped_files_match_their_registered_sha256() -> None:
 def test_a_tampered_default_is_refused(tmp_path, monkeypatch) -> None:
     import shutil
 
-    from constcl_zoo import pretrained
-    from constcl_zoo.weights import ChecksumError
+    from constcl_zoo import registry
+    from constcl_zoo.checkpoint import ChecksumError
 
     copy = tmp_path / "models"
     shutil.copytree(MODELS, copy)
@@ -66,7 +65,7 @@ def test_a_tampered_default_is_refused(tmp_path, monkeypatch) -> None:
     target = folder / ("config.json" if weights_entry(name).training_free else "model.safetensors")
     target.write_bytes(target.read_bytes().replace(b"0.3", b"0.4", 1) if target.suffix == ".json"
                        else target.read_bytes()[:-1] + b"\0")
-    monkeypatch.setattr(pretrained, "MODELS_DIR", copy)
+    monkeypatch.setattr(registry, "MODELS_DIR", copy)
     with pytest.raises(ChecksumError):
         load(task="tracking")
 
@@ -173,9 +172,8 @@ def test_the_default_tracker_confidence_drops_when_the_target_leaves_the_frame()
 def test_commands_take_the_shipped_names() -> None:
     """A shipped tracker's name is the tracker as saved (the default, the synthetic one); the encoder's name gets a
     new head."""
-    from constcl_zoo.commands.localize import load_localizer
-    from constcl_zoo.commands.track import load_tracker
     from constcl_zoo.errors import UsageError
+    from constcl_zoo.tasks.loaders import load_localizer, load_tracker
     from constcl_zoo.tasks.tracking import SiamFCTracker
 
     default = load(task="tracking")

@@ -43,8 +43,8 @@ def assets(tmp_path_factory):
     """Small random-init checkpoints of the three kinds, and the first 24 / 48 frames of vtest.avi as MP4."""
     if not VTEST.is_file():
         pytest.skip(f"the real test video is missing: {VTEST}")
-    from constcl_zoo.video import iter_video_file
-    from constcl_zoo.visualize import Mp4Writer
+    from constcl_zoo.inference.video import iter_video_file
+    from constcl_zoo.inference.visualize import Mp4Writer
 
     root = tmp_path_factory.mktemp("demo_assets")
     load("constcl_r3d14_w16", task="tracking", pretrained=False,
@@ -87,8 +87,7 @@ def _decode(path) -> tuple[str, int, tuple[int, int]]:
 
 
 def test_tracking_api_real_video(served, assets):
-    from constcl_zoo.commands.track import track_video
-    from constcl_zoo.tasks.tracking import format_boxes
+    from constcl_zoo.tasks.tracking import format_boxes, track_video
 
     client, models = served
     image, box = client.predict(handle_file(assets / "short.mp4"), api_name="/first_frame")
@@ -186,7 +185,7 @@ def test_localization_api_detector_and_csv(served, assets, tmp_path):
 def test_embeddings_api_safetensors_and_npy(served, assets):
     import torch
 
-    from constcl_zoo.commands.embed import check_output, load_embeddings
+    from constcl_zoo.formats.embeddings import check_output, load_embeddings
 
     client, models = served
     curve, path = client.predict(handle_file(assets / "long.mp4"), ".safetensors", api_name="/embed")
@@ -205,7 +204,7 @@ def test_embeddings_api_safetensors_and_npy(served, assets):
 
 def test_embeddings_of_a_one_window_video(served, assets):
     """24 frames make one window of the 8 x stride 2 encoder: no similarity to plot, the file still comes."""
-    from constcl_zoo.commands.embed import load_embeddings
+    from constcl_zoo.formats.embeddings import load_embeddings
 
     client, _ = served
     curve, path = client.predict(handle_file(assets / "short.mp4"), ".safetensors", api_name="/embed")

@@ -21,10 +21,10 @@ import pytest
 import torch
 
 from constcl_zoo import ChecksumError, ConstclZooError, WeightsNotAvailableError, load, register_weights
+from constcl_zoo.checkpoint import sha256_of
 from constcl_zoo.download import DownloadError
 from constcl_zoo.registry import weights_entry
 from constcl_zoo.tf_checkpoint import TFCheckpoint
-from constcl_zoo.weights import sha256_of
 
 from .conftest import tiny_clip
 from .tf_bundle import write_cvrl_tarball, write_tf_checkpoint

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from constcl_zoo import EmptyVideoError, VideoDecodeError, VideoTooShortError, WindowSpec, load
-from constcl_zoo.embed import iter_windows
-from constcl_zoo.precision import cpu_has_native_bf16, resolve_precision
-from constcl_zoo.video import Frame, iter_video_file
+from constcl_zoo.inference.embed import iter_windows
+from constcl_zoo.inference.precision import cpu_has_native_bf16, resolve_precision
+from constcl_zoo.inference.video import Frame, iter_video_file
 
 from .conftest import SHARED, TINY
 

@@ -25,11 +25,11 @@ import constcl_zoo
 import export
 from constcl_zoo import ConstclZooError, WeightsNotAvailableError, load
 from constcl_zoo.cli import main
-from constcl_zoo.commands import embed as embed_cli
 from constcl_zoo.errors import EXTRAS, run_command
 from constcl_zoo.fileio import atomic_write
+from constcl_zoo.formats import embeddings as embed_cli
 from constcl_zoo.hub import HubError, download_checkpoint
-from constcl_zoo.video import ManifestError, read_manifest
+from constcl_zoo.inference.video import ManifestError, read_manifest
 from export.__main__ import main as export_main
 
 from .conftest import TINY
@@ -63,7 +63,7 @@ def no_model_load(monkeypatch):
     """Fail the test if the command gets as far as loading a model (checks must come before any work)."""
     def refuse(*args, **kwargs):
         raise AssertionError("load() was called: the error should have been raised before any work")
-    monkeypatch.setattr("constcl_zoo.factory.load", refuse)
+    monkeypatch.setattr("constcl_zoo._factory.load", refuse)
 
 
 # -- the error classes -------------------------------------------------------------------------------------------
@@ -206,7 +206,7 @@ def test_export_commands_answer_in_one_line(tmp_path, capsys, monkeypatch):
     one_line_error(capsys, "no ONNX file at", "python -m export onnx")
 
     no_model_load(monkeypatch)
-    monkeypatch.setattr("export.onnx_export.load", constcl_zoo.factory.load)
+    monkeypatch.setattr("export.onnx_export.load", constcl_zoo._factory.load)
     a_file = tmp_path / "file"
     a_file.write_text("x")
     assert export_main(["onnx", TINY, "--random-init", "--out", str(tmp_path)]) == 2

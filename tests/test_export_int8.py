@@ -17,7 +17,7 @@ import torch
 from onnx import TensorProto, helper
 
 from constcl_zoo import load
-from constcl_zoo.embed import WindowSpec, frames_of, iter_windows
+from constcl_zoo.inference.embed import WindowSpec, frames_of, iter_windows
 from export.__main__ import main as export_main
 from export.quantize import compare, nearest_neighbours, non_finite_consumers, sample_windows, stem_convs
 from export.runtime import OnnxEmbedder, read_metadata

@@ -13,13 +13,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from constcl_zoo import ava, cli, load
+from constcl_zoo import cli, load
+from constcl_zoo.checkpoint import CheckpointMismatchError
 from constcl_zoo.config import MAX_CONFIG_BYTES, ConfigError
-from constcl_zoo.detection import Detections, HogPersonDetector
 from constcl_zoo.errors import InvalidArgumentError
-from constcl_zoo.tasks.localization_infer import LocalizationInputError, localize
-from constcl_zoo.video import FrameSizeError, image_size, iter_frames
-from constcl_zoo.weights import CheckpointMismatchError
+from constcl_zoo.formats import ava
+from constcl_zoo.inference.detection import Detections, HogPersonDetector
+from constcl_zoo.inference.video import FrameSizeError, image_size, iter_frames
+from constcl_zoo.tasks.localization.infer import LocalizationInputError, localize
 from training.__main__ import main as training_main
 from training.tasks.localization.evaluate import NothingToEvaluateError, frame_map
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from constcl_zoo.layers import Conv3dSame, MaxPool3dSame, roi_align, roi_align_mean, same_padding
+from constcl_zoo.nn.layers import Conv3dSame, MaxPool3dSame, roi_align, roi_align_mean, same_padding
 
 
 @pytest.mark.parametrize(

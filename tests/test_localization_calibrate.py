@@ -13,9 +13,9 @@ import pytest
 import torch
 
 from constcl_zoo import load
+from constcl_zoo.checkpoint import sha256_of
 from constcl_zoo.errors import UsageError
 from constcl_zoo.tasks.base import TaskConfigError
-from constcl_zoo.weights import sha256_of
 from training.__main__ import main as training_main
 from training.tasks.localization.calibrate import CALIBRATION, CARD_SECTION, choose_threshold
 from training.tasks.localization.synthetic import SyntheticSpec, generate
@@ -123,7 +123,7 @@ def test_cli_localize_default_threshold_is_the_models(tmp_path) -> None:
     model.save_pretrained(tmp_path / "m")
     _set_thresholds(tmp_path / "m", [1.0, 0.3, 1.0])  # "right" (about 0.5) only; "left" (about 0.88) never
     video = tmp_path / "v.mp4"
-    from constcl_zoo.visualize import Mp4Writer
+    from constcl_zoo.inference.visualize import Mp4Writer
 
     with Mp4Writer(video, fps=10.0) as writer:
         for frame in _video():
@@ -241,7 +241,7 @@ def calibrated_default(tmp_path_factory) -> tuple[Path, dict, object, object]:
     out = root / "calibrated"
     assert training_main(["calibrate-localizer", "--model", str(folder), "--data", str(data), "--out", str(out)]) == 0
     record = json.loads((models / index["record"]).read_text())
-    from constcl_zoo.detection import HogPersonDetector
+    from constcl_zoo.inference.detection import HogPersonDetector
 
     model = load(out)
     return out, record, model, model.localize(backgrounds / "bikes.mp4", detector=HogPersonDetector())

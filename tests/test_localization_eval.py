@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from constcl_zoo import ava
+from constcl_zoo.formats import ava
 from training.__main__ import main as training_main
 from training.tasks.localization.evaluate import FrameMapOptionError, frame_map, voc_average_precision
 

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from constcl_zoo import cli, load
-from constcl_zoo.detection import Detections, HogPersonDetector, OnnxPersonDetector, PersonDetector
-from constcl_zoo.tasks.localization_infer import KeyFrameResult, PersonResult, link_tracks
-from constcl_zoo.visualize import Mp4Writer
+from constcl_zoo.inference.detection import Detections, HogPersonDetector, OnnxPersonDetector, PersonDetector
+from constcl_zoo.inference.visualize import Mp4Writer
+from constcl_zoo.tasks.localization.infer import KeyFrameResult, PersonResult, link_tracks
 
 from .conftest import SHARED
 
@@ -92,7 +92,7 @@ def test_tracks_link_by_iou_with_motion() -> None:
 
 
 def test_hog_detector_finds_pedestrians() -> None:
-    from constcl_zoo.video import iter_video_file
+    from constcl_zoo.inference.video import iter_video_file
 
     video = SHARED / "data" / "videos" / "vtest.avi"
     if not video.is_file():
@@ -208,7 +208,7 @@ def test_onnx_export_of_a_localization_checkpoint(tmp_path, capsys) -> None:
 def test_encoder_model_with_labels_keeps_its_weights_unless_random_init(tmp_path, capsys) -> None:
     """One convention: a named or saved encoder given to localize --model means its weights; --random-init (the
     one flag for random weights) gives the seeded random init."""
-    from constcl_zoo.commands.localize import load_localizer
+    from constcl_zoo.tasks.loaders import load_localizer
 
     def same(a: torch.nn.Module, b: torch.nn.Module) -> bool:
         mine, reference = a.state_dict(), b.state_dict()

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from constcl_zoo import load
-from constcl_zoo.layers import roi_align
+from constcl_zoo.nn.layers import roi_align
 from constcl_zoo.tasks.base import TaskConfigError
 from constcl_zoo.tasks.localization import ActionLocalizer, ActionTransformerHead, RoiActionHead, TxUnit
 

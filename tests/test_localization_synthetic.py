@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from constcl_zoo import ava
+from constcl_zoo.formats import ava
 from training.tasks.localization.data import AvaClips, clip_indices, collate
 from training.tasks.localization.synthetic import SyntheticSpec, generate
 

@@ -128,7 +128,7 @@ def test_global_and_region_outputs(tiny_full):
         roi = reg.roi_features(clip, boxes)
         assert roi.shape == (2, 5, 512)
         # centre key frame of the L2-normalised map, like training
-        from constcl_zoo.layers import roi_align_mean
+        from constcl_zoo.nn.layers import roi_align_mean
 
         expected = roi_align_mean(F.normalize(dense[:, :, 2], dim=1), boxes)
         torch.testing.assert_close(roi, expected)
@@ -155,7 +155,7 @@ def test_instance_reconstructor_matches_reference(tiny_full):
     with torch.no_grad():
         out = head(feats, boxes)
         norm = F.normalize(feats, dim=1)
-        from constcl_zoo.layers import roi_align_mean
+        from constcl_zoo.nn.layers import roi_align_mean
 
         inst = roi_align_mean(norm[:, :, t // 2], boxes)
         torch.testing.assert_close(out["inst_a"], inst[:b])

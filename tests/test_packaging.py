@@ -90,7 +90,7 @@ def test_wheel_contains_only_constcl_zoo_and_the_placeholders(wheel):
     assert {name.split("/")[0] for name in names} == {"constcl_zoo", *REPOSITORY_PACKAGES, _dist_info(wheel)}
     assert sorted(n for n in names if n.split("/")[0] in REPOSITORY_PACKAGES) == [
         f"{p}/__init__.py" for p in sorted(REPOSITORY_PACKAGES)]
-    assert "constcl_zoo/layers/roi_align.py" in names
+    assert "constcl_zoo/nn/layers/roi_align.py" in names
     shipped = ROOT / "constcl_zoo" / "models"
     if (shipped / "index.json").is_file():  # the default models and the sample travel in the wheel (offline use)
         expected = {f"constcl_zoo/models/{p.relative_to(shipped).as_posix()}" for p in shipped.rglob("*")

@@ -17,9 +17,9 @@ import pytest
 import torch
 
 from constcl_zoo import load
-from constcl_zoo.boxes import xyxy_to_yxyx
+from constcl_zoo.checkpoint import write_checkpoint
 from constcl_zoo.convert import convert_variables, model_variables
-from constcl_zoo.weights import write_checkpoint
+from constcl_zoo.formats.boxes import xyxy_to_yxyx
 from training.pretrain.losses import global_contrastive_loss, local_contrastive_loss
 
 from .conftest import reference_key_list

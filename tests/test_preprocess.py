@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from constcl_zoo import ClipPreprocess, PreprocessConfig, load
-from constcl_zoo.video import FrameSizeError, iter_video_file
+from constcl_zoo.inference.video import FrameSizeError, iter_video_file
 
 from .conftest import SHARED, TINY
 from .test_embed import write_video
@@ -137,7 +137,7 @@ def test_crop_first_bounds_memory_of_a_wide_frame():
     script = textwrap.dedent("""
         import resource, numpy as np, torch
         from constcl_zoo import ClipPreprocess, PreprocessConfig
-        from constcl_zoo import video
+        from constcl_zoo.inference import video
         video.MAX_FRAME_SIDE = video.MAX_FRAME_PIXELS = video.MAX_ASPECT_RATIO = 10**9
         pre = ClipPreprocess(PreprocessConfig())
         pre(np.zeros((1, 64, 64, 3), np.uint8))  # import-time and first-call allocations happen before the cap

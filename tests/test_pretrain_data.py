@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from constcl_zoo.boxes import crop_boxes, hflip_boxes
+from constcl_zoo.formats.boxes import crop_boxes, hflip_boxes
 from training.pretrain.augment import augment_view
 from training.pretrain.config import AugmentConfig, BoxConfig, cpu_smoke
 from training.pretrain.dataset import PretrainDataset, StreamSampler, views_first

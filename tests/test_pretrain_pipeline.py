@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from constcl_zoo import load
-from constcl_zoo.weights import sha256_of
+from constcl_zoo.checkpoint import sha256_of
 
 from .conftest import SHARED
 from .hub_server import OlahServer, commit_folder

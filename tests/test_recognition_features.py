@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from constcl_zoo import PreprocessConfig, load
-from constcl_zoo.preprocess import ClipPreprocess, spatial_views
+from constcl_zoo.nn.preprocess import ClipPreprocess, spatial_views
 from training.tasks.recognition import features as feats
 from training.tasks.recognition.datasets import folder_split
 from training.tasks.recognition.features import (
@@ -107,7 +107,7 @@ def model():
 
 def test_views_of_a_video_follow_the_sampling(tmp_path, model):
     src = require_videos()[0]
-    from constcl_zoo.video import iter_video_file
+    from constcl_zoo.inference.video import iter_video_file
 
     frames = [f.rgb for _, f in zip(range(40), iter_video_file(src), strict=False)]
     path = write_video(tmp_path / "long.mp4", frames)

@@ -170,7 +170,7 @@ def test_probe_command_writes_the_run(segments, cache, tmp_path, monkeypatch, ca
 
 def test_probe_command_defaults_to_the_package_encoder(segments, cache, tmp_path):
     from constcl_zoo.errors import UsageError
-    from constcl_zoo.pretrained import default_model_name
+    from constcl_zoo.registry import default_model_name
 
     base = ["--train", str(segments / "train"), "--val", str(segments / "val"), "--cache-dir", str(cache),
             "--no-progress"]

@@ -10,8 +10,8 @@ import pytest
 from training.__main__ import main as training_main
 from training.engine import ConfigError
 from training.replicate.config import VARIANTS, get_preset
-from training.replicate.report import summarise
-from training.replicate.run import mean_std, pretrain_overrides
+from training.replicate.report import mean_std, summarise
+from training.replicate.run import pretrain_overrides
 
 
 def test_config_validation_names_the_field() -> None:
@@ -80,7 +80,7 @@ def test_smoke_replication_runs_resumes_and_installs(tmp_path, capsys) -> None:
     assert again["table"] == doc["table"]  # the probe is deterministic
 
     # install-default into a folder: the index's sha256 are the files', every card number from the record.
-    from constcl_zoo.weights import sha256_of
+    from constcl_zoo.checkpoint import sha256_of
     from training.replicate.install import NAMES, model_card, read_calibration
 
     dest = tmp_path / "models"

@@ -9,8 +9,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from constcl_zoo import load
-from constcl_zoo.backbone import dilate_backbone
-from constcl_zoo.model import build_model
+from constcl_zoo.nn.backbone import dilate_backbone
+from constcl_zoo.nn.model import build_model
 from constcl_zoo.registry import arch_config
 from constcl_zoo.tasks.tracking import (
     SiamFC,
@@ -49,7 +49,7 @@ def test_dilated_backbone_keeps_weights_and_has_stride_8():
 
 
 def test_dilated_same_padding_is_symmetric_dilation():
-    from constcl_zoo.layers import Conv3dSame
+    from constcl_zoo.nn.layers import Conv3dSame
 
     conv = Conv3dSame(4, 4, (1, 3, 3))
     conv.dilation = (1, 2, 2)
@@ -255,8 +255,8 @@ def test_output_stage_runs_on_the_needed_time_slices_only():
     """stage_time_slice == the whole stage's slice within float rounding (the smaller convolutions may take another
     summation order: 4.8e-7 apart on AVX-512 CPUs), for the centre and every other slice (causal: the last), on a
     res5 of two temporal-kernel-3 blocks (the walk back widens the interval block by block)."""
-    from constcl_zoo.backbone import _stage
     from constcl_zoo.config import BackboneConfig
+    from constcl_zoo.nn.backbone import _stage
 
     torch.manual_seed(0)
     cfg = BackboneConfig(width=4, temporal_kernels=((1,), (1,), (3,), (3, 1, 3)))

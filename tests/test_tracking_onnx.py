@@ -31,7 +31,7 @@ def test_onnx_tracker_matches_pytorch_on_vot15_bag(tmp_path):
     # python -m export onnx TRACKING_CHECKPOINT dispatches on the model's task (dynamo exporter + ORT self-check)
     assert export_main(["onnx", str(tmp_path / "ckpt"), "--out", str(tmp_path / "onnx")]) == 0
     assert {p.name for p in (tmp_path / "onnx").iterdir()} == {"exemplar.onnx", "search.onnx", "tracker.json"}
-    from constcl_zoo.video import iter_image_files
+    from constcl_zoo.inference.video import iter_image_files
 
     rgb = [f.rgb for f in iter_image_files(frames)]
     want = tracker.track(rgb, seq.boxes[0], precision="fp32")

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from constcl_zoo import load
-from constcl_zoo.weights import save_checkpoint
+from constcl_zoo.checkpoint import save_checkpoint
 from training.__main__ import main
 from training.pretrain.config import cpu_smoke
 from training.release.card import model_card

@@ -1,4 +1,4 @@
-"""Annotated MP4 writing (constcl_zoo.visualize): H.264, browser-safe, decodable, atomic."""
+"""Annotated MP4 writing (constcl_zoo.inference.visualize): H.264, browser-safe, decodable, atomic."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 
 av = pytest.importorskip("av", reason="the `video` extra (PyAV) is not installed")
 
-from constcl_zoo.visualize import Mp4Writer, VideoWriteError, draw_box  # noqa: E402
+from constcl_zoo.inference.visualize import Mp4Writer, VideoWriteError, draw_box  # noqa: E402
 
 
 def test_h264_mp4_round_trip(tmp_path) -> None:

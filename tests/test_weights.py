@@ -21,8 +21,8 @@ from constcl_zoo import (
     load,
     register_weights,
 )
+from constcl_zoo.checkpoint import sha256_of
 from constcl_zoo.registry import set_default_weights, unregister_weights
-from constcl_zoo.weights import sha256_of
 
 from .conftest import TINY, random_boxes, tiny_clip
 
@@ -114,7 +114,7 @@ def test_wrong_dtypes_are_listed(tmp_path, tiny_checkpoint):
 
 
 def test_invalid_config_values_are_refused_before_building(tmp_path, tiny_checkpoint, monkeypatch):
-    import constcl_zoo.factory as factory
+    import constcl_zoo._factory as factory
     from constcl_zoo import ConstclZooError
     from constcl_zoo.config import ConfigError
 

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from ..errors import UsageError
-from ..precision import PRECISIONS
+from ..inference.precision import PRECISIONS
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -37,10 +37,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from ..factory import load
+    from .._factory import load
+    from ..inference.embed_run import collect_jobs
+    from ..inference.video import VideoError
     from ..tasks.recognition import VideoClassifier
-    from ..video import VideoError
-    from .embed import collect_jobs
 
     if args.model is None:
         raise UsageError("--model: classify needs a recognition checkpoint, and the package ships none (its default "

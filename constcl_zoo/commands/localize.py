@@ -8,7 +8,7 @@ Person boxes come from ``--boxes`` (an AVA-format CSV ``video_id,timestamp,x1,y1
 this video — ``video_id`` = the file's stem, or every row when the file holds one video — with score >=
 ``--box-threshold``; key frames at its timestamps) or from OpenCV's HOG people detector on key frames every
 ``--interval`` seconds (``--detector model.onnx``: a user-supplied ONNX person detector, see
-:mod:`constcl_zoo.detection`). ``--model``: a localization checkpoint, or an encoder with ``--labels``
+:mod:`constcl_zoo.inference.detection`). ``--model``: a localization checkpoint, or an encoder with ``--labels``
 (an untrained head: for trying the pipeline only). Actions shown: those whose probability reaches
 ``--score-threshold`` when given, else the model's calibrated per-class thresholds (``python -m training
 calibrate-localizer``), else 0.5; a person with none keeps its box and track without an action.
@@ -20,16 +20,11 @@ import argparse
 import json
 import math
 import sys
-from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-import numpy as np
+from typing import Any
 
 from ..errors import ConstclZooError, UsageError
-
-if TYPE_CHECKING:
-    from ..tasks.localization import ActionLocalizer
+from ..formats.ava import read_boxes_csv
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -61,51 +56,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     return p
 
 
-def read_boxes_csv(path: str | Path, video_id: str, threshold: float = 0.0) -> dict[float, np.ndarray]:
-    """``{timestamp: [N, 5]}`` (x1, y1, x2, y2, score) of ``video_id`` from an AVA-format person-box CSV (every row
-    when the file names a single video), score >= ``threshold``, best first."""
-    from ..ava import read_person_boxes, split_key
-
-    path = Path(path)
-    if not path.is_file():
-        raise UsageError(f"--boxes: no file at {path}")
-    table = {split_key(key): found for key, found in read_person_boxes(path, threshold).items()}
-    videos = sorted({video for video, _ in table})
-    if not videos:
-        raise UsageError(f"--boxes {path}: no boxes with score >= {threshold}")
-    if video_id not in videos and len(videos) > 1:
-        raise UsageError(f"--boxes {path}: no rows for video_id {video_id!r} (the file has {videos[:5]}...)")
-    chosen = video_id if video_id in videos else videos[0]
-    return {t: np.array([[*b, s] for b, s in found], np.float32)
-            for (video, t), found in sorted(table.items()) if video == chosen}
-
-
-def load_localizer(model: str | None, labels: Sequence[str] | None = None, device: str = "cpu",
-                   name: str = "--model", random_init: bool = False, seed: int = 0) -> ActionLocalizer:
-    """A localization checkpoint, or (with ``labels``) an encoder with a fresh action head — its published weights
-    (a registered name) or its saved ones (a folder), a seeded random init with ``random_init``; a checkpoint of
-    another task raises :class:`UsageError` (naming the field ``name``). ``None``: the package's default
-    localizer."""
-    from .. import load
-    from ..tasks.localization import ActionLocalizer
-
-    if model is None:
-        if labels:
-            raise UsageError("--labels needs an encoder --model to put a new action head on")
-        if random_init:
-            raise UsageError("--random-init needs --model (an architecture name, e.g. constcl_r3d14_w16)")
-        return load(task="localization", device=device)
-    if random_init and not labels:
-        raise UsageError("--random-init gives an encoder random weights: add --labels walk,run,... for its new "
-                         "action head")
-    model_ = load(model, task="localization", labels=labels, pretrained=not random_init, seed=seed,
-                  device=device) if labels else load(model, device=device)
-    if not isinstance(model_, ActionLocalizer):
-        raise UsageError(f"{name} {model} is not a localization checkpoint; give one, or an encoder "
-                         f"with --labels walk,run,...")
-    return model_
-
-
 def _progress(total: int | None, desc: str, disable: bool):
     try:
         from tqdm import tqdm
@@ -121,10 +71,38 @@ def _progress(total: int | None, desc: str, disable: bool):
 
 def run(args: argparse.Namespace) -> int:
     """Run ``localize`` (user errors: :class:`UsageError`, answered in one line by ``constcl-zoo``)."""
-    from ..detection import HogPersonDetector, OnnxPersonDetector
-    from ..tasks.localization_infer import LocalizationInputError, check_interval, localize, write_annotated
+    from ..tasks.localization import localize
 
     video = Path(args.video)
+    hog = _check(args, video)
+    model = _model(args)
+    boxes = read_boxes_csv(args.boxes, video.stem, args.box_threshold) if args.boxes else None
+    detector = None
+    if boxes is None:
+        from ..inference.detection import OnnxPersonDetector
+
+        detector = OnnxPersonDetector(args.detector) if args.detector else hog
+    bar, update = _progress(None, "localize", args.no_progress)
+    try:
+        result = localize(model, video, boxes=boxes, detector=detector, person_threshold=args.box_threshold,
+                          score_threshold=args.score_threshold, top_k=args.top_k, interval_s=args.interval,
+                          progress=update)
+    finally:
+        if bar is not None:
+            bar.close()
+    _write(args, result, video)
+    persons = sum(len(f.persons) for f in result.frames)
+    print(f"{video.name}: {len(result.frames)} key frames, {persons} person boxes, {result.num_tracks} tracks"
+          + (f" -> {args.out}" if args.out else "") + (f", {args.json}" if args.json else ""))
+    return 0
+
+
+def _check(args: argparse.Namespace, video: Path) -> Any:
+    """Refuse unusable arguments before any work; the HOG detector when no ONNX one is given (its settings checked
+    here too)."""
+    from ..inference.detection import HogPersonDetector
+    from ..tasks.localization import LocalizationInputError, check_interval
+
     if not video.is_file():
         raise UsageError(f"no video file at {video}")
     if not args.out and not args.json:
@@ -141,29 +119,28 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"{flag}: {exc}") from None
     if not math.isfinite(args.box_threshold):
         raise UsageError(f"--box-threshold must be a finite number, got {args.box_threshold}")
-    model = None
+    return hog
+
+
+def _model(args: argparse.Namespace) -> Any:
+    """The action model (``None`` with ``--no-actions``: boxes and tracks only)."""
+    from ..tasks.loaders import load_localizer
+
     if args.no_actions:
         if args.model or args.labels or args.random_init:
             raise UsageError("--no-actions runs the person detector and tracks only; drop --model / --labels / "
                              "--random-init")
-    else:
-        labels = [x.strip() for x in args.labels.split(",") if x.strip()] if args.labels else None
-        model = load_localizer(args.model, labels, device=args.device, random_init=args.random_init, seed=args.seed)
-    boxes = read_boxes_csv(args.boxes, video.stem, args.box_threshold) if args.boxes else None
-    detector = None
-    if boxes is None:
-        detector = OnnxPersonDetector(args.detector) if args.detector else hog
-    bar, update = _progress(None, "localize", args.no_progress)
-    try:
-        result = localize(model, video, boxes=boxes, detector=detector, person_threshold=args.box_threshold,
-                          score_threshold=args.score_threshold, top_k=args.top_k, interval_s=args.interval,
-                          progress=update)
-    finally:
-        if bar is not None:
-            bar.close()
-    if args.json:
-        from ..fileio import atomic_write
+        return None
+    labels = [x.strip() for x in args.labels.split(",") if x.strip()] if args.labels else None
+    return load_localizer(args.model, labels, device=args.device, random_init=args.random_init, seed=args.seed)
 
+
+def _write(args: argparse.Namespace, result: Any, video: Path) -> None:
+    """The results JSON and / or the annotated MP4."""
+    from ..fileio import atomic_write
+    from ..tasks.localization import write_annotated
+
+    if args.json:
         atomic_write(args.json, json.dumps(result.to_dict(), indent=1) + "\n")
     if args.out:
         bar, update = _progress(result.num_frames, "write", args.no_progress)
@@ -172,7 +149,3 @@ def run(args: argparse.Namespace) -> int:
         finally:
             if bar is not None:
                 bar.close()
-    persons = sum(len(f.persons) for f in result.frames)
-    print(f"{video.name}: {len(result.frames)} key frames, {persons} person boxes, {result.num_tracks} tracks"
-          + (f" -> {args.out}" if args.out else "") + (f", {args.json}" if args.json else ""))
-    return 0

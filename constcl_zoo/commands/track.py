@@ -10,31 +10,12 @@ exit status 2.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
-import os
 import sys
-from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-import numpy as np
 
 from ..errors import UsageError
-
-if TYPE_CHECKING:
-    from ..tasks.tracking import NCCTracker, SiamFCTracker, TrackResult
-
-def parse_box(text: str, name: str = "--box") -> tuple[float, float, float, float]:
-    """``"x,y,w,h"`` (commas or spaces) -> 4 floats; raises :class:`UsageError` (naming the field ``name``)."""
-    parts = [p for p in text.replace(",", " ").split() if p]
-    try:
-        values = tuple(float(p) for p in parts)
-    except ValueError:
-        values = ()
-    if len(values) != 4:
-        raise UsageError(f"{name} {text!r}: expected x,y,w,h (4 numbers, pixels, on the first frame)")
-    return values  # type: ignore[return-value]
+from ..formats.boxes import parse_box
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -64,50 +45,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     return p
 
 
-def load_tracker(model: str | None, causal: bool = False, random_init: bool = False, head: dict | None = None):
-    """A tracking checkpoint as saved, or an encoder with a fresh SiamFC head (``head``: tracker parameters;
-    a registered name loads its published weights, a seeded random init with ``random_init``). ``None``: the
-    package's default tracker."""
-    from ..factory import load, read_config
-    from ..pretrained import packaged_models_dir
-    from ..registry import weights_entry
-    from ..tasks.base import TaskConfig
-    from ..tasks.tracking import NCCTracker, PixelTrackerConfig, SiamFCTracker
-
-    folder = Path(model) if model is not None else None
-    if folder is not None and not folder.exists():  # a registered name: the shipped task models are folders too
-        entry = weights_entry(model)
-        if entry is not None and entry.package_dir is not None:
-            folder = packaged_models_dir() / entry.package_dir
-    is_task = folder is None or (folder.is_dir() and (folder / "config.json").is_file() and
-                                 isinstance(read_config(folder / "config.json"), TaskConfig | PixelTrackerConfig))
-    if is_task:
-        if random_init:
-            raise UsageError(f"--random-init: --model {model or '(default)'} is a tracker as saved; give an "
-                             "architecture name (e.g. constcl_r3d14_w16) for a random init with a fresh head")
-        if head:
-            raise UsageError(f"--model {model or '(default)'} is a trained tracker: its head parameters are fixed")
-        tracker = load(model, task="tracking") if model is not None else load(task="tracking")
-        model = model or "(the default tracker)"
-        if not isinstance(tracker, SiamFCTracker | NCCTracker):
-            raise UsageError(f"--model {model}: a {tracker.task!r} checkpoint, not a tracker")
-        if causal and not tracker.tracker_config.causal:
-            raise UsageError(f"--model {model} was trained non-causal; --causal needs a causal tracker")
-        return tracker
-    is_name = not folder.exists()
-    kwargs = {"pretrained": not random_init} if is_name else {}
-    return load(model, task="tracking", head={"causal": causal, **(head or {})}, **kwargs)
-
-
 def run(args: argparse.Namespace) -> int:
     """The ``track`` command (run by :func:`constcl_zoo.cli.main`: user errors are one line, exit status 2)."""
     from ..fileio import atomic_write
-    from ..tasks.tracking import format_boxes
+    from ..tasks.loaders import load_tracker
+    from ..tasks.tracking import format_boxes, track_video
 
     if args.sample:
         if args.video:
             raise UsageError(f"give a video or --sample, not both (got {args.video})")
-        from ..pretrained import read_index, sample_video
+        from ..registry import read_index, sample_video
 
         args.video = str(sample_video())
         args.box = args.box or ",".join(str(v) for v in read_index()["sample"]["init_box"])
@@ -144,41 +91,9 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def video_fps(source: str | os.PathLike, default: float = 30.0) -> float:
-    """Frames per second of a video file (from its first decoded frame's duration), ``default`` for an image
-    folder or a video whose frames carry no duration."""
-    from ..video import iter_video_file
-
-    if not Path(source).is_file():
-        return default
-    first = next(iter_video_file(source), None)
-    return 1.0 / first.duration_s if first is not None and first.duration_s > 0 else default
-
-
-def track_video(tracker: SiamFCTracker | NCCTracker, source: str | os.PathLike, box: Sequence[float], *,
-                out: str | os.PathLike | None = None, precision: str = "auto",
-                progress: Callable[[int], None] | None = None) -> TrackResult:
-    """Track ``box`` (x, y, w, h px on the first frame) through a video file or image folder; with ``out``, also
-    write the annotated H.264 MP4 there (each frame's box, labelled with its score). ``progress(i)`` after frame
-    ``i``. The one implementation behind ``constcl-zoo track`` and the demo's tracking tab."""
-    from ..boxes import xywh_to_xyxy
-    from ..visualize import Mp4Writer, draw_box
-
-    with contextlib.ExitStack() as stack:
-        writer = stack.enter_context(Mp4Writer(out, fps=video_fps(source))) if out else None
-
-        def on_frame(i: int, rgb: np.ndarray, xywh: np.ndarray, score: float) -> None:
-            if writer is not None:
-                writer.write(draw_box(np.array(rgb), xywh_to_xyxy(np.asarray(xywh)), label=f"{score:.2f}"))
-            if progress is not None:
-                progress(i)
-
-        return tracker.track(source, box, precision=precision, on_frame=on_frame)
-
-
 def _count_frames(source: Path) -> int | None:
     if source.is_dir():
-        from ..video import list_image_frames
+        from ..inference.video import list_image_frames
 
         return len(list_image_frames(source))
     return None  # headers lie about frame counts (video.py); the bar counts up without a total

@@ -19,10 +19,13 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from ..checkpoint import state_dict_for_save, write_checkpoint
 from ..config import ModelConfig, PreprocessConfig, dataclass_from_dict, read_config_json, to_jsonable
 from ..errors import ConstclZooError
-from ..model import ConstCLBase, build_model
-from ..preprocess import ClipPreprocess
+from ..fileio import atomic_write
+from ..nn.model import ConstCLBase, build_model
+from ..nn.preprocess import ClipPreprocess
+from ..registry import task_class
 
 TASK_FORMAT_VERSION = 1
 _ENCODER_BRANCHES = ("global", "region")
@@ -77,8 +80,6 @@ class TaskConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TaskConfig:
-        from . import task_class
-
         data = dict(data)
         version = data.pop("format_version", None)
         if version != TASK_FORMAT_VERSION:
@@ -102,8 +103,6 @@ class TaskConfig:
                    labels=tuple(labels), provenance=dict(data.get("provenance") or {}))
 
     def to_json(self, path: str | Path, extra: dict[str, Any] | None = None) -> None:
-        from ..fileio import atomic_write
-
         payload = {**self.to_dict(), **(extra or {})}
         atomic_write(path, json.dumps(payload, indent=2) + "\n")
 
@@ -123,7 +122,7 @@ def is_task_config(data: dict[str, Any]) -> bool:
 
 
 class TaskModel(nn.Module):
-    """An encoder (``self.encoder``, a :class:`~constcl_zoo.model.ConstCLBase`) and a task head (``self.head``).
+    """An encoder (``self.encoder``, a :class:`~constcl_zoo.nn.model.ConstCLBase`) and a task head (``self.head``).
 
     Subclasses set ``task``, ``head_config_class`` and ``default_branch``, and implement :meth:`build_head` and
     :meth:`init_head`. ``preprocess`` is the encoder's: the preprocessing that belongs to the weights.
@@ -202,8 +201,6 @@ class TaskModel(nn.Module):
 
     def save_pretrained(self, directory: str | Path) -> Path:
         """Write the task checkpoint: ``config.json`` (:class:`TaskConfig` + sha256) and ``model.safetensors``."""
-        from ..weights import state_dict_for_save, write_checkpoint
-
         return write_checkpoint(self.config, state_dict_for_save(self), directory, branch=self.config.encoder_branch)
 
     def extra_repr(self) -> str:

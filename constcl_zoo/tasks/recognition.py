@@ -22,7 +22,7 @@ from torch import nn
 from .base import TaskConfig, TaskConfigError, TaskModel
 
 if TYPE_CHECKING:
-    from ..embed import VideoInput
+    from ..inference.embed import VideoInput
 
 
 @dataclass(frozen=True)
@@ -117,9 +117,9 @@ class VideoClassifier(TaskModel):
     def classify(self, video: VideoInput, top_k: int = 5, *, clip_frames: int | None = None,
                  stride: int | None = None, batch_size: int = 8, precision: str = "auto",
                  fps: float | None = None) -> Classification:
-        """Classify a whole video: softmax of every window (see :func:`constcl_zoo.embed.embed_video`; windows
+        """Classify a whole video: softmax of every window (see :func:`constcl_zoo.inference.embed.embed_video`; windows
         tile the video by default), averaged. ``video``: a file path or uint8 ``[T, H, W, 3]`` frames (``fps``)."""
-        from ..embed import embed_video
+        from ..inference.embed import embed_video
 
         if top_k < 1:
             raise TaskConfigError(f"top_k must be >= 1, got {top_k}")

@@ -25,9 +25,9 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from constcl_zoo.checkpoint import sha256_of
 from constcl_zoo.errors import ConstclZooError
 from constcl_zoo.fileio import atomic_write, fsync_dir
-from constcl_zoo.weights import sha256_of
 
 LATEST = "latest"
 STATE = "state.json"

@@ -17,7 +17,7 @@ Methods (``BoxConfig.method``):
   OpenCV 5 no longer has it; the method then raises a clear error (use ``detector`` files instead).
 
 Boxes of the decoded frame (all but the random methods) follow the view's crop and flip
-(``constcl_zoo.boxes.crop_boxes`` / ``hflip_boxes``). Boxes that leave the crop (narrower or shorter than
+(``constcl_zoo.formats.boxes.crop_boxes`` / ``hflip_boxes``). Boxes that leave the crop (narrower or shorter than
 ``min_size`` afterwards) and missing boxes (fewer regions or detections than ``num_boxes``) are replaced by
 ``random`` boxes, so every view has exactly ``num_boxes`` valid boxes.
 """
@@ -31,9 +31,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from constcl_zoo.boxes import check_boxes, crop_boxes, hflip_boxes
-from constcl_zoo.detection import HogPersonDetector
 from constcl_zoo.errors import InvalidArgumentError
+from constcl_zoo.formats.boxes import check_boxes, crop_boxes, hflip_boxes
+from constcl_zoo.inference.detection import HogPersonDetector
 
 from .augment import ViewGeometry
 from .config import BoxConfig
@@ -85,7 +85,7 @@ def segment_boxes(frame: np.ndarray, method: str, n: int, short_side: int) -> np
 
 def hog_person_boxes(frame: np.ndarray, n: int, short_side: int) -> np.ndarray:
     """OpenCV HOG people detections ``[k <= n, 4]`` normalised to ``frame``, most confident first
-    (:class:`constcl_zoo.detection.HogPersonDetector` at ``short_side``, every raw detection kept)."""
+    (:class:`constcl_zoo.inference.detection.HogPersonDetector` at ``short_side``, every raw detection kept)."""
     return HogPersonDetector(short_side, min_score=-np.inf, nms_iou=1.0).detect(frame).boxes[:n]
 
 

@@ -1,6 +1,6 @@
 """Frame-exact sparse decoding for training (OpenCV or PyAV) and an index of decoded frame counts.
 
-Listing videos (folder or manifest) and the PyAV decode loop come from ``constcl_zoo.video``.
+Listing videos (folder or manifest) and the PyAV decode loop come from ``constcl_zoo.inference.video``.
 
 Frame counts come from decoding, never from container headers: headers lie (``tree.avi`` claims 444 frames and
 decodes 68). Decoding is sequential from the first frame, which is exact for every codec and container: a frame's
@@ -23,7 +23,7 @@ import numpy as np
 
 from constcl_zoo.errors import ConstclZooError, InvalidArgumentError
 from constcl_zoo.fileio import atomic_write
-from constcl_zoo.video import EmptyVideoError, VideoDecodeError, VideoError, iter_av_frames, list_videos
+from constcl_zoo.inference.video import EmptyVideoError, VideoDecodeError, VideoError, iter_av_frames, list_videos
 
 __all__ = [
     "FrameCache",

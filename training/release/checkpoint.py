@@ -12,9 +12,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from constcl_zoo.checkpoint import save_checkpoint
 from constcl_zoo.errors import UsageError
 from constcl_zoo.fileio import atomic_write
-from constcl_zoo.weights import save_checkpoint
 
 from ..engine import read_jsonl, read_latest
 from ..engine.checkpoint import read_training_state

@@ -16,7 +16,7 @@ from pathlib import Path
 from constcl_zoo import load
 from constcl_zoo.convert import convert_tf_checkpoint
 from constcl_zoo.errors import UsageError
-from constcl_zoo.pretrained import entry_for_source_file
+from constcl_zoo.registry import entry_for_source_file
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:

@@ -9,9 +9,9 @@ import argparse
 import json
 from pathlib import Path
 
+from constcl_zoo.checkpoint import CONFIG_NAME, WEIGHTS_NAME, read_weights_record, verify_sha256
 from constcl_zoo.config import ModelConfig
 from constcl_zoo.errors import ConstclZooError, UsageError
-from constcl_zoo.weights import CONFIG_NAME, WEIGHTS_NAME, read_weights_record, verify_sha256
 
 ALLOWED = (CONFIG_NAME, WEIGHTS_NAME, "README.md")
 

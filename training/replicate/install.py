@@ -16,9 +16,9 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from constcl_zoo.checkpoint import sha256_of
 from constcl_zoo.errors import UsageError
 from constcl_zoo.fileio import atomic_write
-from constcl_zoo.weights import sha256_of
 
 from ..release.card import front_matter
 
@@ -36,7 +36,7 @@ def render_sample(path: Path, seed: int = 7) -> list[list[float]]:
     real footage) to ``path``; returns the first person's box on every frame, ``[x, y, w, h]`` pixels."""
     import numpy as np
 
-    from constcl_zoo.visualize import Mp4Writer
+    from constcl_zoo.inference.visualize import Mp4Writer
 
     from ..synthetic.scene import SceneSpec, background, random_people, render
 

@@ -4,6 +4,7 @@ beside what the paper reports at full scale."""
 from __future__ import annotations
 
 import json
+import math
 import platform
 from pathlib import Path
 from typing import Any
@@ -44,8 +45,6 @@ def _cpu() -> str:
 
 def summarise(results: list[dict[str, Any]], variants: tuple[str, ...]) -> dict[str, dict[str, Any]]:
     """``{variant: {metric: {"mean", "std", "values"}}}`` over the seeds present."""
-    from .run import mean_std
-
     table: dict[str, dict[str, Any]] = {}
     for v in variants:
         rows = sorted((r for r in results if r["variant"] == v), key=lambda r: r["seed"])
@@ -121,3 +120,11 @@ def write_report(cfg: ReplicateConfig, results: list[dict[str, Any]], default: d
     atomic_write(out / "results.md", _markdown(cfg, table, default, wall))
     _plot(table, cfg, out / "results.png")
     return doc
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for one value)."""
+    m = sum(values) / len(values)
+    if len(values) < 2:
+        return m, 0.0
+    return m, math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1))

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import shlex
 import shutil
@@ -123,7 +122,7 @@ def prepare_data(cfg: ReplicateConfig, root: Path) -> dict[str, Path]:
             train_per_class=d.recognition_train_per_class, val_per_class=d.recognition_val_per_class,
             seed=d.seed + 4), back)),
     }
-    from constcl_zoo.video import list_videos
+    from constcl_zoo.inference.video import list_videos
 
     videos = sorted((paths["pretrain"] / "videos").glob("*.mp4"))[:d.pretrain_videos]  # the unlabelled ones
     if d.real_videos and back is not None and Path(back).exists():
@@ -154,7 +153,7 @@ def pretrain_overrides(cfg: ReplicateConfig, variant: str, seed: int, videos: Pa
 
 def write_random_encoder(cfg: ReplicateConfig, seed: int, videos: Path, folder: Path) -> None:
     """The ``random`` variant's encoder: exactly the network the ``constcl`` pretraining starts from."""
-    from constcl_zoo.weights import save_checkpoint
+    from constcl_zoo.checkpoint import save_checkpoint
 
     from ..pretrain.config import get_preset
     from ..pretrain.task import build_pretrain_model
@@ -319,13 +318,5 @@ def replicate(cfg: ReplicateConfig, out: str | Path, resume: bool = False) -> di
         return write_report(cfg, results, default, wall, out)
     finally:
         log.removeHandler(handler)
-
-
-def mean_std(values: list[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (0 for one value)."""
-    m = sum(values) / len(values)
-    if len(values) < 2:
-        return m, 0.0
-    return m, math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1))
 
 

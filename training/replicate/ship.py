@@ -32,9 +32,9 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from constcl_zoo.checkpoint import sha256_of
 from constcl_zoo.errors import UsageError
 from constcl_zoo.fileio import atomic_write
-from constcl_zoo.weights import sha256_of
 
 from ..release.card import front_matter
 from .install import PACKAGE_MODELS

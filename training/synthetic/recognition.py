@@ -55,8 +55,8 @@ def _person(sc: SceneSpec, rng: np.random.Generator, motion: tuple[float, float,
 def generate_recognition(out: str | os.PathLike, spec: RecognitionSpec = RecognitionSpec(),
                          backgrounds: str | os.PathLike | None = None) -> Path:
     """Write the class-folder dataset (layout in the module doc) to ``out``; returns ``out``."""
-    from constcl_zoo.video import list_videos
-    from constcl_zoo.visualize import Mp4Writer
+    from constcl_zoo.inference.video import list_videos
+    from constcl_zoo.inference.visualize import Mp4Writer
 
     from .scene import COLORS
 

@@ -54,7 +54,7 @@ def source_frames(path: Path, count: int = 12, step: int = 10, short_side: int =
     once per process: backgrounds and textures of many scenes draw from them)."""
     import cv2
 
-    from constcl_zoo.video import iter_video_file
+    from constcl_zoo.inference.video import iter_video_file
 
     frames = []
     for f in iter_video_file(path):

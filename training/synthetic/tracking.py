@@ -41,7 +41,7 @@ def generate_tracking(out: str | os.PathLike, spec: TrackingSpec = TrackingSpec(
     """Write ``spec.num_sequences`` GOT-10k-layout sequences to ``out`` (layout in the module doc); returns it."""
     import cv2
 
-    from constcl_zoo.video import list_videos
+    from constcl_zoo.inference.video import list_videos
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

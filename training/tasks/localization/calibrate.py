@@ -85,7 +85,7 @@ def calibrate(model: ActionLocalizer, data_root: str | Path, min_precision: floa
     """Thresholds for ``model`` from the val split of the AVA-format folder ``data_root``: ``{"classes": [one
     :class:`ClassThreshold` dict + ``label``/``action_id`` per model label, in label order], "val_frame_mAP",
     "num_key_frames", ...}``."""
-    from constcl_zoo.weights import sha256_of
+    from constcl_zoo.checkpoint import sha256_of
 
     from ...engine import ConfigError
     from .config import LocalizationConfig, LocalizationDataConfig
@@ -148,8 +148,8 @@ def write_calibrated(model_dir: str | Path, out: str | Path, report: dict[str, A
     """Copy the checkpoint ``model_dir`` to ``out`` with ``report``'s thresholds in ``config.json``
     (``head.score_thresholds``; ``provenance["calibration"]``), ``calibration.json`` and the card section; the
     weights file is copied unchanged and its recorded sha256 checked. Written all-or-nothing."""
+    from constcl_zoo.checkpoint import sha256_of
     from constcl_zoo.tasks.base import TaskConfig
-    from constcl_zoo.weights import sha256_of
 
     model_dir, out = Path(model_dir), Path(out)
     source = model_dir / "config.json"

@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from constcl_zoo.ava import (
+from constcl_zoo.errors import ConstclZooError
+from constcl_zoo.formats.ava import (
     AvaLabel,
     group_persons,
     image_key,
@@ -25,9 +26,8 @@ from constcl_zoo.ava import (
     read_person_boxes,
     split_key,
 )
-from constcl_zoo.errors import ConstclZooError
-from constcl_zoo.preprocess import ClipPreprocess
-from constcl_zoo.video import VIDEO_EXTENSIONS
+from constcl_zoo.inference.video import VIDEO_EXTENSIONS
+from constcl_zoo.nn.preprocess import ClipPreprocess
 
 
 class AvaDataError(ConstclZooError, ValueError):
@@ -56,7 +56,7 @@ class VideoFrames:
     """Decoded frames of one video, resized to a short side, kept in memory (small datasets) — ``frames[i]``."""
 
     def __init__(self, path: Path, short_side: int) -> None:
-        from constcl_zoo.video import iter_video_file
+        from constcl_zoo.inference.video import iter_video_file
 
         from ...pretrain.videos import resize_short_side
 

@@ -52,7 +52,9 @@ from typing import Literal, get_args
 
 import numpy as np
 
-from constcl_zoo.ava import (
+from constcl_zoo.errors import ConstclZooError
+from constcl_zoo.fileio import atomic_write
+from constcl_zoo.formats.ava import (
     AvaLabel,
     AvaRow,
     image_key,
@@ -62,9 +64,7 @@ from constcl_zoo.ava import (
     read_labelmap,
     split_key,
 )
-from constcl_zoo.boxes import box_iou
-from constcl_zoo.errors import ConstclZooError
-from constcl_zoo.fileio import atomic_write
+from constcl_zoo.formats.boxes import box_iou
 
 IOU_THRESHOLD = 0.5
 MAX_DETECTIONS_PER_FRAME = 50
@@ -168,9 +168,9 @@ def match_detections(groundtruth: Iterable[AvaRow], detections: Iterable[AvaRow]
     """Match ``detections`` to ``groundtruth`` per class as the official evaluator does (steps 1-4 of the module
     docstring); :func:`frame_map` turns the result into APs, ``calibrate-localizer`` into thresholds.
 
-    ``groundtruth_keys``: the ground truth's key frames (:func:`constcl_zoo.ava.image_key`), those without actions
-    included (:attr:`constcl_zoo.ava.AvaFile.keys`); ``None``: the key frames of the ``groundtruth`` rows.
-    ``excluded``: excluded key frames (:func:`constcl_zoo.ava.read_excluded`), for ``rule="2018"`` and
+    ``groundtruth_keys``: the ground truth's key frames (:func:`constcl_zoo.formats.ava.image_key`), those without
+    actions included (:attr:`constcl_zoo.formats.ava.AvaFile.keys`); ``None``: the key frames of the ``groundtruth``
+    rows. ``excluded``: excluded key frames (:func:`constcl_zoo.formats.ava.read_excluded`), for ``rule="2018"`` and
     ``"ignore_empty_frames"`` only — the current evaluator has no excluded-timestamps file."""
     if rule not in RULES:
         raise FrameMapOptionError(f"rule={rule!r}: use one of {RULES}")

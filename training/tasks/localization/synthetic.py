@@ -44,8 +44,8 @@ from pathlib import Path
 
 import numpy as np
 
-from constcl_zoo.ava import AvaLabel, AvaRow, write_ava_csv, write_excluded, write_labelmap
 from constcl_zoo.fileio import atomic_write
+from constcl_zoo.formats.ava import AvaLabel, AvaRow, write_ava_csv, write_excluded, write_labelmap
 
 from ...synthetic.scene import SceneSpec, background, random_people, render
 
@@ -89,8 +89,8 @@ def generate(out: str | os.PathLike, spec: SyntheticSpec = SyntheticSpec(),
 
     ``backgrounds``: a folder (or manifest) of real videos whose frames become backgrounds; ``None`` or a missing
     folder: generated backgrounds."""
-    from constcl_zoo.video import list_videos
-    from constcl_zoo.visualize import Mp4Writer
+    from constcl_zoo.inference.video import list_videos
+    from constcl_zoo.inference.visualize import Mp4Writer
 
     out = Path(out)
     (out / "annotations").mkdir(parents=True, exist_ok=True)

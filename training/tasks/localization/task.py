@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from constcl_zoo.ava import AvaLabel, AvaRow, read_ava_file, read_excluded, read_labelmap
+from constcl_zoo.formats.ava import AvaLabel, AvaRow, read_ava_file, read_excluded, read_labelmap
 from constcl_zoo.tasks.localization import ActionLocalizer
 
 from ...engine import ConfigError, RunContext, StepOutput, TrainTask, train

@@ -99,7 +99,7 @@ def _features_record(features: SplitFeatures) -> dict[str, Any]:
 def run(args: argparse.Namespace) -> int:
     """Extract (or read cached) features, train the probe, evaluate; write the run folder. Returns 0."""
     from constcl_zoo import load
-    from constcl_zoo.pretrained import default_model_name
+    from constcl_zoo.registry import default_model_name
 
     if args.model is None and args.random_init:
         raise UsageError("--random-init needs --model (an architecture name, e.g. constcl_r3d14_w16)")

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from constcl_zoo.errors import ConstclZooError, InvalidArgumentError
-from constcl_zoo.video import VIDEO_EXTENSIONS, find_videos
+from constcl_zoo.inference.video import VIDEO_EXTENSIONS, find_videos
 
 log = logging.getLogger(__name__)
 

@@ -2,12 +2,12 @@
 
 Each video gives ``clips x crops`` views: ``clips`` windows of the weights' temporal sampling (``num_frames``
 frames every ``frame_stride``) evenly spaced from the first to the last decoded frame, each cut into ``crops``
-spatial crops (:func:`constcl_zoo.preprocess.spatial_views`). A frozen encoder (``model(clip) -> [B, D]``, in
+spatial crops (:func:`constcl_zoo.nn.preprocess.spatial_views`). A frozen encoder (``model(clip) -> [B, D]``, in
 ``inference_mode``) embeds each view; every view's feature is kept (``[N, clips * crops, D]``, clip-major) so the
 probe can average scores over views.
 
-Frames are decoded with ``constcl_zoo.video`` (PyAV): a first pass counts the decoded frames (container headers
-are not trusted), a second keeps only the frames some view uses and preprocesses each as it decodes. A video
+Frames are decoded with ``constcl_zoo.inference.video`` (PyAV): a first pass counts the decoded frames (container
+headers are not trusted), a second keeps only the frames some view uses and preprocesses each as it decodes. A video
 shorter than one window repeats its last frame. Videos that fail to decode are skipped with a warning naming the
 file and counted in ``skipped``.
 
@@ -34,8 +34,8 @@ from safetensors.torch import save_file
 
 from constcl_zoo.errors import ConstclZooError
 from constcl_zoo.fileio import atomic_write
-from constcl_zoo.preprocess import ClipPreprocess, spatial_views
-from constcl_zoo.video import VideoError, iter_av_frames, iter_video_file
+from constcl_zoo.inference.video import VideoError, iter_av_frames, iter_video_file
+from constcl_zoo.nn.preprocess import ClipPreprocess, spatial_views
 
 from .datasets import LabelledSplit
 
@@ -96,7 +96,7 @@ def clip_frame_indices(num_decoded: int, num_frames: int, frame_stride: int, cli
 
 
 def count_decoded_frames(path: str | os.PathLike) -> int:
-    """Frames the video decodes to (no RGB conversion); raises :class:`~constcl_zoo.video.VideoError`."""
+    """Frames the video decodes to (no RGB conversion); raises :class:`~constcl_zoo.inference.video.VideoError`."""
     return sum(1 for _ in iter_av_frames(path))
 
 
@@ -177,7 +177,7 @@ def _split_features(split: LabelledSplit, features: torch.Tensor, kept: list[int
 
 
 # -- extraction ------------------------------------------------------------------------------------------------
-def _prefetched(paths: list[Path], work: Callable[[Path], torch.Tensor], depth: int
+def prefetched(paths: list[Path], work: Callable[[Path], torch.Tensor], depth: int
                 ) -> Iterator[tuple[Path, torch.Tensor | Exception]]:
     """``(path, work(path) or its VideoError / OSError)`` in order, up to ``depth`` videos done ahead in threads
     (``depth=0``: in this thread)."""
@@ -235,7 +235,7 @@ def extract_features(model: torch.nn.Module, split: LabelledSplit, settings: Vie
     failed: dict[int, str] = {}
     bar = tqdm(total=len(split), unit="video", desc=f"features {split.name}", disable=not progress)
     try:
-        for index, (path, views) in enumerate(_prefetched(
+        for index, (path, views) in enumerate(prefetched(
                 list(split.paths), lambda p: video_views(p, model.preprocess, settings), decode_workers)):
             bar.update(1)
             if isinstance(views, Exception):

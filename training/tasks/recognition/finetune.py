@@ -36,7 +36,7 @@ from torch.utils.data import Dataset
 
 from constcl_zoo import GlobalEncoder, PreprocessConfig, load
 from constcl_zoo.errors import ConstclZooError
-from constcl_zoo.preprocess import ClipPreprocess
+from constcl_zoo.nn.preprocess import ClipPreprocess
 from constcl_zoo.tasks.recognition import RecognitionHeadConfig, VideoClassifier
 
 from ...engine import ConfigError, RunContext, StepOutput, TrainTask, train
@@ -46,7 +46,7 @@ from ...pretrain.dataset import build_loader
 from ...pretrain.sampling import clip_indices
 from ...pretrain.videos import VideoDecodeError, VideoEntry, build_index, read_frames
 from .datasets import LabelledSplit, load_splits
-from .features import ViewSettings, _prefetched, video_views
+from .features import ViewSettings, prefetched, video_views
 from .finetune_config import FinetuneConfig
 from .metrics import compute_metrics, plot_confusion, write_metrics
 
@@ -239,7 +239,7 @@ class FinetuneTask(TrainTask):
         rows: list[tuple[int, torch.Tensor]] = []
         failed: list[tuple[str, str]] = []
         work = [split.paths[i] for i in mine]
-        for i, (path, views) in zip(mine, _prefetched(work, lambda p: video_views(p, model.preprocess, settings),
+        for i, (path, views) in zip(mine, prefetched(work, lambda p: video_views(p, model.preprocess, settings),
                                                        e.decode_workers), strict=True):
             if isinstance(views, Exception):
                 log.warning("validation: skipping %s: %s", path, " ".join(str(views).split()))

@@ -52,7 +52,7 @@ class FinetuneDataConfig:
     frame_stride: int = 0  # decoded frames between clip frames (0: the encoder's)
     crop_size: int = 0  # clip side in pixels (0: the encoder's)
     resize_short_side: int = 0  # frames are resized to this short side first (0: crop_size if set, else the encoder's)
-    decoder: Literal["opencv", "pyav"] = "opencv"  # training clips (validation: constcl_zoo.video, PyAV)
+    decoder: Literal["opencv", "pyav"] = "opencv"  # training clips (validation: constcl_zoo.inference.video, PyAV)
     batch_size: int = 64  # clips per optimizer step, over processes and accumulation
     num_workers: int = 8
     prefetch_factor: int = 2

@@ -28,7 +28,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from constcl_zoo.commands.track import load_tracker
+    from constcl_zoo.tasks.loaders import load_tracker
     from constcl_zoo.tasks.tracking import NCC_CONFIG, NCCTracker
 
     from .baselines import OpenCVTracker, StaticTracker

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from constcl_zoo.errors import ConstclZooError
-from constcl_zoo.video import IMAGE_EXTENSIONS, list_image_frames
+from constcl_zoo.inference.video import IMAGE_EXTENSIONS, list_image_frames
 
 
 class TrackingDatasetError(ConstclZooError, ValueError):

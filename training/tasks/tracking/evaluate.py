@@ -23,8 +23,8 @@ import numpy as np
 
 from constcl_zoo.errors import InvalidArgumentError
 from constcl_zoo.fileio import atomic_write
+from constcl_zoo.inference.video import iter_image_files
 from constcl_zoo.tasks.tracking import TrackResult, check_box, format_boxes
-from constcl_zoo.video import iter_image_files
 
 from .datasets import Sequence
 from .metrics import CENTER_THRESHOLDS, IOU_THRESHOLDS, SequenceMetrics, dataset_curves, sequence_metrics

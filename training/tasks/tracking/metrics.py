@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from constcl_zoo.boxes import box_iou, xywh_to_xyxy
 from constcl_zoo.errors import InvalidArgumentError
+from constcl_zoo.formats.boxes import box_iou, xywh_to_xyxy
 
 IOU_THRESHOLDS = np.linspace(0.0, 1.0, 21)
 CENTER_THRESHOLDS = np.arange(0, 51, dtype=np.float64)

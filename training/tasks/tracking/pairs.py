@@ -25,8 +25,8 @@ import torch
 from torch.utils.data import Dataset
 
 from constcl_zoo.errors import InvalidArgumentError
+from constcl_zoo.inference.video import iter_image_files, iter_video_file, list_videos
 from constcl_zoo.tasks.tracking import TrackerConfig, crop_and_resize
-from constcl_zoo.video import iter_image_files, iter_video_file, list_videos
 
 from .datasets import Sequence
 

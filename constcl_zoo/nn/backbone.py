@@ -16,8 +16,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from .config import BackboneConfig
-from .errors import InvalidArgumentError
+from ..config import BackboneConfig
+from ..errors import InvalidArgumentError
 from .layers import Conv3dSame, MaxPool3dSame
 
 ENDPOINTS = ("stem", "res2", "res3", "res4", "res5", "res5_region")

@@ -1,12 +1,13 @@
-"""``constcl-zoo embed INPUT... --out DIR --engine ray``: the same outputs, computed on a Ray cluster.
+"""``constcl-zoo embed INPUT... --out DIR --engine ray``: the same outputs, computed on a Ray cluster (the `ray`
+extra; imported only for this engine).
 
 Where ``torchrun`` splits the sorted input list statically (the slowest rank sets the wall time; a dead rank's
 share is missing), Ray Data streams it: each video is decoded and cut into preprocessed windows by a CPU task
-(:func:`constcl_zoo.embed.iter_windows`, the package's one window path), the windows of all videos are batched
+(:func:`constcl_zoo.inference.embed.iter_windows`, the package's one window path), the windows of all videos are batched
 (``--batch-size``) into a pool of model actors (``--actors``: one per GPU with ``num_gpus=1`` when the cluster
-has GPUs, else N on CPU) running :func:`constcl_zoo.embed.inference_runner`, and the driver groups the features
-back per video and writes them with :class:`~constcl_zoo.commands.embed.EmbedRun` — the plain engine's writer,
-skip rules and index — so the folder cannot be told from the plain engine's (``index.json`` says ``engine``).
+has GPUs, else N on CPU) running :func:`constcl_zoo.inference.embed.inference_runner`, and the driver groups the
+features back per video and writes them with :class:`~constcl_zoo.inference.embed_run.EmbedRun` — the plain engine's
+writer, skip rules and index — so the folder cannot be told from the plain engine's (``index.json`` says ``engine``).
 
 Failures: a video that fails to decode is recorded in the index's ``failed`` list with its error and the job goes
 on. A decode task or model actor whose process dies is retried by Ray with Ray Data's defaults (a task 3
@@ -22,7 +23,6 @@ needs a full driver), so from outside the cluster submit the command as a Ray Jo
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import math
 import os
@@ -33,10 +33,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..embed import WindowSpec, assemble, frames_of, inference_runner, iter_windows
 from ..errors import ConstclZooError, UsageError
-from ..preprocess import ClipPreprocess
-from .embed import VIDEO_ERRORS, EmbedRun, Job, OutputError, _progress, dist_env, setup
+from ..nn.preprocess import ClipPreprocess
+from .embed import WindowSpec, assemble, frames_of, inference_runner, iter_windows
+from .embed_run import VIDEO_ERRORS, EmbedOptions, EmbedRun, Job, OutputError, dist_env, progress_bar, setup
 
 # Test hook: when this variable names a file that exists, the first model actor call to remove it exits its
 # process (as a killed worker would); Ray restarts the actor and retries the batch.
@@ -79,8 +79,8 @@ class ModelActor:
 
     def __init__(self, model: str, branch: str, pretrained: bool, seed: int, precision: str, device: str,
                  clip_shape: tuple[int, ...]) -> None:
-        from ..factory import load
-        from ..precision import resolve_precision
+        from .._factory import load
+        from .precision import resolve_precision
 
         self._context = contextlib.ExitStack()
         net = load(model, branch=branch, pretrained=pretrained, seed=seed, device=device)
@@ -184,36 +184,48 @@ def _connect(address: str | None) -> bool:
     return True
 
 
-def run(args: argparse.Namespace) -> int:
-    """``constcl-zoo embed --engine ray``; the exit status as the plain engine's."""
+@dataclass(frozen=True)
+class RayOptions:
+    """The Ray engine's own settings: the cluster to join (``address``: ``"auto"``, ``HOST:PORT``; ``None``: start
+    one for the run), model ``actors`` (``None``: one per GPU of the cluster, else 1), CPUs per CPU model actor and
+    per decode task."""
+
+    address: str | None = None
+    actors: int | None = None
+    actor_cpus: float = 1.0
+    decode_cpus: float = 1.0
+
+
+def run_ray(opts: EmbedOptions, ray_opts: RayOptions) -> int:
+    """``constcl-zoo embed --engine ray``; the exit status as the plain engine's (:func:`.embed_run.run_local`)."""
     import ray  # ModuleNotFoundError names the `ray` extra (errors.EXTRAS)
     import ray.data
 
     if dist_env()[1] != 1:
         raise UsageError("--engine ray runs the whole job from one driver: launch it without torchrun "
                          "(unset RANK / WORLD_SIZE)")
-    started = _connect(args.address)
+    started = _connect(ray_opts.address)
     try:
-        if args.device not in (None, "cpu", "cuda"):
-            raise UsageError(f"--device {args.device}: with --engine ray use cpu or cuda (each actor gets one GPU)")
+        if opts.device not in (None, "cpu", "cuda"):
+            raise UsageError(f"--device {opts.device}: with --engine ray use cpu or cuda (each actor gets one GPU)")
         gpus = ray.cluster_resources().get("GPU", 0)
-        if args.device == "cuda" and not gpus:
+        if opts.device == "cuda" and not gpus:
             raise UsageError("--device cuda: the Ray cluster has no GPU; use --device cpu")
-        use_gpu = gpus > 0 and args.device != "cpu"
-        s = setup(args, rank=0, world_size=1, device="cpu")  # the driver's model: settings and config only
-        embed_run = EmbedRun(s, overwrite=args.overwrite, engine="ray")
+        use_gpu = gpus > 0 and opts.device != "cpu"
+        s = setup(opts, rank=0, world_size=1, device="cpu")  # the driver's model: settings and config only
+        embed_run = EmbedRun(s, overwrite=opts.overwrite, engine="ray")
         todo = []
         for job in s.jobs:
             if job.name in embed_run.existing:
                 embed_run.skip(job)
             else:
                 todo.append(job)
-        bar = _progress(len(todo), not args.no_progress)
+        bar = progress_bar(len(todo), opts.progress)
         index_written = False
         try:
             if todo:
                 collector = _Collector(embed_run, todo, s.spec, bar)
-                _execute(args, s, todo, collector, actors=args.actors or (int(gpus) if use_gpu else 1),
+                _execute(opts, ray_opts, s, todo, collector, actors=ray_opts.actors or (int(gpus) if use_gpu else 1),
                          use_gpu=use_gpu)
                 for job_id in collector.unfinished():
                     embed_run.fail(todo[job_id], "EngineError", "its Ray task failed after Ray's retries (see the "
@@ -228,8 +240,8 @@ def run(args: argparse.Namespace) -> int:
             ray.shutdown()
 
 
-def _execute(args: argparse.Namespace, s: Any, todo: list[Job], collector: _Collector, *, actors: int,
-             use_gpu: bool) -> None:
+def _execute(opts: EmbedOptions, ray_opts: RayOptions, s: Any, todo: list[Job], collector: _Collector, *,
+             actors: int, use_gpu: bool) -> None:
     """Build the Ray Data pipeline (decode tasks -> model actors) and feed its rows to ``collector``."""
     import ray.data
     import ray.exceptions
@@ -246,13 +258,13 @@ def _execute(args: argparse.Namespace, s: Any, todo: list[Job], collector: _Coll
         ds = ray.data.from_items(items, override_num_blocks=min(len(items), MAX_BLOCKS))
         ds = ds.flat_map(video_rows, fn_kwargs={"preprocess": s.model.preprocess, "spec": s.spec,
                                                 "clip_shape": clip_shape},
-                         num_cpus=args.decode_cpus)
+                         num_cpus=ray_opts.decode_cpus)
         ds = ds.map_batches(
-            ModelActor, batch_size=args.batch_size, batch_format="numpy", concurrency=actors,
-            fn_constructor_kwargs={"model": args.model, "branch": args.branch, "pretrained": not args.random_init,
-                                   "seed": args.seed, "precision": args.precision,
+            ModelActor, batch_size=opts.batch_size, batch_format="numpy", concurrency=actors,
+            fn_constructor_kwargs={"model": opts.model, "branch": opts.branch, "pretrained": not opts.random_init,
+                                   "seed": opts.seed, "precision": opts.precision,
                                    "device": "cuda" if use_gpu else "cpu", "clip_shape": clip_shape},
-            num_gpus=1 if use_gpu else 0, num_cpus=1 if use_gpu else args.actor_cpus)
+            num_gpus=1 if use_gpu else 0, num_cpus=1 if use_gpu else ray_opts.actor_cpus)
         try:
             for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
                 for i in range(len(batch["job"])):

@@ -32,8 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
-from constcl_zoo.errors import ConstclZooError
-from constcl_zoo.fileio import atomic_write
+from ..errors import ConstclZooError, UsageError
+from ..fileio import atomic_write
 
 PathLike = str | os.PathLike
 
@@ -305,3 +305,20 @@ def read_excluded(path: PathLike | None) -> set[str]:
 def write_excluded(path: PathLike, keys: Iterable[tuple[str, float]]) -> None:
     """Write an excluded-timestamps CSV of ``(video_id, timestamp)`` pairs (atomically)."""
     atomic_write(path, "".join(f"{v},{format_timestamp(t)}\n" for v, t in keys))
+
+
+def read_boxes_csv(path: str | Path, video_id: str, threshold: float = 0.0) -> dict[float, np.ndarray]:
+    """``{timestamp: [N, 5]}`` (x1, y1, x2, y2, score) of ``video_id`` from an AVA-format person-box CSV (every row
+    when the file names a single video), score >= ``threshold``, best first."""
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"--boxes: no file at {path}")
+    table = {split_key(key): found for key, found in read_person_boxes(path, threshold).items()}
+    videos = sorted({video for video, _ in table})
+    if not videos:
+        raise UsageError(f"--boxes {path}: no boxes with score >= {threshold}")
+    if video_id not in videos and len(videos) > 1:
+        raise UsageError(f"--boxes {path}: no rows for video_id {video_id!r} (the file has {videos[:5]}...)")
+    chosen = video_id if video_id in videos else videos[0]
+    return {t: np.array([[*b, s] for b, s in found], np.float32)
+            for (video, t), found in sorted(table.items()) if video == chosen}

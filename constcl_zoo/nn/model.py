@@ -13,6 +13,7 @@ and ``save_pretrained``. A clip is ``[B, 3, T, H, W]`` float, already preprocess
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -21,16 +22,17 @@ from typing import TYPE_CHECKING, Any, Literal
 import torch
 from torch import nn
 
+from ..checkpoint import format_state, save_checkpoint
+from ..config import ModelConfig
+from ..errors import InvalidArgumentError, InvalidTypeError
+from ..formats.boxes import check_boxes
 from .backbone import ResNet3D
-from .boxes import check_boxes
-from .config import ModelConfig
-from .errors import InvalidArgumentError, InvalidTypeError
 from .heads import InstanceReconstructor, ProjectionMLP
 from .layers import roi_align_mean
 from .preprocess import ClipPreprocess
 
 if TYPE_CHECKING:
-    from .embed import VideoEmbeddings, VideoInput
+    from ..inference.embed import VideoEmbeddings, VideoInput
 
 Branch = Literal["global", "region", "full"]
 BRANCHES: tuple[str, ...] = ("global", "region", "full")
@@ -109,19 +111,22 @@ class ConstCLBase(nn.Module):
             endpoints = (endpoints,)
         return self.backbone(clip, tuple(endpoints))
 
-    # -- saving -------------------------------------------------------------------------------------------
+    # -- checkpoints --------------------------------------------------------------------------------------
     def save_pretrained(self, directory: str | Path) -> Path:
         """Write ``config.json`` and ``model.safetensors`` (this network's weights) to ``directory``."""
-        from .weights import save_checkpoint
-
         return save_checkpoint(self, directory)
+
+    def checkpoint_tensors(self) -> dict[str, torch.Tensor]:
+        """Every tensor a checkpoint of this architecture may hold, whichever branch it was saved from (meta
+        tensors: shapes and dtypes): :func:`architecture_tensors`."""
+        return architecture_tensors(self.config)
 
     def extra_repr(self) -> str:
         return f"arch={self.config.arch!r}, branch={self.branch!r}"
 
 
 class _Embedder(ConstCLBase):
-    """``embed(video)``: features of every sliding window of a whole video (see :mod:`constcl_zoo.embed`)."""
+    """``embed(video)``: features of every sliding window of a whole video (see :mod:`constcl_zoo.inference.embed`)."""
 
     def embed(self, video: VideoInput, *, clip_frames: int | None = None, stride: int | None = None,
               batch_size: int = 8, precision: str = "auto", fps: float | None = None) -> VideoEmbeddings:
@@ -131,12 +136,12 @@ class _Embedder(ConstCLBase):
         decoded frames; both default to the weights' preprocessing (``clip_frames = num_frames``, windows
         tiling the video). ``precision``: ``"auto"`` (bf16 autocast where the hardware runs bf16 natively,
         else fp32; channels_last_3d on CPUs and bf16 GPUs), ``"fp32"`` (the reference: fp32, default layout) or
-        ``"bf16"`` — see :mod:`constcl_zoo.precision`. The model's weights are put in that layout in place.
-        Returns :class:`~constcl_zoo.embed.VideoEmbeddings` with ``embeddings``
+        ``"bf16"`` — see :mod:`constcl_zoo.inference.precision`. The model's weights are put in that layout in place.
+        Returns :class:`~constcl_zoo.inference.embed.VideoEmbeddings` with ``embeddings``
         ``[N, D]`` (global) or ``[N, C, T', H', W']`` (region) and each window's ``start_s`` / ``end_s``.
         Peak memory does not grow with the video's length (streaming decode).
         """
-        from .embed import embed_video
+        from ..inference.embed import embed_video
 
         return embed_video(self, video, clip_frames=clip_frames, stride=stride, batch_size=batch_size,
                            precision=precision, fps=fps)
@@ -208,7 +213,7 @@ class PretrainModel(ConstCLBase):
     ``clips [2B, 3, T, H, W]``, key-frame boxes ``[2B, N, 4]`` normalised ``(x1, y1, x2, y2)`` and optional
     key-frame indices ``[2B]`` into T' (default ``T' // 2``, the paper's "center" pairing). Returns
     ``global_embeddings [2B, 128]`` and, for ConST-CL, the instance reconstructor outputs (see
-    :class:`~constcl_zoo.heads.InstanceReconstructor`).
+    :class:`~constcl_zoo.nn.heads.InstanceReconstructor`).
     """
 
     branch = "full"
@@ -262,6 +267,22 @@ def build_model(config: ModelConfig, branch: str = "global") -> ConstCLBase:
     if branch not in MODEL_CLASSES:
         raise InvalidArgumentError(f"branch must be one of {list(BRANCHES)}, got {branch!r}")
     return MODEL_CLASSES[branch](config)
+
+
+_ARCHITECTURE_TENSORS: dict[str, dict[str, torch.Tensor]] = {}  # the architecture (config JSON) -> its tensors
+
+
+def architecture_tensors(config: ModelConfig) -> dict[str, torch.Tensor]:
+    """The tensors of the whole pretraining network of ``config`` (every branch and head), as a checkpoint stores
+    them (:func:`~constcl_zoo.checkpoint.format_state`), on the meta device: built once per architecture."""
+    key = json.dumps({k: v for k, v in config.to_dict().items() if k != "provenance"}, sort_keys=True)
+    if key not in _ARCHITECTURE_TENSORS:
+        with torch.device("meta"):
+            full = build_model(config, "full")
+        if len(_ARCHITECTURE_TENSORS) >= 16:
+            _ARCHITECTURE_TENSORS.pop(next(iter(_ARCHITECTURE_TENSORS)))
+        _ARCHITECTURE_TENSORS[key] = format_state(full)
+    return _ARCHITECTURE_TENSORS[key]
 
 
 @torch.no_grad()

@@ -11,19 +11,15 @@ from __future__ import annotations
 import hashlib
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from .config import ConfigError, ModelConfig, read_config_json
+from .config import ConfigError, read_config_json
 from .errors import ConstclZooError
 from .fileio import atomic_write
-from .model import ConstCLBase, build_model
-
-if TYPE_CHECKING:
-    from .tasks.base import TaskConfig
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -36,6 +32,15 @@ class CheckpointMismatchError(ConstclZooError, RuntimeError):
 
 class ChecksumError(ConstclZooError, RuntimeError):
     """A weights file's sha256 differs from the digest the registry or its config records."""
+
+
+class CheckpointConfig(Protocol):
+    """What a checkpoint folder's config is: a :class:`~constcl_zoo.config.ModelConfig` (an encoder) or a
+    :class:`~constcl_zoo.tasks.base.TaskConfig` (a task model)."""
+
+    arch: str
+
+    def to_json(self, path: str | Path, extra: dict[str, Any] | None = None) -> None: ...
 
 
 def format_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -66,12 +71,13 @@ def verify_sha256(path: str | Path, expected: str, source: str) -> None:
             f"was replaced. Delete it (a Hub download: its snapshot in the Hub cache) and download or save it again.")
 
 
-def save_checkpoint(model: ConstCLBase, directory: str | Path) -> Path:
-    """Write ``model`` as a checkpoint folder (its own branch's weights)."""
+def save_checkpoint(model: torch.nn.Module, directory: str | Path) -> Path:
+    """Write ``model`` (an encoder: its ``config`` and ``branch``) as a checkpoint folder (its own branch's
+    weights)."""
     return write_checkpoint(model.config, state_dict_for_save(model), directory, branch=model.branch)
 
 
-def write_checkpoint(config: ModelConfig | TaskConfig, tensors: dict[str, torch.Tensor], directory: str | Path,
+def write_checkpoint(config: CheckpointConfig, tensors: dict[str, torch.Tensor], directory: str | Path,
                      branch: str) -> Path:
     """Write ``model.safetensors`` (float32) then ``config.json``, each atomically (:func:`atomic_write`), for an
     encoder (:class:`ModelConfig`) or a task model (:class:`~constcl_zoo.tasks.base.TaskConfig`).
@@ -115,17 +121,6 @@ def read_weights_record(config_path: str | Path) -> dict:
     return record
 
 
-def _reference_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """Every tensor a checkpoint for ``model`` may hold (shapes and dtypes): for an encoder, the whole architecture
-    (all branches and heads, built on the meta device), so a branch loads from a full pretraining checkpoint; for a
-    task model, exactly its own tensors (a task checkpoint stores the task model)."""
-    if not isinstance(model, ConstCLBase):
-        return format_state(model)
-    with torch.device("meta"):
-        full = build_model(model.config, "full")
-    return format_state(full)
-
-
 _FLOAT_DTYPES = ("F64", "F32", "F16", "BF16", "F8_E4M3", "F8_E5M2")  # safetensors dtype names
 
 
@@ -143,10 +138,12 @@ def _listing(title: str, items: list[str]) -> str:
 
 
 def load_weights(model: torch.nn.Module, weights_path: str | Path) -> torch.nn.Module:
-    """Load a safetensors file into ``model`` (an encoder or a task model), strictly (see module docstring)."""
+    """Load a safetensors file into ``model`` (an encoder or a task model), strictly (see module docstring).
+
+    The file's keys may be the model's own, or for an encoder any key of its whole architecture (all branches and
+    heads: ``model.checkpoint_tensors()``, asked for only when the file holds keys the model does not), so a
+    branch loads from a full pretraining checkpoint; a task checkpoint holds exactly the task model's."""
     weights_path = Path(weights_path)
-    tensors = _reference_tensors(model)
-    reference = {k: tuple(v.shape) for k, v in tensors.items()}
     needed = format_state(model)
     try:
         handle = safe_open(str(weights_path), framework="pt")
@@ -156,6 +153,10 @@ def load_weights(model: torch.nn.Module, weights_path: str | Path) -> torch.nn.M
     with handle as f:
         slices = {k: f.get_slice(k) for k in f.keys()}
         file_shapes = {k: tuple(v.get_shape()) for k, v in slices.items()}
+        tensors = needed
+        if any(k not in needed for k in file_shapes) and hasattr(model, "checkpoint_tensors"):
+            tensors = model.checkpoint_tensors()
+        reference = {k: tuple(v.shape) for k, v in tensors.items()}
         unexpected = sorted(k for k in file_shapes if k not in reference)
         misshaped = sorted(f"{k}: file {list(file_shapes[k])}, model {list(reference[k])}"
                            for k in file_shapes if k in reference and file_shapes[k] != reference[k])

@@ -21,7 +21,7 @@ Two heads on the encoder's dense features ``[B, C, T', H', W']`` (region branch 
   Then dropout and a linear classifier.
 * ``"roi"`` — SlowFast's ROI head: temporal average pool, ROIAlign 7x7, spatial max pool, dropout 0.5, linear.
 
-Both use the package's ROIAlign (:func:`constcl_zoo.layers.roi_align`).
+Both use the package's ROIAlign (:func:`constcl_zoo.nn.layers.roi_align`).
 """
 
 from __future__ import annotations
@@ -29,21 +29,18 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..boxes import check_boxes
-from ..layers import roi_align
-from ..preprocess import ClipPreprocess
-from .base import TaskConfig, TaskConfigError, TaskModel
-
-if TYPE_CHECKING:
-    from .localization_infer import Localization
-
+from ...formats.boxes import check_boxes
+from ...nn.layers import roi_align
+from ...nn.preprocess import ClipPreprocess
+from ..base import TaskConfig, TaskConfigError, TaskModel
+from .infer import Localization, localize
 
 DEFAULT_SCORE_THRESHOLD = 0.5  # an action's probability threshold when neither the caller nor the model sets one
 
@@ -281,16 +278,14 @@ class ActionLocalizer(TaskModel):
         ``fps``), linked into person tracks.
 
         ``boxes``: ``{time_s: [N, 4 or 5]}`` normalised (x1, y1, x2, y2[, score]) person boxes, or a list of them
-        with ``times=``; ``None``: ``detector`` (default :class:`~constcl_zoo.detection.HogPersonDetector`) finds
-        persons with score >= ``person_threshold`` on key frames every ``interval_s`` seconds (or at ``times``).
+        with ``times=``; ``None``: ``detector`` (default :class:`~constcl_zoo.inference.detection.HogPersonDetector`)
+        finds persons with score >= ``person_threshold`` on key frames every ``interval_s`` seconds (or at ``times``).
         Each person lists at most ``top_k`` actions whose probability reaches its class's threshold
         (:meth:`action_thresholds`): ``score_threshold`` for every class when given, else the checkpoint's
         calibrated per-class thresholds, else 0.5; a threshold of 1.0 reports nothing. A person with no action
         above threshold is still reported (box, track, ``probs``) with ``actions == []``. Returns a
-        :class:`~constcl_zoo.tasks.localization_infer.Localization` (``.frames``, ``.to_dict()``).
+        :class:`~constcl_zoo.tasks.localization.infer.Localization` (``.frames``, ``.to_dict()``).
         """
-        from .localization_infer import localize
-
         return localize(self, video, boxes=boxes, times=times, score_threshold=score_threshold, top_k=top_k,
                         detector=detector, person_threshold=person_threshold, interval_s=interval_s, fps=fps,
                         progress=progress)

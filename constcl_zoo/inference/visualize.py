@@ -15,7 +15,7 @@ from types import ModuleType, TracebackType
 
 import numpy as np
 
-from .errors import ConstclZooError
+from ..errors import ConstclZooError
 
 Color = tuple[int, int, int]
 

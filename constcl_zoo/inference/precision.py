@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import InvalidArgumentError
+from ..errors import InvalidArgumentError
 
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
 _BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")

@@ -2,7 +2,7 @@
 
 A window is ``clip_frames`` decoded frames taken every ``frame_stride`` (the weights' temporal sampling); window
 ``k`` starts at decoded frame ``k * stride``. Only full windows are embedded: a video shorter than one window
-raises :class:`~constcl_zoo.video.VideoTooShortError`, and the last ``< stride`` frames after the last full
+raises :class:`~constcl_zoo.inference.video.VideoTooShortError`, and the last ``< stride`` frames after the last full
 window are not covered. Frames are preprocessed one at a time as they decode (only those a window uses) and
 dropped as soon as no later window needs them, so peak memory depends on the window and batch sizes, never
 on the video's length. Decoding and preprocessing run in a background thread, overlapping the network.
@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import InvalidArgumentError, InvalidTypeError
-from .preprocess import ClipPreprocess
+from ..errors import InvalidArgumentError, InvalidTypeError
+from ..nn.preprocess import ClipPreprocess
 from .video import Frame, VideoTooShortError, iter_array_frames, iter_video_file
 
 VideoInput = str | os.PathLike | np.ndarray | torch.Tensor
@@ -225,7 +225,7 @@ def assemble(features: torch.Tensor, start_frame: Sequence[int], end_frame: Sequ
 def inference_runner(model: torch.nn.Module, *, forward: Callable[[torch.Tensor], torch.Tensor] | None = None,
                      precision: str = "auto") -> Iterator[Callable[[torch.Tensor], torch.Tensor]]:
     """``run(clips [B, 3, T, H, W]) -> float32 features [B, ...]``: ``forward`` (default: ``model``) in the
-    chosen precision (see :mod:`constcl_zoo.precision`). ``model``'s weights are put in the plan's layout in
+    chosen precision (see :mod:`constcl_zoo.inference.precision`). ``model``'s weights are put in the plan's layout in
     place and it runs in eval mode while the context is open (its mode is restored afterwards)."""
     from .precision import plan_context, prepare_model, resolve_precision, to_input
 
@@ -254,8 +254,8 @@ def embed_video(model: torch.nn.Module, video: VideoInput, *,
 
     ``model`` must carry ``preprocess`` (the weights' :class:`ClipPreprocess`). ``precision``: ``"auto"`` (bf16
     autocast where the hardware runs bf16 natively, else fp32; channels_last_3d on CPUs and bf16 GPUs),
-    ``"fp32"`` (the reference) or ``"bf16"`` — see :mod:`constcl_zoo.precision`; ``model``'s weights are put in
-    that layout in place, and it runs in eval mode (its mode is restored afterwards). Windows: see
+    ``"fp32"`` (the reference) or ``"bf16"`` — see :mod:`constcl_zoo.inference.precision`; ``model``'s weights are put
+    in that layout in place, and it runs in eval mode (its mode is restored afterwards). Windows: see
     :func:`embed_frames`. This is the one place where PyTorch inference over a whole video happens: encoders'
     ``embed`` and the task models' video methods (e.g. ``classify``) call it; the Ray engine of
     ``constcl-zoo embed`` runs the same :func:`inference_runner` on windows from :func:`iter_windows`.

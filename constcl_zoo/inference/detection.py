@@ -23,7 +23,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from .errors import ConstclZooError, DependencyError, InvalidArgumentError
+from ..errors import ConstclZooError, DependencyError, InvalidArgumentError
 from .video import check_frame_size
 
 
@@ -62,7 +62,7 @@ def _sorted(boxes: np.ndarray, scores: np.ndarray) -> Detections:
 
 def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
     """Indices kept by greedy non-maximum suppression, best first."""
-    from .boxes import box_iou
+    from ..formats.boxes import box_iou
 
     order = np.argsort(-scores, kind="stable")
     keep: list[int] = []
@@ -98,7 +98,7 @@ class HogPersonDetector:
     ``short_side``: frames are resized so their shorter side has this many pixels, from :data:`MIN_SHORT_SIDE`
     (the 128 px tall detection window) to :data:`MAX_SHORT_SIDE`, or 0 for the frame's own size (people shorter
     than ~128 px there are missed; the resized frame must also pass the frame-size limits of
-    :func:`constcl_zoo.video.check_frame_size`); ``min_score``: SVM margin below which a detection is dropped;
+    :func:`constcl_zoo.inference.video.check_frame_size`); ``min_score``: SVM margin below which a detection is dropped;
     ``nms_iou``: overlapping detections above this IoU are merged (greedy NMS).
     """
 

@@ -4,7 +4,7 @@ Key frames are at ``times`` (seconds), or every ``interval_s`` from ``interval_s
 decoded frame shown at ``t``; its clip is ``num_frames`` frames every ``frame_stride`` centred on it (the first /
 last frame repeats at the video's ends), whole frames resized to the head's ``short_side``. Decoding streams: only
 the frames one clip spans are kept. Person boxes: ``boxes`` from the caller (per key frame), else the detector
-(:class:`~constcl_zoo.detection.HogPersonDetector` by default) on the full-resolution key frame. Boxes of
+(:class:`~constcl_zoo.inference.detection.HogPersonDetector` by default) on the full-resolution key frame. Boxes of
 consecutive key frames are linked into tracks by IoU (greedy, highest IoU first).
 
 Which actions are reported — the rule, per person and class ``c``: probability ``p[c] >= threshold[c]`` and
@@ -20,19 +20,31 @@ from __future__ import annotations
 import math
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 
-from ..boxes import box_iou
-from ..errors import ConstclZooError
+from ...errors import ConstclZooError
+from ...formats.boxes import box_iou
+from ...inference.detection import HogPersonDetector, PersonDetector
+from ...inference.embed import frames_of
+from ...inference.visualize import Mp4Writer, color_for, draw_box
+from ...nn.preprocess import ClipPreprocess
 
-if TYPE_CHECKING:
-    from ..detection import PersonDetector
-    from .localization import ActionLocalizer
+
+class ActionModel(Protocol):
+    """What :func:`localize` uses of its model: an :class:`~constcl_zoo.tasks.localization.ActionLocalizer`."""
+
+    labels: tuple[str, ...]
+    clip_preprocess: ClipPreprocess
+
+    def action_thresholds(self, score_threshold: float | None = None) -> np.ndarray: ...
+    def forward_features(self, clip: torch.Tensor) -> torch.Tensor: ...
+    def forward_head(self, features: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor: ...
+    def parameters(self) -> Iterator[torch.nn.Parameter]: ...
 
 
 class LocalizationInputError(ConstclZooError, ValueError):
@@ -167,17 +179,104 @@ def link_tracks(frames: list[KeyFrameResult], iou_threshold: float = 0.2, max_ga
             history.setdefault(person.track_id, []).append((k, person.box))
 
 
-def localize(model: ActionLocalizer | None, video: Any, *, boxes: Any = None, times: Sequence[float] | None = None,
+class _Keys:
+    """Which decoded frames are key frames, and their person boxes: the caller's (``given``), none for a key frame
+    the caller gave no boxes for, else the detector's on the frame."""
+
+    def __init__(self, key_times: list[float] | None, given: dict[int, np.ndarray], boxes_given: bool,
+                 interval_s: float, detector: PersonDetector | None, person_threshold: float) -> None:
+        self.key_times, self.given, self.boxes_given = key_times, given, boxes_given
+        self.interval_s, self.detector, self.person_threshold = interval_s, detector, person_threshold
+        self.next = 0  # the next key frame's number
+
+    def time(self, k: int) -> float | None:
+        if self.key_times is not None:
+            return self.key_times[k] if k < len(self.key_times) else None
+        return (k + 0.5) * self.interval_s
+
+    def due(self, frame: Any, timings: dict[str, float]) -> list[tuple[int, float, int, np.ndarray]]:
+        """The key frames ``frame`` shows: ``(key number, time, frame index, boxes [N, 5])`` each."""
+        keys = []
+        frame_end = frame.time_s + max(frame.duration_s, 1e-9)
+        while (t := self.time(self.next)) is not None and frame_end > t:
+            if self.next in self.given:
+                det = self.given[self.next]
+            elif self.key_times is not None and self.boxes_given:
+                det = np.zeros((0, 5), np.float32)
+            else:
+                start = time.perf_counter()
+                found = self.detector.detect(frame.rgb).above(self.person_threshold)
+                timings["detection"] += time.perf_counter() - start
+                det = np.concatenate([found.boxes, found.scores[:, None]], 1).astype(np.float32)
+            keys.append((self.next, t, frame.index, det))
+            self.next += 1
+            if self.key_times is None:  # at most one detector key frame per decoded frame: skip the others in its time
+                self.next = max(self.next, math.ceil(frame_end / self.interval_s - 0.5))
+        return keys
+
+
+class _Clips:
+    """The action model's side of :func:`localize`: the preprocessed frames one clip spans (streamed), and each
+    key frame's persons with their actions (only boxes without a model)."""
+
+    def __init__(self, model: ActionModel | None, score_threshold: float | None, top_k: int) -> None:
+        self.model, self.top_k = model, top_k
+        if model is not None:
+            self.pre = model.clip_preprocess
+            self.nf, self.stride = self.pre.cfg.num_frames, self.pre.cfg.frame_stride
+            self.thresholds = model.action_thresholds(score_threshold)  # [C]
+            self.device = next(model.parameters()).device
+        else:
+            self.pre, self.nf, self.stride, self.device = None, 1, 1, torch.device("cpu")
+        self.after = (self.nf - 1 - self.nf // 2) * self.stride  # frames a clip reaches past its key frame
+        self.buffer: deque = deque(maxlen=(self.nf // 2) * self.stride + self.after + 1)  # (index, frame [3, H, W])
+        self.timings = {"preprocess": 0.0, "detection": 0.0, "backbone": 0.0, "head": 0.0}
+
+    def add(self, frame: Any) -> None:
+        start = time.perf_counter()
+        if self.pre is not None:
+            self.buffer.append((frame.index, self.pre(frame.rgb[None], crop=False)[:, 0]))
+        self.timings["preprocess"] += time.perf_counter() - start
+
+    def run(self, key: tuple[int, float, int, np.ndarray], size: tuple[int, int], final_index: int) -> KeyFrameResult:
+        """Key frame ``key``'s persons (``size``: the frames' (W, H); ``final_index``: the last frame decoded)."""
+        _, t, index, det = key
+        persons = [PersonResult(box=b[:4].copy(), box_px=b[:4] * np.array([*size, *size], np.float32),
+                                score=float(b[4])) for b in det]
+        if self.model is not None and persons:
+            self._actions(persons, index, final_index)
+        return KeyFrameResult(t, index, persons)
+
+    def _actions(self, persons: list[PersonResult], index: int, final_index: int) -> None:
+        model, nf, stride = self.model, self.nf, self.stride
+        have = dict(self.buffer)
+        idx = [min(max(index + (i - nf // 2) * stride, self.buffer[0][0]), final_index) for i in range(nf)]
+        clip = torch.stack([have[i] for i in idx], dim=1)[None].to(self.device)
+        box_t = torch.from_numpy(np.stack([p.box for p in persons]))[None].to(self.device)
+        with torch.inference_mode():
+            start = time.perf_counter()
+            feats = model.forward_features(clip.to(next(model.parameters()).dtype))
+            mid = time.perf_counter()
+            probs = torch.sigmoid(model.forward_head(feats, box_t.to(feats.dtype)))[0].float().cpu().numpy()
+            self.timings["backbone"] += mid - start
+            self.timings["head"] += time.perf_counter() - mid
+        for p, pr in zip(persons, probs, strict=True):
+            order = np.argsort(-pr, kind="stable")
+            p.probs = pr
+            p.actions = [(model.labels[c], float(pr[c])) for c in order
+                         if pr[c] >= self.thresholds[c] and self.thresholds[c] < 1.0][:self.top_k]
+
+
+def localize(model: ActionModel | None, video: Any, *, boxes: Any = None, times: Sequence[float] | None = None,
              score_threshold: float | None = None, top_k: int = 5, detector: PersonDetector | None = None,
              person_threshold: float = 0.0, interval_s: float = 1.0, fps: float | None = None,
              progress: Callable[[int], None] | None = None, num_frames: int | None = None,
              frame_stride: int | None = None) -> Localization:
-    """Persons and their actions at key frames of ``video`` (module docstring). ``model=None``: persons and tracks
-    only (no action head; ``num_frames``/``frame_stride`` then unused). ``progress(frames_decoded)`` is called per
-    decoded frame. ``score_threshold``: report actions with probability >= it (1.0: none); ``None``: the model's
-    calibrated per-class thresholds, else 0.5 (``ActionLocalizer.action_thresholds``)."""
-    from ..embed import frames_of
-
+    """Persons and their actions at key frames of ``video`` (module docstring). ``model`` (an
+    :class:`~constcl_zoo.tasks.localization.ActionLocalizer`) ``=None``: persons and tracks only (no action head;
+    ``num_frames``/``frame_stride`` then unused). ``progress(frames_decoded)`` is called per decoded frame.
+    ``score_threshold``: report actions with probability >= it (1.0: none); ``None``: the model's calibrated
+    per-class thresholds, else 0.5 (``ActionLocalizer.action_thresholds``)."""
     if score_threshold is not None and not 0.0 <= score_threshold <= 1.0:
         raise LocalizationInputError(f"score_threshold must be in [0, 1], got {score_threshold}")
     check_interval(interval_s)
@@ -185,95 +284,34 @@ def localize(model: ActionLocalizer | None, video: Any, *, boxes: Any = None, ti
         raise LocalizationInputError(f"top_k must be >= 1, got {top_k}")
     key_times, given = _key_boxes(boxes, times)
     if boxes is None and detector is None:
-        from ..detection import HogPersonDetector
-
         detector = HogPersonDetector()
-    if model is not None:
-        pre = model.clip_preprocess
-        nf, stride = pre.cfg.num_frames, pre.cfg.frame_stride
-        thresholds = model.action_thresholds(score_threshold)  # [C]
-        device = next(model.parameters()).device
-    else:
-        pre, nf, stride, device = None, 1, 1, torch.device("cpu")
-    before, after = (nf // 2) * stride, (nf - 1 - nf // 2) * stride
+    keys = _Keys(key_times, given, boxes is not None, interval_s, detector, person_threshold)
+    clips = _Clips(model, score_threshold, top_k)
     frames_iter, source = frames_of(video, fps)
-    buffer: deque = deque(maxlen=before + after + 1)  # (index, preprocessed frame [3, H, W])
     pending: list[tuple[int, float, int, np.ndarray]] = []  # (key number, time, key index, boxes [N, 5])
     results: list[KeyFrameResult] = []
-    timings = {"preprocess": 0.0, "detection": 0.0, "backbone": 0.0, "head": 0.0}
     size, period, last_index = (0, 0), 0.0, -1
-    next_key = 0
-
-    def key_time(k: int) -> float | None:
-        if key_times is not None:
-            return key_times[k] if k < len(key_times) else None
-        return (k + 0.5) * interval_s
-
-    def run(key: tuple[int, float, int, np.ndarray], final_index: int) -> None:
-        _, t, index, det = key
-        persons = [PersonResult(box=b[:4].copy(), box_px=b[:4] * np.array([*size, *size], np.float32),
-                                score=float(b[4])) for b in det]
-        if model is not None and persons:
-            have = {i: f for i, f in buffer}
-            idx = [min(max(index + (i - nf // 2) * stride, buffer[0][0]), final_index) for i in range(nf)]
-            clip = torch.stack([have[i] for i in idx], dim=1)[None].to(device)
-            box_t = torch.from_numpy(np.stack([p.box for p in persons]))[None].to(device)
-            with torch.inference_mode():
-                start = time.perf_counter()
-                feats = model.forward_features(clip.to(next(model.parameters()).dtype))
-                mid = time.perf_counter()
-                probs = torch.sigmoid(model.forward_head(feats, box_t.to(feats.dtype)))[0].float().cpu().numpy()
-                timings["backbone"] += mid - start
-                timings["head"] += time.perf_counter() - mid
-            for p, pr in zip(persons, probs, strict=True):
-                order = np.argsort(-pr, kind="stable")
-                p.probs = pr
-                p.actions = [(model.labels[c], float(pr[c])) for c in order
-                             if pr[c] >= thresholds[c] and thresholds[c] < 1.0][:top_k]
-        results.append(KeyFrameResult(t, index, persons))
-
     for frame in frames_iter:
-        start = time.perf_counter()
         last_index = frame.index
         size = (frame.rgb.shape[1], frame.rgb.shape[0])
         period = frame.duration_s or period
-        if pre is not None:
-            buffer.append((frame.index, pre(frame.rgb[None], crop=False)[:, 0]))
-        timings["preprocess"] += time.perf_counter() - start
-        while (t := key_time(next_key)) is not None and frame.time_s + max(frame.duration_s, 1e-9) > t:
-            if next_key in given:
-                det = given[next_key]
-            elif key_times is not None and boxes is not None:
-                det = np.zeros((0, 5), np.float32)
-            else:
-                start = time.perf_counter()
-                found = detector.detect(frame.rgb).above(person_threshold)
-                timings["detection"] += time.perf_counter() - start
-                det = np.concatenate([found.boxes, found.scores[:, None]], 1).astype(np.float32)
-            pending.append((next_key, t, frame.index, det))
-            next_key += 1
-            if key_times is None:  # at most one detector key frame per decoded frame: skip the others in its time
-                frame_end = frame.time_s + max(frame.duration_s, 1e-9)
-                next_key = max(next_key, math.ceil(frame_end / interval_s - 0.5))
-        while pending and frame.index >= pending[0][2] + after:
-            run(pending.pop(0), frame.index)
+        clips.add(frame)
+        pending += keys.due(frame, clips.timings)
+        while pending and frame.index >= pending[0][2] + clips.after:
+            results.append(clips.run(pending.pop(0), size, frame.index))
         if progress is not None:
             progress(frame.index + 1)
-    for key in pending:
-        run(key, last_index)
+    results += [clips.run(key, size, last_index) for key in pending]
     link_tracks(results)
     fps_out = 1.0 / period if period else (fps or 0.0)
     return Localization(results, tuple(model.labels) if model is not None else (), size, last_index + 1, fps_out,
-                        source, timings)
+                        source, clips.timings)
 
 
 def write_annotated(result: Localization, video: Any, out: Any, *, fps: float | None = None,
                     progress: Callable[[int], None] | None = None) -> int:
     """Draw ``result`` on every frame of ``video`` (each frame shows its nearest key frame's persons: box in its
     track's colour, ``#track action score``) into an H.264 MP4 at ``out``; returns the frames written."""
-    from ..embed import frames_of
-    from ..visualize import Mp4Writer, color_for, draw_box
-
     keys = np.array([f.frame_index for f in result.frames]) if result.frames else np.zeros(0, int)
     half = max(1, round(0.5 * result.fps * _interval(result))) if result.frames else 0
     frames_iter, _ = frames_of(video, fps)

@@ -20,7 +20,7 @@ from types import ModuleType
 import numpy as np
 import torch
 
-from .errors import ConstclZooError, InvalidArgumentError, InvalidTypeError
+from ..errors import ConstclZooError, InvalidArgumentError, InvalidTypeError
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".ts")
 INSTALL_HINT = "pip install 'constcl-zoo[video]'"
@@ -73,7 +73,7 @@ def check_frame_size(height: int, width: int, where: str) -> None:
         problems.append(f"an aspect ratio over {MAX_ASPECT_RATIO:g}:1")
     if problems:
         raise FrameSizeError(f"{where}: frame size {width}x{height} (width x height) has {' and '.join(problems)}; "
-                             f"constcl_zoo refuses such frames (limits in constcl_zoo.video: MAX_FRAME_SIDE, "
+                             f"constcl_zoo refuses such frames (limits in constcl_zoo.inference.video: MAX_FRAME_SIDE, "
                              f"MAX_FRAME_PIXELS, MAX_ASPECT_RATIO). Resize the video first, e.g. with ffmpeg -vf scale")
 
 

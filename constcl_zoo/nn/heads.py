@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import GlobalHeadConfig, RegionHeadConfig
-from .errors import InvalidArgumentError
+from ..config import GlobalHeadConfig, RegionHeadConfig
+from ..errors import InvalidArgumentError
 from .layers import roi_align_mean
 
 

@@ -7,9 +7,9 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from .config import PreprocessConfig
-from .errors import InvalidArgumentError, InvalidTypeError
-from .video import check_frame_size
+from ..config import PreprocessConfig
+from ..errors import InvalidArgumentError, InvalidTypeError
+from ..inference.video import check_frame_size
 
 ArrayLike = np.ndarray | torch.Tensor
 
@@ -76,8 +76,8 @@ class ClipPreprocess:
     The result equals resize-then-crop with ``F.interpolate`` up to float rounding (the weights here are
     computed in float64 and the passes run rows first; on the shared test videos the largest difference is
     3e-5 on the [-1, 1] output scale, 0.004 of one uint8 level; ``tests/test_preprocess.py`` holds it to 1e-4).
-    Frames over the size limits of :func:`~constcl_zoo.video.check_frame_size` raise
-    :class:`~constcl_zoo.video.FrameSizeError`.
+    Frames over the size limits of :func:`~constcl_zoo.inference.video.check_frame_size` raise
+    :class:`~constcl_zoo.inference.video.FrameSizeError`.
     """
 
     def __init__(self, cfg: PreprocessConfig, chunk_frames: int = 32) -> None:

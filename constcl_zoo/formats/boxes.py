@@ -13,7 +13,7 @@ from typing import TypeVar
 import numpy as np
 import torch
 
-from .errors import InvalidArgumentError, InvalidTypeError
+from ..errors import InvalidArgumentError, InvalidTypeError, UsageError
 
 Array = TypeVar("Array", np.ndarray, torch.Tensor)
 
@@ -140,3 +140,15 @@ def _minimum(a: Array, b: Array) -> Array:
 
 def _where(cond: Array, a: Array, b: Array | float) -> Array:
     return torch.where(cond, a, b) if _is_torch(cond) else np.where(cond, a, b)
+
+
+def parse_box(text: str, name: str = "--box") -> tuple[float, float, float, float]:
+    """``"x,y,w,h"`` (commas or spaces) -> 4 floats; raises :class:`UsageError` (naming the field ``name``)."""
+    parts = [p for p in text.replace(",", " ").split() if p]
+    try:
+        values = tuple(float(p) for p in parts)
+    except ValueError:
+        values = ()
+    if len(values) != 4:
+        raise UsageError(f"{name} {text!r}: expected x,y,w,h (4 numbers, pixels, on the first frame)")
+    return values  # type: ignore[return-value]
