@@ -54,16 +54,19 @@ def test_every_public_name_has_a_docstring(package) -> None:
 
 
 def _documented(package: griffe.Module) -> list[str]:
-    """Paths of the objects the API pages render (``::: path``), and of the public functions and classes a
-    rendered module defines."""
+    """Paths of the objects the API pages render (``::: path``), and of the public functions and classes of a
+    rendered module (its ``__all__``, which may import them from submodules, else those it defines)."""
     paths = []
     for page in API_PAGES:
         for path in re.findall(r"^::: ([\w.]+)$", page.read_text(encoding="utf-8"), re.M):
             paths.append(path)
             obj = _target(package[path.removeprefix("constcl_zoo.")])
-            if obj.is_module:
-                paths += [m.path for name, m in obj.members.items()
-                          if not name.startswith("_") and not m.is_alias and (m.is_class or m.is_function)]
+            if obj.is_module:  # what mkdocstrings renders: the names of __all__ (imported ones too), else the
+                # public functions and classes the module defines
+                names = obj.exports if obj.exports is not None else [
+                    name for name, m in obj.members.items() if not name.startswith("_") and not m.is_alias]
+                paths += [f"{path}.{name}" for name in names
+                          if _target(obj.members[name]).is_class or _target(obj.members[name]).is_function]
     return paths
 
 
