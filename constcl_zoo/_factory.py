@@ -55,7 +55,8 @@ def load(name_or_path: str | os.PathLike | None = None, *, task: str | None = No
             features) or ``"full"`` (the pretraining network with both heads). Default: ``"global"``, or the
             task's encoder branch.
         pretrained: load weights; ``False`` gives a seeded random init (``seed``) of the same architecture.
-        device, dtype: where and in which floating dtype the model lives (e.g. ``torch.bfloat16``).
+        device: where the model lives (e.g. ``"cuda"``; default: the CPU).
+        dtype: the floating dtype of its parameters (e.g. ``torch.bfloat16``).
         revision: Hub branch, tag or commit sha (same as an ``@revision`` suffix).
         cache_dir: Hub cache folder (default: ``huggingface_hub``'s, honouring ``HF_HUB_CACHE``).
         config_only: return the config the name stands for (a :class:`~constcl_zoo.config.ModelConfig`,

@@ -399,7 +399,7 @@ def test_browser_end_to_end(cli_server, assets, tmp_path):
         finally:
             browser.close()
     assert shot.stat().st_size > 10_000
-    if os.environ.get("CONSTCL_ZOO_SCREENSHOT_DIR"):  # e.g. docs/images: the README's screenshot
+    if os.environ.get("CONSTCL_ZOO_SCREENSHOT_DIR"):  # e.g. docs/images: the screenshot in docs/quickstart.md
         from PIL import Image
 
         target = Path(os.environ["CONSTCL_ZOO_SCREENSHOT_DIR"])

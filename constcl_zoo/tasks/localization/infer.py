@@ -80,6 +80,9 @@ class PersonResult:
 
 @dataclass
 class KeyFrameResult:
+    """One key frame of a :class:`Localization`: its time ``time_s`` (seconds), its decoded-frame index
+    ``frame_index`` and the ``persons`` found there (:class:`PersonResult`)."""
+
     time_s: float
     frame_index: int
     persons: list[PersonResult]
