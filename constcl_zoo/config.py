@@ -410,14 +410,7 @@ def _coerce(hint: Any, value: Any, path: str, numbers_as_str: bool) -> Any:
         inner = [a for a in args if a is not type(None)]
         return _coerce(inner[0], value, path, numbers_as_str)
     if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise InvalidTypeError(f"{path}: expected a list, got {type(value).__name__}")
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_coerce(args[0], v, f"{path}[{i}]", numbers_as_str) for i, v in enumerate(value))
-        if len(args) != len(value):
-            raise ConfigError(f"{path}: expected {len(args)} values, got {len(value)}")
-        return tuple(_coerce(a, v, f"{path}[{i}]", numbers_as_str)
-                     for i, (a, v) in enumerate(zip(args, value, strict=True)))
+        return _coerce_tuple(args, value, path, numbers_as_str)
     if origin is Literal:
         if value not in args:
             raise ConfigError(f"{path}: {value!r} is not one of {list(args)}")
@@ -429,3 +422,15 @@ def _coerce(hint: Any, value: Any, path: str, numbers_as_str: bool) -> Any:
     if hint in (int, float, bool, str) and (not isinstance(value, hint) or (hint is int and isinstance(value, bool))):
         raise InvalidTypeError(f"{path}: expected {hint.__name__}, got {type(value).__name__}")
     return value
+
+
+def _coerce_tuple(args: tuple, value: Any, path: str, numbers_as_str: bool) -> tuple:
+    """A JSON list -> ``tuple[X, ...]`` (any length) or ``tuple[X, Y]`` (exactly as many values as types)."""
+    if not isinstance(value, (list, tuple)):
+        raise InvalidTypeError(f"{path}: expected a list, got {type(value).__name__}")
+    if len(args) == 2 and args[1] is Ellipsis:
+        return tuple(_coerce(args[0], v, f"{path}[{i}]", numbers_as_str) for i, v in enumerate(value))
+    if len(args) != len(value):
+        raise ConfigError(f"{path}: expected {len(args)} values, got {len(value)}")
+    return tuple(_coerce(a, v, f"{path}[{i}]", numbers_as_str)
+                 for i, (a, v) in enumerate(zip(args, value, strict=True)))

@@ -248,82 +248,95 @@ def build_app(models: Models) -> gr.Blocks:
                     f"tracker {models.describe('tracking')}, localizer {models.describe('localization')}, "
                     f"encoder {models.describe('embedding')}.")
         with gr.Tab("Tracking"):
-            frame_state = gr.State(None)
-            corner_state = gr.State(None)
-            with gr.Row():
-                with gr.Column():
-                    t_video = gr.Video(label="Video", sources=["upload"], format=None, include_audio=True,
-                                       elem_id="track-video")
-                    t_sample = gr.Button("Use the sample video", visible=sample is not None, size="sm")
-                    t_frame = gr.Image(label="First frame: click two opposite corners of the target",
-                                       interactive=False, type="numpy", format="png", elem_id="track-frame")
-                    t_box = gr.Textbox(label="Target box x,y,w,h (pixels, first frame)",
-                                       placeholder="e.g. 120,80,40,60", elem_id="track-box")
-                    t_run = gr.Button("Track", variant="primary", elem_id="track-run")
-                with gr.Column():
-                    t_out = gr.Video(label="Tracked", format=None, include_audio=True, elem_id="track-out")
-                    t_plot = gr.LinePlot(x="frame", y="confidence", label="Tracking confidence per frame",
-                                         y_lim=[0, 1])
-                    t_file = gr.File(label="Boxes (x,y,w,h,confidence per frame)")
-            if sample is not None:
-                t_sample.click(lambda: str(sample), outputs=t_video, api_name="sample")
-            t_video.change(readable_errors(_first_frame_or_clear), inputs=t_video,
-                           outputs=[frame_state, t_frame, t_box], api_name="first_frame")
-            t_frame.select(click_corner, inputs=[frame_state, corner_state, t_box], outputs=[corner_state, t_box],
-                           api_visibility="private")
-            t_box.change(draw_target, inputs=[frame_state, t_box], outputs=t_frame, api_visibility="private",
-                         show_progress="hidden")
-
-            @readable_errors
-            def on_track(video: str | None, box_text: str, progress: gr.Progress = gr.Progress()):  # noqa: B008
-                return track(models, video, box_text, progress)
-
-            t_run.click(on_track, inputs=[t_video, t_box], outputs=[t_out, t_plot, t_file], api_name="track")
-
+            _tracking_tab(models, sample)
         with gr.Tab("Localization"):
-            with gr.Row():
-                with gr.Column():
-                    l_video = gr.Video(label="Video", sources=["upload"], format=None, include_audio=True)
-                    l_source = gr.Radio(["HOG detector", "CSV file"], value="HOG detector", label="Person boxes")
-                    l_csv = gr.File(label="Person boxes CSV (AVA: video_id,timestamp,x1,y1,x2,y2,action_id,score)",
-                                    file_types=[".csv"], type="filepath")
-                    l_interval = gr.Slider(0.2, 5.0, value=1.0, step=0.1, label="Seconds between key frames")
-                    l_threshold = gr.Slider(0.0, 1.0, value=0.5, step=0.05,
-                                            label="Minimum action score shown (with the box below unticked)")
-                    l_calibrated = gr.Checkbox(value=True, label="Use the model's calibrated per-class thresholds "
-                                               "(else 0.5; unticked: the slider for every class)")
-                    l_run = gr.Button("Localize", variant="primary")
-                with gr.Column():
-                    l_out = gr.Video(label="Tracks and actions", format=None, include_audio=True)
-                    l_table = gr.Dataframe(headers=TABLE_COLUMNS, label="Persons and actions", interactive=False)
-                    l_file = gr.File(label="Results (JSON)")
-
-            @readable_errors
-            def on_localize(video: str | None, source: str, csv: str | None, interval: float, threshold: float,
-                            calibrated: bool, progress: gr.Progress = gr.Progress()):  # noqa: B008
-                return localize_video(models, video, source, csv, interval, None if calibrated else threshold,
-                                      progress)
-
-            l_run.click(on_localize, inputs=[l_video, l_source, l_csv, l_interval, l_threshold, l_calibrated],
-                        outputs=[l_out, l_table, l_file], api_name="localize")
-
+            _localization_tab(models)
         with gr.Tab("Embeddings"):
-            with gr.Row():
-                with gr.Column():
-                    e_video = gr.Video(label="Video", sources=["upload"], format=None, include_audio=True)
-                    e_format = gr.Radio(list(EMBEDDING_FORMATS), value=".safetensors", label="Download as")
-                    e_run = gr.Button("Embed", variant="primary")
-                with gr.Column():
-                    e_plot = gr.LinePlot(x="time (s)", y="cosine", y_lim=[-1, 1],
-                                         label="Cosine similarity of each window with the previous one")
-                    e_file = gr.File(label="Embeddings")
-
-            @readable_errors
-            def on_embed(video: str | None, file_format: str, progress: gr.Progress = gr.Progress()):  # noqa: B008
-                return embed(models, video, file_format, progress)
-
-            e_run.click(on_embed, inputs=[e_video, e_format], outputs=[e_plot, e_file], api_name="embed")
+            _embeddings_tab(models)
     return app
+
+
+def _tracking_tab(models: Models, sample: Path | None) -> None:
+    """The tracking tab: a video, a target box (typed or clicked), the tracked video, its confidence plot."""
+    frame_state = gr.State(None)
+    corner_state = gr.State(None)
+    with gr.Row():
+        with gr.Column():
+            t_video = gr.Video(label="Video", sources=["upload"], format=None, include_audio=True,
+                               elem_id="track-video")
+            t_sample = gr.Button("Use the sample video", visible=sample is not None, size="sm")
+            t_frame = gr.Image(label="First frame: click two opposite corners of the target",
+                               interactive=False, type="numpy", format="png", elem_id="track-frame")
+            t_box = gr.Textbox(label="Target box x,y,w,h (pixels, first frame)",
+                               placeholder="e.g. 120,80,40,60", elem_id="track-box")
+            t_run = gr.Button("Track", variant="primary", elem_id="track-run")
+        with gr.Column():
+            t_out = gr.Video(label="Tracked", format=None, include_audio=True, elem_id="track-out")
+            t_plot = gr.LinePlot(x="frame", y="confidence", label="Tracking confidence per frame",
+                                 y_lim=[0, 1])
+            t_file = gr.File(label="Boxes (x,y,w,h,confidence per frame)")
+    if sample is not None:
+        t_sample.click(lambda: str(sample), outputs=t_video, api_name="sample")
+    t_video.change(readable_errors(_first_frame_or_clear), inputs=t_video,
+                   outputs=[frame_state, t_frame, t_box], api_name="first_frame")
+    t_frame.select(click_corner, inputs=[frame_state, corner_state, t_box], outputs=[corner_state, t_box],
+                   api_visibility="private")
+    t_box.change(draw_target, inputs=[frame_state, t_box], outputs=t_frame, api_visibility="private",
+                 show_progress="hidden")
+
+    @readable_errors
+    def on_track(video: str | None, box_text: str, progress: gr.Progress = gr.Progress()):  # noqa: B008
+        return track(models, video, box_text, progress)
+
+    t_run.click(on_track, inputs=[t_video, t_box], outputs=[t_out, t_plot, t_file], api_name="track")
+
+
+def _localization_tab(models: Models) -> None:
+    """The localization tab: a video, person boxes (HOG or CSV), actions per track."""
+    with gr.Row():
+        with gr.Column():
+            l_video = gr.Video(label="Video", sources=["upload"], format=None, include_audio=True)
+            l_source = gr.Radio(["HOG detector", "CSV file"], value="HOG detector", label="Person boxes")
+            l_csv = gr.File(label="Person boxes CSV (AVA: video_id,timestamp,x1,y1,x2,y2,action_id,score)",
+                            file_types=[".csv"], type="filepath")
+            l_interval = gr.Slider(0.2, 5.0, value=1.0, step=0.1, label="Seconds between key frames")
+            l_threshold = gr.Slider(0.0, 1.0, value=0.5, step=0.05,
+                                    label="Minimum action score shown (with the box below unticked)")
+            l_calibrated = gr.Checkbox(value=True, label="Use the model's calibrated per-class thresholds "
+                                       "(else 0.5; unticked: the slider for every class)")
+            l_run = gr.Button("Localize", variant="primary")
+        with gr.Column():
+            l_out = gr.Video(label="Tracks and actions", format=None, include_audio=True)
+            l_table = gr.Dataframe(headers=TABLE_COLUMNS, label="Persons and actions", interactive=False)
+            l_file = gr.File(label="Results (JSON)")
+
+    @readable_errors
+    def on_localize(video: str | None, source: str, csv: str | None, interval: float, threshold: float,
+                    calibrated: bool, progress: gr.Progress = gr.Progress()):  # noqa: B008
+        return localize_video(models, video, source, csv, interval, None if calibrated else threshold,
+                              progress)
+
+    l_run.click(on_localize, inputs=[l_video, l_source, l_csv, l_interval, l_threshold, l_calibrated],
+                outputs=[l_out, l_table, l_file], api_name="localize")
+
+
+def _embeddings_tab(models: Models) -> None:
+    """The embeddings tab: a video, its window embeddings as a file and a similarity plot."""
+    with gr.Row():
+        with gr.Column():
+            e_video = gr.Video(label="Video", sources=["upload"], format=None, include_audio=True)
+            e_format = gr.Radio(list(EMBEDDING_FORMATS), value=".safetensors", label="Download as")
+            e_run = gr.Button("Embed", variant="primary")
+        with gr.Column():
+            e_plot = gr.LinePlot(x="time (s)", y="cosine", y_lim=[-1, 1],
+                                 label="Cosine similarity of each window with the previous one")
+            e_file = gr.File(label="Embeddings")
+
+    @readable_errors
+    def on_embed(video: str | None, file_format: str, progress: gr.Progress = gr.Progress()):  # noqa: B008
+        return embed(models, video, file_format, progress)
+
+    e_run.click(on_embed, inputs=[e_video, e_format], outputs=[e_plot, e_file], api_name="embed")
 
 
 def _first_frame_or_clear(video: str | None) -> tuple[np.ndarray | None, np.ndarray | None, str]:
