@@ -95,6 +95,9 @@ def clip_flops(model: torch.nn.Module, clip: torch.Tensor) -> int:
     return counter.get_total_flops()
 
 
+Mode = tuple[str, Callable[[], torch.Tensor], str]  # (dtype, call, note)
+
+
 def bench_modes(arch: str, batch: int, iters: int, skip: set[str], device: str = "cpu") -> tuple[list[dict], int]:
     """Time every mode round-robin (``iters`` rounds, one call per mode per round, after one warm-up call each)
     and keep each mode's fastest call: on a shared machine, load from other jobs then hits all modes alike and
@@ -105,9 +108,19 @@ def bench_modes(arch: str, batch: int, iters: int, skip: set[str], device: str =
     gen = torch.Generator().manual_seed(0)
     clip = torch.randn(batch, 3, pre.num_frames, pre.crop_size, pre.crop_size, generator=gen).to(dev)
     flops = clip_flops(model, clip)
+    modes, skipped = torch_modes(arch, model, clip, skip, dev)
+    with tempfile.TemporaryDirectory() as tmp:
+        if "ort" not in skip:
+            modes.update(ort_modes(arch, clip, skip, dev, Path(tmp)))
+        outputs, times = time_modes(modes, iters, dev)
+    return result_rows(modes, outputs, times, batch, flops, skipped), flops
+
+
+def torch_modes(arch: str, model: torch.nn.Module, clip: torch.Tensor, skip: set[str],
+                dev: torch.device) -> tuple[dict[str, Mode], list[dict]]:
+    """The PyTorch modes (eager, channels_last_3d, bf16 where native, torch.compile) and the rows of those skipped."""
     auto = resolve_precision("auto", dev)
-    modes: dict[str, tuple[str, Callable[[], torch.Tensor], str]] = {}  # name -> (dtype, call, note)
-    modes["eager fp32"] = ("fp32", lambda: model(clip), "")
+    modes: dict[str, Mode] = {"eager fp32": ("fp32", lambda: model(clip), "")}
     cl_model = load(arch, branch="global", pretrained=False, device=dev).to(memory_format=torch.channels_last_3d)
     cl_clip = clip.contiguous(memory_format=torch.channels_last_3d)
     modes["fp32 channels_last_3d"] = ("fp32", lambda: cl_model(cl_clip),
@@ -123,44 +136,51 @@ def bench_modes(arch: str, batch: int, iters: int, skip: set[str], device: str =
         modes["bf16 autocast + channels_last_3d"] = ("bf16", bf16, "= precision auto here" if auto.dtype == "bf16"
                                                      else "")
     else:  # emulated bf16 runs at about a GFLOP/s (see the bf16 GEMM): minutes per clip
-        skipped.append({"mode": "bf16 autocast + channels_last_3d", "batch": batch, "dtype": "bf16",
+        skipped.append({"mode": "bf16 autocast + channels_last_3d", "batch": len(clip), "dtype": "bf16",
                         "ms_per_clip": None, "ms_per_clip_median": None, "clips_per_s": None, "gflops": None,
                         "cosine_vs_fp32": None,
                         "note": "not run: no native bf16 on this device (emulated; --force-bf16 runs it)"})
     if "compile" not in skip:
         compiled = torch.compile(load(arch, branch="global", pretrained=False, device=dev))
         modes["torch.compile fp32"] = ("fp32", lambda: compiled(clip), "")
-    tmp = tempfile.TemporaryDirectory()
-    if "ort" not in skip:
-        from export.onnx_export import export_onnx
-        from export.runtime import OnnxEmbedder
+    return modes, skipped
 
-        provider = "CUDAExecutionProvider" if dev.type == "cuda" else "CPUExecutionProvider"
-        export_onnx(load(arch, branch="global", pretrained=False), Path(tmp.name) / "m.onnx", source=arch)
-        try:
-            # No spinning: the modes run round-robin in this one process, and the spinning threads of an idle ORT
-            # session steal the CPU of whatever runs next (measured on the tiny model: fp32 / int8 ORT alternating
-            # 130 / 127 ms per batch with spinning, 96 / 89 without, 99 / 88 each alone with spinning).
-            embedder = OnnxEmbedder(Path(tmp.name) / "m.onnx", providers=[provider], spinning=False)
-        except RuntimeError as exc:  # e.g. the CPU onnxruntime wheel on a GPU machine
-            print(f"ONNX Runtime skipped: {exc}", flush=True)
-        else:
-            x = clip.cpu().numpy()  # ORT takes host arrays: the timing includes the copies, as a service pays them
-            modes[f"ONNX Runtime ({provider.removesuffix('ExecutionProvider')})"] = (
-                "fp32", lambda: torch.from_numpy(embedder.run(x)).to(dev), "")
-            if "int8" not in skip and dev.type == "cpu":
-                from export.quantize import export_int8
 
-                start = time.perf_counter()
-                int8 = export_int8(load(arch, branch="global", pretrained=False), Path(tmp.name) / "int8.onnx",
-                                   [VIDEOS / "tree.avi"], held_out=[VIDEOS / "bikes.mp4"], calibration_windows=8,
-                                   source=arch)
-                int8_embedder = OnnxEmbedder(int8.path, providers=[provider], spinning=False)
-                modes["ONNX Runtime int8 (CPU)"] = (
-                    "int8", lambda: torch.from_numpy(int8_embedder.run(x)), f"held-out mean cosine "
-                    f"{int8.mean_cosine:.4f}, top-1 agreement {int8.top1_agreement:.0%}; export + calibration "
-                    f"{time.perf_counter() - start:.0f} s")
+def ort_modes(arch: str, clip: torch.Tensor, skip: set[str], dev: torch.device, tmp: Path) -> dict[str, Mode]:
+    """ONNX Runtime fp32 (and int8 on the CPU) on the same clips, exported into ``tmp``."""
+    from export.onnx_export import export_onnx
+    from export.runtime import OnnxEmbedder
 
+    provider = "CUDAExecutionProvider" if dev.type == "cuda" else "CPUExecutionProvider"
+    export_onnx(load(arch, branch="global", pretrained=False), tmp / "m.onnx", source=arch)
+    try:
+        # No spinning: the modes run round-robin in this one process, and the spinning threads of an idle ORT
+        # session steal the CPU of whatever runs next (measured on the tiny model: fp32 / int8 ORT alternating
+        # 130 / 127 ms per batch with spinning, 96 / 89 without, 99 / 88 each alone with spinning).
+        embedder = OnnxEmbedder(tmp / "m.onnx", providers=[provider], spinning=False)
+    except RuntimeError as exc:  # e.g. the CPU onnxruntime wheel on a GPU machine
+        print(f"ONNX Runtime skipped: {exc}", flush=True)
+        return {}
+    x = clip.cpu().numpy()  # ORT takes host arrays: the timing includes the copies, as a service pays them
+    modes: dict[str, Mode] = {f"ONNX Runtime ({provider.removesuffix('ExecutionProvider')})": (
+        "fp32", lambda: torch.from_numpy(embedder.run(x)).to(dev), "")}
+    if "int8" not in skip and dev.type == "cpu":
+        from export.quantize import export_int8
+
+        start = time.perf_counter()
+        int8 = export_int8(load(arch, branch="global", pretrained=False), tmp / "int8.onnx",
+                           [VIDEOS / "tree.avi"], held_out=[VIDEOS / "bikes.mp4"], calibration_windows=8,
+                           source=arch)
+        int8_embedder = OnnxEmbedder(int8.path, providers=[provider], spinning=False)
+        modes["ONNX Runtime int8 (CPU)"] = (
+            "int8", lambda: torch.from_numpy(int8_embedder.run(x)), f"held-out mean cosine "
+            f"{int8.mean_cosine:.4f}, top-1 agreement {int8.top1_agreement:.0%}; export + calibration "
+            f"{time.perf_counter() - start:.0f} s")
+    return modes
+
+
+def time_modes(modes: dict[str, Mode], iters: int, dev: torch.device) -> tuple[dict, dict[str, list[float]]]:
+    """One warm-up call per mode (its output kept), then ``iters`` round-robin rounds of timed calls (seconds)."""
     outputs, times = {}, {name: [] for name in modes}
     with torch.inference_mode():
         for name, (_, call, _) in modes.items():  # warm-up (and, for torch.compile, compilation)
@@ -175,7 +195,12 @@ def bench_modes(arch: str, batch: int, iters: int, skip: set[str], device: str =
                 call()
                 sync(dev)
                 times[name].append(time.perf_counter() - start)
-    tmp.cleanup()
+    return outputs, times
+
+
+def result_rows(modes: dict[str, Mode], outputs: dict, times: dict[str, list[float]], batch: int, flops: int,
+                skipped: list[dict]) -> list[dict]:
+    """One row per mode (fastest and median call, GFLOP/s, worst cosine vs eager fp32), skipped modes in place."""
     reference = outputs["eager fp32"]
     results = []
     ort_fp32 = next((float(np.median(times[n])) for n in times if n.startswith("ONNX Runtime (")), None)
@@ -190,7 +215,7 @@ def bench_modes(arch: str, batch: int, iters: int, skip: set[str], device: str =
         print(results[-1], flush=True)
         if name == "fp32 channels_last_3d":
             results += skipped
-    return results, flops
+    return results
 
 
 def bench_decode(arch: str, videos: list[Path]) -> list[dict]:
