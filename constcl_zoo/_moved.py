@@ -32,7 +32,7 @@ MOVED: dict[str, str] = {
     "constcl_zoo.ava": "constcl_zoo.formats.ava",
     "constcl_zoo.weights": "constcl_zoo.checkpoint",
     "constcl_zoo.commands.argtypes": "constcl_zoo.argtypes",
-    "constcl_zoo.commands.embed_ray": "constcl_zoo.inference.embed_ray",
+    "constcl_zoo.commands.embed_ray": "constcl_zoo.workflows.embed_ray",
     "constcl_zoo.tasks.localization_infer": "constcl_zoo.tasks.localization.infer",
     "constcl_zoo.factory": "constcl_zoo._factory",
     "constcl_zoo.pretrained": "constcl_zoo.registry",

@@ -1,8 +1,12 @@
-"""argparse value types shared by the command lines (``constcl-zoo``, ``python -m export``, ``python -m training``)."""
+"""What the command lines share (``constcl-zoo``, ``python -m export``, ``python -m training``): argparse value types
+and how they spell the fixes that errors name in Python terms."""
 
 from __future__ import annotations
 
 import argparse
+
+# How the command lines spell the fixes that errors name in Python terms (see ConstclZooError.describe).
+CLI_SPELLINGS = {"random_init": "--random-init"}
 
 
 def positive_int(text: str) -> int:

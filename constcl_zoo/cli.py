@@ -12,11 +12,10 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from .argtypes import CLI_SPELLINGS
 from .errors import add_debug_flag, run_command
 
 PROG = "constcl-zoo"
-# How the command lines spell the fixes that errors name in Python terms (see ConstclZooError.describe).
-CLI_SPELLINGS = {"random_init": "--random-init"}
 COMMANDS = ("constcl_zoo.commands.embed", "constcl_zoo.commands.classify", "constcl_zoo.commands.track",
             "constcl_zoo.commands.localize")
 

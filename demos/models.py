@@ -22,7 +22,7 @@ def resolve(kind: Kind, name: str | None, random_init: bool = False) -> Any:
     name or ``hf-hub:`` repo; ``None``: the package's default model of that kind. ``random_init``: an architecture
     name gets random weights (no published ones needed)."""
     from constcl_zoo import load
-    from constcl_zoo.tasks.loaders import load_localizer, load_tracker
+    from constcl_zoo.workflows.loaders import load_localizer, load_tracker
 
     if kind == "tracking":
         return load(task="tracking") if name is None else load_tracker(name, random_init=random_init)

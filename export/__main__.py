@@ -11,8 +11,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from constcl_zoo.argtypes import positive_float, positive_int
-from constcl_zoo.cli import CLI_SPELLINGS
+from constcl_zoo.argtypes import CLI_SPELLINGS, positive_float, positive_int
 from constcl_zoo.errors import UsageError, add_debug_flag, run_command
 from constcl_zoo.fileio import prepare_output_dir, prepare_output_file
 
@@ -168,7 +167,7 @@ def _onnx_int8(args: argparse.Namespace) -> int:
                         ("--external-data", args.external_data)):
         if value:
             raise UsageError(f"--int8 does not combine with {flag}")
-    from constcl_zoo.inference.embed_run import collect_jobs
+    from constcl_zoo.workflows.embed_run import collect_jobs
 
     def expand(inputs: Sequence[str]) -> list[str]:  # folders and manifests expanded, the command line's order kept
         return [str(job.source) for raw in inputs for job in collect_jobs([raw])]

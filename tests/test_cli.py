@@ -12,7 +12,7 @@ import torch
 from constcl_zoo import GlobalEncoder, load
 from constcl_zoo.cli import main
 from constcl_zoo.formats.embeddings import load_embeddings, read_metadata
-from constcl_zoo.inference.embed_run import collect_jobs
+from constcl_zoo.workflows.embed_run import collect_jobs
 
 from .conftest import TINY
 from .test_embed import random_frames, write_video

@@ -173,8 +173,8 @@ def test_commands_take_the_shipped_names() -> None:
     """A shipped tracker's name is the tracker as saved (the default, the synthetic one); the encoder's name gets a
     new head."""
     from constcl_zoo.errors import UsageError
-    from constcl_zoo.tasks.loaders import load_localizer, load_tracker
     from constcl_zoo.tasks.tracking import SiamFCTracker
+    from constcl_zoo.workflows.loaders import load_localizer, load_tracker
 
     default = load(task="tracking")
     assert load_tracker(INDEX["defaults"]["tracking"]).tracker_config == default.tracker_config

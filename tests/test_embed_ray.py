@@ -17,8 +17,8 @@ import torch
 
 from constcl_zoo.cli import main
 from constcl_zoo.formats.embeddings import load_embeddings, read_metadata
-from constcl_zoo.inference.embed_ray import FAULT_ENV
 from constcl_zoo.inference.video import iter_video_file
+from constcl_zoo.workflows.embed_ray import FAULT_ENV
 
 from .conftest import SHARED
 from .ray_cluster import loopback_only_network, ray_environment, running_cluster

@@ -208,7 +208,7 @@ def test_onnx_export_of_a_localization_checkpoint(tmp_path, capsys) -> None:
 def test_encoder_model_with_labels_keeps_its_weights_unless_random_init(tmp_path, capsys) -> None:
     """One convention: a named or saved encoder given to localize --model means its weights; --random-init (the
     one flag for random weights) gives the seeded random init."""
-    from constcl_zoo.tasks.loaders import load_localizer
+    from constcl_zoo.workflows.loaders import load_localizer
 
     def same(a: torch.nn.Module, b: torch.nn.Module) -> bool:
         mine, reference = a.state_dict(), b.state_dict()

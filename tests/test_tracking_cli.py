@@ -59,7 +59,7 @@ def test_track_baseline_ncc_follows_the_square(frames_dir, tmp_path):
 
 
 def test_random_init_is_the_one_flag_for_random_weights(frames_dir, tmp_path, capsys):
-    from constcl_zoo.tasks.loaders import load_tracker
+    from constcl_zoo.workflows.loaders import load_tracker
 
     fresh = load_tracker("constcl_r3d14_w16", random_init=True, head={"exemplar_size": 63, "search_size": 127})
     again = load_tracker("constcl_r3d14_w16", random_init=True, head={"exemplar_size": 63, "search_size": 127})

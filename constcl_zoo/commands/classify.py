@@ -38,9 +38,9 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from .._factory import load
-    from ..inference.embed_run import collect_jobs
     from ..inference.video import VideoError
     from ..tasks.recognition import VideoClassifier
+    from ..workflows.embed_run import collect_jobs
 
     if args.model is None:
         raise UsageError("--model: classify needs a recognition checkpoint, and the package ships none (its default "

@@ -28,8 +28,8 @@ import dataclasses
 
 from ..argtypes import positive_float, positive_int
 from ..errors import UsageError
-from ..inference.embed_run import EmbedOptions, run_local
 from ..inference.precision import PRECISIONS
+from ..workflows.embed_run import EmbedOptions, run_local
 
 
 def run_embed(args: argparse.Namespace) -> int:
@@ -42,7 +42,7 @@ def run_embed(args: argparse.Namespace) -> int:
                         overwrite=args.overwrite, progress=not args.no_progress)
     opts = dataclasses.replace(opts, model=opts.model_name())  # the package's default encoder when none is given
     if args.engine == "ray":
-        from ..inference.embed_ray import RayOptions, run_ray  # imported only here: Ray is an optional extra
+        from ..workflows.embed_ray import RayOptions, run_ray  # imported only here: Ray is an optional extra
 
         return run_ray(opts, RayOptions(address=args.address, actors=args.actors, actor_cpus=args.actor_cpus,
                                         decode_cpus=args.decode_cpus))

@@ -124,7 +124,7 @@ def _check(args: argparse.Namespace, video: Path) -> Any:
 
 def _model(args: argparse.Namespace) -> Any:
     """The action model (``None`` with ``--no-actions``: boxes and tracks only)."""
-    from ..tasks.loaders import load_localizer
+    from ..workflows.loaders import load_localizer
 
     if args.no_actions:
         if args.model or args.labels or args.random_init:

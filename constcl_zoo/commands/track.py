@@ -48,8 +48,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 def run(args: argparse.Namespace) -> int:
     """The ``track`` command (run by :func:`constcl_zoo.cli.main`: user errors are one line, exit status 2)."""
     from ..fileio import atomic_write
-    from ..tasks.loaders import load_tracker
     from ..tasks.tracking import format_boxes, track_video
+    from ..workflows.loaders import load_tracker
 
     if args.sample:
         if args.video:

@@ -17,12 +17,15 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from ..errors import ConstclZooError
 from ..fileio import atomic_write
-from ..inference.embed import VideoEmbeddings
+
+if TYPE_CHECKING:  # an annotation only: formats sit below inference (pyproject's import-linter layers)
+    from ..inference.embed import VideoEmbeddings
 
 FORMAT = "constcl-zoo-embeddings/1"
 OUTPUT_SUFFIX = ".safetensors"

@@ -28,8 +28,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from constcl_zoo.tasks.loaders import load_tracker
     from constcl_zoo.tasks.tracking import NCC_CONFIG, NCCTracker
+    from constcl_zoo.workflows.loaders import load_tracker
 
     from .baselines import OpenCVTracker, StaticTracker
     from .datasets import read_dataset

@@ -6,7 +6,7 @@ share is missing), Ray Data streams it: each video is decoded and cut into prepr
 (:func:`constcl_zoo.inference.embed.iter_windows`, the package's one window path), the windows of all videos are batched
 (``--batch-size``) into a pool of model actors (``--actors``: one per GPU with ``num_gpus=1`` when the cluster
 has GPUs, else N on CPU) running :func:`constcl_zoo.inference.embed.inference_runner`, and the driver groups the
-features back per video and writes them with :class:`~constcl_zoo.inference.embed_run.EmbedRun` — the plain engine's
+features back per video and writes them with :class:`~constcl_zoo.workflows.embed_run.EmbedRun` — the plain engine's
 writer, skip rules and index — so the folder cannot be told from the plain engine's (``index.json`` says ``engine``).
 
 Failures: a video that fails to decode is recorded in the index's ``failed`` list with its error and the job goes
@@ -34,8 +34,8 @@ import numpy as np
 import torch
 
 from ..errors import ConstclZooError, UsageError
+from ..inference.embed import WindowSpec, assemble, frames_of, inference_runner, iter_windows
 from ..nn.preprocess import ClipPreprocess
-from .embed import WindowSpec, assemble, frames_of, inference_runner, iter_windows
 from .embed_run import VIDEO_ERRORS, EmbedOptions, EmbedRun, Job, OutputError, dist_env, progress_bar, setup
 
 # Test hook: when this variable names a file that exists, the first model actor call to remove it exits its
@@ -80,7 +80,7 @@ class ModelActor:
     def __init__(self, model: str, branch: str, pretrained: bool, seed: int, precision: str, device: str,
                  clip_shape: tuple[int, ...]) -> None:
         from .._factory import load
-        from .precision import resolve_precision
+        from ..inference.precision import resolve_precision
 
         self._context = contextlib.ExitStack()
         net = load(model, branch=branch, pretrained=pretrained, seed=seed, device=device)

@@ -40,9 +40,9 @@ from ..formats.embeddings import (
     settings_differences,
     write_index,
 )
-from .embed import VideoEmbeddings, WindowSpec
-from .precision import resolve_precision
-from .video import ManifestError, find_videos, read_manifest
+from ..inference.embed import VideoEmbeddings, WindowSpec
+from ..inference.precision import resolve_precision
+from ..inference.video import ManifestError, find_videos, read_manifest
 
 MANIFEST_SUFFIXES = (".txt", ".lst", ".csv")
 # Write errors that no later video can escape: the run stops instead of failing every remaining video.

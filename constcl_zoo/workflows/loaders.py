@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UsageError
-from .base import TaskConfig
-from .localization import ActionLocalizer
-from .tracking import NCCTracker, PixelTrackerConfig, SiamFCTracker
+from ..tasks.base import TaskConfig
+from ..tasks.localization import ActionLocalizer
+from ..tasks.tracking import NCCTracker, PixelTrackerConfig, SiamFCTracker
 
 
 def load_tracker(model: str | None, causal: bool = False, random_init: bool = False,
