@@ -165,7 +165,7 @@ def load_weights(model: torch.nn.Module, weights_path: str | Path) -> torch.nn.M
         missing = sorted(k for k in needed if k not in file_shapes)
         if unexpected or misshaped or mistyped or missing:
             parts = [f"{weights_path} does not match architecture {model.config.arch!r} "
-                     f"(branch {model.branch!r}); load it with the config.json it was saved with:"]
+                     f"({model.description}); load it with the config.json it was saved with:"]
             if missing:
                 parts.append(_listing("missing keys", missing))
             if unexpected:

@@ -105,6 +105,14 @@ def test_task_checkpoint_refusals(classifier: VideoClassifier, tmp_path) -> None
         load(tmp_path)
 
 
+def test_branch_means_the_encoder_branch_description_names_the_model(classifier: VideoClassifier) -> None:
+    assert classifier.encoder.branch == classifier.config.encoder_branch == "global"
+    assert classifier.description == "recognition model on the global branch"
+    assert classifier.encoder.description == f"global branch of {classifier.config.encoder.arch}"
+    with pytest.warns(DeprecationWarning, match="TaskModel.description"):
+        assert classifier.branch == "recognition on global"  # the old display string, kept while deprecated
+
+
 def test_config_errors() -> None:
     with pytest.raises(TaskConfigError, match="needs labels"):
         load(ARCH, task="recognition", pretrained=False)

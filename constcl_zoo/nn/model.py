@@ -121,6 +121,11 @@ class ConstCLBase(nn.Module):
         tensors: shapes and dtypes): :func:`architecture_tensors`."""
         return architecture_tensors(self.config)
 
+    @property
+    def description(self) -> str:
+        """Names the model in messages: ``"<branch> branch of <arch>"``."""
+        return f"{self.branch} branch of {self.config.arch}"
+
     def extra_repr(self) -> str:
         return f"arch={self.config.arch!r}, branch={self.branch!r}"
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -164,8 +165,15 @@ class TaskModel(nn.Module):
         return self.config.labels
 
     @property
+    def description(self) -> str:
+        """Names the model in messages: ``"<task> model on the <encoder branch> branch"``."""
+        return f"{self.task} model on the {self.config.encoder_branch} branch"
+
+    @property
     def branch(self) -> str:
-        """Names the model in messages: ``"<task> on <encoder branch>"``."""
+        """Deprecated: "branch" means an encoder branch; use :attr:`description` (or ``config.encoder_branch``)."""
+        warnings.warn("TaskModel.branch is deprecated: use TaskModel.description (a display string) or "
+                      "config.encoder_branch (the encoder's branch)", DeprecationWarning, stacklevel=2)
         return f"{self.task} on {self.config.encoder_branch}"
 
     @classmethod
