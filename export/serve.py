@@ -41,7 +41,6 @@ import asyncio
 import contextlib
 import gc
 import io
-import json
 import logging
 import math
 import re
@@ -73,6 +72,7 @@ from pydantic import BaseModel
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.formparsers import MultiPartParser
+from starlette.requests import ClientDisconnect
 
 from constcl_zoo.config import ConfigError
 from constcl_zoo.embed import WindowSpec, frames_of, iter_windows
@@ -83,6 +83,8 @@ from .runtime import OnnxEmbedder
 
 log = logging.getLogger(__name__)
 NPY_MAGIC = b"\x93NUMPY"
+READ_BYTES = 256 * 1024  # the most one read takes from a socket outside a body (uvloop's own read size)
+NPY_HEADER_BYTES = 12 + 10000 + 64  # a .npy prefix (magic, version, length) and numpy's largest header, with room
 T = TypeVar("T")
 
 
@@ -93,6 +95,21 @@ async def bounded(awaitable: Awaitable[T], seconds: float) -> T:
         async with asyncio.timeout(seconds):
             return await awaitable
     return await asyncio.wait_for(awaitable, seconds)
+
+
+async def whole_body(request: Request) -> bytes | memoryview:
+    """A request's whole body: the one message's body as it is when the body came in one (a ``memoryview`` of the
+    protocol's buffer, :class:`WholeBody`; or ``bytes``), else the chunks joined once (Starlette's ``body()`` copies
+    every chunk and then the whole). Read from ``receive`` as Starlette's ``stream()`` does, without its generator."""
+    chunks = []
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect
+        if body := message.get("body"):
+            chunks.append(body)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def error_response(path: str, status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -159,6 +176,28 @@ class ServeConfig:
                               f"max_connections ({self.max_connections})")
 
 
+STAGES = ("read", "validate", "decode", "queue", "ort", "encode")
+
+
+class Timed:
+    """The context manager of :meth:`Metrics.timed` (a small class: a generator-based one cost ~3 us a block)."""
+
+    __slots__ = ("clock", "cpu", "start", "wall")
+
+    def __init__(self, wall, cpu) -> None:
+        self.wall, self.cpu = wall, cpu
+
+    def __enter__(self) -> None:
+        self.start = time.perf_counter()
+        if self.cpu is not None:
+            self.clock = time.thread_time()
+
+    def __exit__(self, *exc_info) -> None:
+        self.wall.observe(time.perf_counter() - self.start)
+        if self.cpu is not None:
+            self.cpu.observe(time.thread_time() - self.clock)
+
+
 class Metrics:
     """Prometheus metrics in the app's own registry."""
 
@@ -189,17 +228,13 @@ class Metrics:
                                 "parsing, checks, replies; model: batching and the ORT calls)", ["thread"],
                                 registry=self.registry)
 
-    @contextlib.contextmanager
-    def timed(self, stage: str, cpu: bool = False) -> Iterator[None]:
+        self.stages = {stage: self.stage.labels(stage) for stage in STAGES}  # children bound once: no lookup, no
+        self.stages_cpu = {stage: self.stage_cpu.labels(stage) for stage in STAGES}  # lock per observation
+
+    def timed(self, stage: str, cpu: bool = False) -> Timed:
         """Observe the block's wall time in ``constcl_stage_seconds`` (and with ``cpu``, the running thread's CPU
         time in ``constcl_stage_cpu_seconds``; only meaningful for a block without ``await``)."""
-        wall, clock = time.perf_counter(), time.thread_time() if cpu else 0.0
-        try:
-            yield
-        finally:
-            self.stage.labels(stage).observe(time.perf_counter() - wall)
-            if cpu:
-                self.stage_cpu.labels(stage).observe(time.thread_time() - clock)
+        return Timed(self.stages[stage], self.stages_cpu[stage] if cpu else None)
 
     def watch_thread(self, name: str, ident: int) -> None:
         """Export the CPU clock of thread ``ident`` as ``constcl_thread_cpu_seconds{thread=name}`` (read at each
@@ -296,7 +331,7 @@ class MicroBatcher:
             self.metrics.batch_size.observe(len(batch))
             now = asyncio.get_running_loop().time()
             for _, _, _, queued in batch:
-                self.metrics.stage.labels("queue").observe(now - queued)
+                self.metrics.stages["queue"].observe(now - queued)
             try:
                 out = await self.call(self._run, self._stack(batch))
             except Exception as exc:  # handed to the requests; the loop lives on
@@ -406,6 +441,43 @@ class Observe:
                 self.metrics.latency.observe(time.perf_counter() - start)
 
 
+class FastLane:
+    """ASGI middleware: the embedding routes, ``POST /v1/embeddings`` and ``POST /v2/models/NAME[/versions/V]/infer``,
+    go straight to their handlers (``embeddings(request)``, ``infer(request, name, version)``) instead of through
+    FastAPI's exception middleware, router, route and dependency solving (measured ~0.2 ms of the event loop's CPU
+    per request); everything else, and a request under a ``root_path``, goes on to the app. The routes stay
+    registered in FastAPI (OpenAPI, the same handlers), and an ``HTTPException`` is answered as the app's handler
+    answers it (:func:`error_response`)."""
+
+    def __init__(self, app, embeddings: Callable[..., Awaitable[Response]],
+                 infer: Callable[..., Awaitable[Response]]) -> None:
+        self.app, self.embeddings, self.infer = app, embeddings, infer
+
+    def _route(self, scope) -> Callable[[Request], Awaitable[Response]] | None:
+        if scope["type"] != "http" or scope["method"] != "POST" or scope.get("root_path"):
+            return None
+        path = scope["path"]
+        if path == "/v1/embeddings":
+            return self.embeddings
+        if path.startswith("/v2/models/") and path.endswith("/infer"):
+            parts = path.split("/")  # "", "v2", "models", NAME, ["versions", V,] "infer"
+            if len(parts) == 5 and parts[3]:
+                return lambda request: self.infer(request, parts[3])
+            if len(parts) == 7 and parts[3] and parts[4] == "versions" and parts[5]:
+                return lambda request: self.infer(request, parts[3], parts[5])
+        return None
+
+    async def __call__(self, scope, receive, send) -> None:
+        handler = self._route(scope)
+        if handler is None:
+            return await self.app(scope, receive, send)
+        try:
+            response = await handler(Request(scope, receive))
+        except StarletteHTTPException as exc:
+            response = error_response(scope["path"], exc.status_code, str(exc.detail), exc.headers)
+        await response(scope, receive, send)
+
+
 FD_RESERVE = 64  # file descriptors kept free of client sockets: the model, logs, uploads' temporary files
 
 
@@ -423,31 +495,86 @@ def open_connection_cap(config: ServeConfig) -> int:
     return max(1, min(config.max_open_connections, soft - FD_RESERVE))
 
 
-def request_head_bytes(event: object) -> int:
-    """The size of an h11 ``Request``'s head as sent, less optional whitespace: request line, headers, blank line."""
-    line = len(event.method) + len(event.target) + len(event.http_version) + 8  # "M T HTTP/x\r\n"
-    return line + sum(len(name) + len(value) + 4 for name, value in event.headers) + 2
+class _HeadTooLarge(Exception):
+    """Raised from an httptools callback: the request head is over ``max_header_bytes`` (answered 431)."""
 
 
-def guarded_h11_protocol(config: ServeConfig) -> type:
-    """uvicorn's h11 protocol with the limits uvicorn lacks (module docstring): a deadline on request heads, 431 for
-    heads over ``config.max_header_bytes``, and a cap on open sockets (:func:`open_connection_cap`).
+FORM_TYPES = (b"multipart/form-data", b"application/x-www-form-urlencoded")
 
-    uvicorn's ``timeout_keep_alive`` only runs between requests, once a response is sent, and is cancelled by the
-    first byte of the next request; a client that connects and sends nothing, or trickles a head byte by byte
-    (slowloris), otherwise holds its connection forever (and ``limit_concurrency`` counts it). h11's
-    ``max_incomplete_event_size`` only bounds a head that is still incomplete (a 100 KB head in one read passes),
-    and uvicorn answers its overflow with 400."""
-    import h11
-    from uvicorn.protocols.http.h11_impl import H11Protocol
 
-    timeout_s, max_head = config.header_timeout_s, config.max_header_bytes
+class WholeBody:
+    """One request's body, received into a buffer of its ``Content-Length`` (allocated, not written, when the head
+    arrives: pages are committed as the bytes come) and handed to the app as a single ``http.request`` message whose
+    ``body`` is a ``memoryview`` of that buffer: no copy between the socket's reads and ``np.frombuffer``."""
+
+    __slots__ = ("buffer", "delivered", "done", "filled", "view")
+
+    def __init__(self, length: int) -> None:
+        self.buffer = np.empty(length, np.uint8)
+        self.view, self.filled, self.done, self.delivered = memoryview(self.buffer), 0, False, False
+
+    def add(self, data: bytes) -> None:
+        end = self.filled + len(data)
+        self.view[self.filled:end] = data
+        self.filled = end
+
+
+def guarded_protocol(config: ServeConfig) -> Callable[..., asyncio.BufferedProtocol]:
+    """uvicorn's httptools protocol (llhttp, C) with the limits uvicorn lacks (module docstring) and whole bodies.
+
+    * A deadline on request heads: uvicorn's ``timeout_keep_alive`` only runs between requests, once a response is
+      sent, and is cancelled by the first byte of the next request; a client that connects and sends nothing, or
+      trickles a head byte by byte (slowloris), would otherwise hold its connection forever (and
+      ``limit_concurrency`` counts it).
+    * 431 for heads over ``config.max_header_bytes``: llhttp has no size limit of its own. The head is counted
+      exactly in the parser's callbacks (request target, each header, request line and blank line), so a long head
+      in one read is caught; a head still incomplete is counted by the reads that hold nothing else, so a trickled
+      one is caught before the parser has seen a whole header (at most one read, 256 KB, later for a head that
+      starts in the middle of a read after a pipelined request).
+    * A cap on open sockets (:func:`open_connection_cap`): beyond it, connections are closed at accept.
+    * Bodies with a ``Content-Length`` of at most ``config.max_upload_bytes`` (not forms: Starlette's multipart
+      parser wants ``bytes`` chunks) are received whole into one buffer (:class:`WholeBody`), without uvicorn's
+      per-read copies, wake-ups of the app and flow-control pauses; larger ones (413 by their length) and chunked
+      ones (counted while they stream) keep uvicorn's path. The buffer holds at most ``max_upload_bytes``, as the
+      app's own copy of the body did before.
+    """
+    import httptools
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
+
+    timeout_s, max_head, max_body = config.header_timeout_s, config.max_header_bytes, config.max_upload_bytes
     cap = open_connection_cap(config)
     refused = {"count": 0, "logged_at": 0.0}
+    too_large = orjson.dumps({"detail": f"request head over the limit of {max_head} bytes"})
+    reply_431 = (b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/json\r\n"
+                 b"connection: close\r\ncontent-length: %d\r\n\r\n%s" % (len(too_large), too_large))
 
-    class GuardedH11Protocol(H11Protocol):
+    class WholeBodyCycle(RequestResponseCycle):
+        """uvicorn's request cycle for a :class:`WholeBody` request (``whole``): ``receive`` gives the body as one
+        message, without uvicorn's copy (``bytes(bytearray)`` per message), and behaves as uvicorn's otherwise
+        (``100 Continue``; ``http.disconnect`` once the response is sent or the client has gone). A cycle becomes one
+        by a class change after uvicorn made it, before its ASGI task first runs (no reference cycle, no copy of
+        uvicorn's ``on_headers_complete``)."""
+
+        whole: WholeBody
+
+        async def receive(self) -> dict[str, Any]:  # type: ignore[override]
+            if self.waiting_for_100_continue and not self.transport.is_closing():
+                self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+                self.waiting_for_100_continue = False
+            whole = self.whole
+            while True:
+                if self.disconnected or self.response_complete:
+                    return {"type": "http.disconnect"}
+                if whole.done and not whole.delivered:
+                    whole.delivered = True
+                    return {"type": "http.request", "body": whole.view, "more_body": False}
+                self.flow.resume_reading()
+                await self.message_event.wait()
+                self.message_event.clear()
+
+    class GuardedHttpToolsProtocol(HttpToolsProtocol):
         def connection_made(self, transport) -> None:  # type: ignore[override]
-            self._refused = len(self.server_state.connections) >= cap
+            self._refused = len(self.connections) >= cap
             if self._refused:  # close at once: the descriptor is free again before the next accept
                 transport.close()
                 refused["count"] += 1
@@ -460,41 +587,118 @@ def guarded_h11_protocol(config: ServeConfig) -> type:
                 return
             super().connection_made(transport)
             self._head_timer: asyncio.TimerHandle | None = None
-            next_event = self.conn.next_event
-            self.conn.next_event = lambda: self._checked_event(next_event)  # type: ignore[method-assign]
+            self._in_head = False  # between a request's first byte and the end of its head
+            self._between = True  # no request begun since the last one ended (or since connecting)
+            self._begun = 0  # requests begun on this connection
+            self._head_size = 0  # the current head's bytes as parsed
+            self._head_reads = 0  # bytes of the reads that held nothing but the current, incomplete head
+            self._whole: WholeBody | None = None  # the current request's body buffer, if it has one
             self._watch_head()
-
-        def _checked_event(self, next_event: Callable[[], object]) -> object:
-            try:
-                event = next_event()
-            except h11.RemoteProtocolError as exc:
-                if exc.error_status_hint != 431:  # h11's incomplete-head overflow hints 431; uvicorn sends 400
-                    raise
-                event = None
-            if event is None or (isinstance(event, h11.Request) and request_head_bytes(event) > max_head):
-                self._send_431()
-                return h11.NEED_DATA
-            return event
-
-        def _send_431(self) -> None:
-            body = json.dumps({"detail": f"request head over the limit of {max_head} bytes"}).encode()
-            headers = [(b"content-type", b"application/json"), (b"connection", b"close"),
-                       (b"content-length", str(len(body)).encode())]
-            self.transport.write(self.conn.send(h11.Response(status_code=431, headers=headers,
-                                                             reason=b"Request Header Fields Too Large")))
-            self.transport.write(self.conn.send(h11.Data(data=body)))
-            self.transport.write(self.conn.send(h11.EndOfMessage()))
-            self.transport.close()
 
         def data_received(self, data: bytes) -> None:
-            super().data_received(data)
+            self._unset_keepalive_if_required()
+            in_head, between, begun = self._in_head, self._between, self._begun
+            try:
+                self.parser.feed_data(data)
+            except httptools.HttpParserUpgrade:
+                if self._should_upgrade():
+                    self.handle_websocket_upgrade()
+                else:
+                    self._unsupported_upgrade_warning()
+            except httptools.HttpParserError as exc:
+                if isinstance(exc.__context__, _HeadTooLarge):
+                    return self._send_431()
+                self.logger.warning("Invalid HTTP request received.")
+                return self.send_400_response("Invalid HTTP request received.")
+            if self._in_head and (in_head or between) and self._begun - begun == (0 if in_head else 1):
+                self._head_reads += len(data)  # the whole read belongs to the head still being received
+                if self._head_reads > max_head:
+                    return self._send_431()
             self._watch_head()
+
+        def _send_431(self) -> None:
+            self.transport.write(reply_431)
+            self.transport.close()
+
+        def body_buffer(self) -> memoryview | None:
+            """Where the next read goes: the rest of the current request's :class:`WholeBody` (the parser has seen
+            its head and the start of its body; the socket's bytes up to its end are that body's), or ``None`` (the
+            shared read buffer, then the parser)."""
+            whole = self._whole
+            return None if whole is None else whole.view[whole.filled:]
+
+        def body_received(self, size: int) -> None:
+            """``size`` more bytes of the current :class:`WholeBody` were read into :meth:`body_buffer`. Once the body
+            is complete a new parser takes the next request (the old one is still in the body it never saw)."""
+            self._unset_keepalive_if_required()
+            whole = self._whole
+            whole.filled += size
+            if whole.filled == len(whole.view):
+                self.parser = httptools.HttpRequestParser(self)
+                with contextlib.suppress(AttributeError):  # httptools < 0.6.3 has no leniencies (as uvicorn)
+                    self.parser.set_dangerous_leniencies(lenient_data_after_close=True)
+                self.on_message_complete()
+            self._watch_head()
+
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            self._in_head, self._between, self._begun = True, False, self._begun + 1
+            self._head_size = self._head_reads = 0
+            self._whole = None
+
+        def _count_head(self, size: int) -> None:
+            self._head_size += size
+            if self._head_size > max_head:
+                raise _HeadTooLarge
+
+        def on_url(self, url: bytes) -> None:
+            super().on_url(url)
+            self._count_head(len(url))
+
+        def on_header(self, name: bytes, value: bytes) -> None:
+            super().on_header(name, value)
+            self._count_head(len(name) + len(value) + 4)  # "name: value\r\n", less optional whitespace
+
+        def on_headers_complete(self) -> None:
+            self._in_head = False
+            self._count_head(len(self.parser.get_method()) + 13)  # "M T HTTP/1.1\r\n" and the blank line
+            super().on_headers_complete()
+            if self.cycle is None or self.parser.should_upgrade():
+                return
+            length = content_type = None
+            for name, value in self.headers:
+                if name == b"content-length":
+                    length = value
+                elif name == b"content-type":
+                    content_type = value
+            if length is None or not length.isdigit() or not 0 < int(length) <= max_body \
+                    or (content_type is not None and content_type.lower().startswith(FORM_TYPES)):
+                return
+            self._whole = self.cycle.whole = WholeBody(int(length))
+            self.cycle.__class__ = WholeBodyCycle
+
+        def on_body(self, body: bytes) -> None:
+            if self._whole is None:
+                return super().on_body(body)
+            if not self.cycle.response_complete:  # after an early response the rest is dropped, as uvicorn does
+                self._whole.add(body)
+
+        def on_message_complete(self) -> None:
+            self._between = True
+            whole, self._whole = self._whole, None
+            if whole is None:
+                return super().on_message_complete()
+            whole.done = True
+            if not self.cycle.response_complete:
+                self.cycle.more_body = False
+                self.cycle.message_event.set()
 
         def connection_lost(self, exc: Exception | None) -> None:
             if self._refused:
                 return
             if self._head_timer is not None:
                 self._head_timer.cancel()
+            self._whole = None
             super().connection_lost(exc)
 
         def _waiting_for_head(self) -> bool:
@@ -514,7 +718,51 @@ def guarded_h11_protocol(config: ServeConfig) -> type:
                 self.logger.info("closing a connection whose request head took over %g s", timeout_s)
                 self.transport.close()
 
-    return GuardedH11Protocol
+    scratch = memoryview(bytearray(READ_BYTES))  # one for all connections: each read is parsed before the next
+
+    class DirectReads(asyncio.BufferedProtocol):
+        """The transport's protocol: reads go into :meth:`GuardedHttpToolsProtocol.body_buffer` (a body straight into
+        its own buffer: no ``bytes`` per read, no copy by the parser, none into the buffer) or else into the shared
+        read buffer, which is handed to the HTTP protocol as ``data_received``; the rest is passed on. (uvloop uses
+        ``recv_into`` only for a protocol that is not an ``asyncio.Protocol``, hence a wrapper, not a subclass.)"""
+
+        __slots__ = ("http", "target")
+
+        def __init__(self, http: GuardedHttpToolsProtocol) -> None:
+            self.http, self.target = http, None
+
+        def connection_made(self, transport) -> None:  # type: ignore[override]
+            self.http.connection_made(transport)
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self.http.connection_lost(exc)
+
+        def eof_received(self) -> bool | None:
+            return self.http.eof_received()
+
+        def pause_writing(self) -> None:
+            self.http.pause_writing()
+
+        def resume_writing(self) -> None:
+            self.http.resume_writing()
+
+        def get_buffer(self, sizehint: int) -> memoryview:
+            self.target = self.http.body_buffer()
+            return scratch if self.target is None else self.target
+
+        def buffer_updated(self, nbytes: int) -> None:
+            if self.target is None:
+                self.http.data_received(scratch[:nbytes])  # type: ignore[arg-type]
+            else:
+                self.target = None
+                self.http.body_received(nbytes)
+
+    def protocol(**kwargs) -> DirectReads:
+        """uvicorn's ``http`` factory: one protocol per connection."""
+        return DirectReads(GuardedHttpToolsProtocol(**kwargs))
+
+    protocol.protocol_class = GuardedHttpToolsProtocol  # type: ignore[attr-defined]
+    return protocol
 
 
 def _cancellable(frames: Iterable[Frame], cancel: threading.Event, metrics: Metrics) -> Iterator[Frame]:
@@ -586,10 +834,6 @@ def create_app(embedder: OnnxEmbedder, config: ServeConfig | None = None, model_
 
     app = FastAPI(title="ConST-CL embedding service", version="1", lifespan=lifespan,
                   description=f"{embedder.config.arch} ({embedder.branch} branch) on {embedder.provider}")
-    # added last = outermost: Observe sees every response and exception, then the size, then the time limit
-    app.add_middleware(BodyTimeout, timeout_s=config.body_timeout_s)
-    app.add_middleware(UploadLimit, limit=config.max_upload_bytes)
-    app.add_middleware(Observe, metrics=metrics)
     app.state.metrics, app.state.batcher, app.state.config = metrics, batcher, config
 
     @app.exception_handler(StarletteHTTPException)
@@ -632,11 +876,11 @@ def create_app(embedder: OnnxEmbedder, config: ServeConfig | None = None, model_
         body, or raw float bytes with ``X-Clips-Shape`` / ``X-Clips-Dtype`` headers."""
         return await within_limit(_embed_upload(request))
 
-    async def _read_upload(request: Request) -> tuple[str, bytes]:
+    async def _read_upload(request: Request) -> tuple[str, bytes | memoryview]:
         """``(name, bytes)`` of the upload: the multipart (or form) field ``file``, or else the whole body."""
         content_type = request.headers.get("content-type", "")
         if not content_type.startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
-            return "upload", await request.body()
+            return "upload", await whole_body(request)
         form = await request.form()
         try:
             upload = form.get("file")
@@ -656,7 +900,7 @@ def create_app(embedder: OnnxEmbedder, config: ServeConfig | None = None, model_
             with metrics.timed("validate", cpu=True):
                 clips = _raw_clips(data, request.headers["x-clips-shape"],
                                    request.headers.get("x-clips-dtype", "float32"), name)
-        elif data.startswith(NPY_MAGIC) or name.lower().endswith(".npy"):
+        elif data[:len(NPY_MAGIC)] == NPY_MAGIC or name.lower().endswith(".npy"):
             with metrics.timed("validate", cpu=True):
                 clips = _read_npy(data, name)
         else:
@@ -723,10 +967,11 @@ def create_app(embedder: OnnxEmbedder, config: ServeConfig | None = None, model_
                                      f"for float32)")
         return clips
 
-    def _read_npy(data: bytes, name: str) -> np.ndarray:
+    def _read_npy(data: bytes | memoryview, name: str) -> np.ndarray:
         """Clips from ``.npy`` bytes. The header is parsed and checked (shape, dtype, clip count, byte count)
-        before any array exists: ``np.load`` would allocate whatever shape the header claims."""
-        buffer = io.BytesIO(data)
+        before any array exists: ``np.load`` would allocate whatever shape the header claims. Only the header's
+        bytes are copied (numpy reads headers of at most 10000 bytes)."""
+        buffer = io.BytesIO(bytes(data[:NPY_HEADER_BYTES]))
         try:
             version = npy_format.read_magic(buffer)
             if version not in ((1, 0), (2, 0)):
@@ -741,7 +986,7 @@ def create_app(embedder: OnnxEmbedder, config: ServeConfig | None = None, model_
         _check_header(shape, dtype, name)
         return _clips(data, buffer.tell(), shape, dtype, fortran, name, "not a readable .npy array", "the file")
 
-    def _raw_clips(data: bytes, shape_header: str, dtype_header: str, name: str) -> np.ndarray:
+    def _raw_clips(data: bytes | memoryview, shape_header: str, dtype_header: str, name: str) -> np.ndarray:
         """Clips from raw C-ordered bytes described by the ``X-Clips-Shape`` and ``X-Clips-Dtype`` headers."""
         if not SHAPE_HEADER.fullmatch(shape_header):
             raise HTTPException(400, f"X-Clips-Shape must be comma-separated sizes such as "
@@ -756,13 +1001,13 @@ def create_app(embedder: OnnxEmbedder, config: ServeConfig | None = None, model_
         return _clips(data, 0, shape, dtype, False, name, "the body does not match X-Clips-Shape and "
                       "X-Clips-Dtype", "the body")
 
-    def _decode_video(data: bytes, name: str, cancel: threading.Event) -> tuple[np.ndarray, list[dict]]:
+    def _decode_video(data: bytes | memoryview, name: str, cancel: threading.Event) -> tuple[np.ndarray, list[dict]]:
         try:
             return _decode_frames(data, name, cancel)
         finally:
             metrics.decode_jobs.dec()
 
-    def _decode_frames(data: bytes, name: str, cancel: threading.Event) -> tuple[np.ndarray, list[dict]]:
+    def _decode_frames(data: bytes | memoryview, name: str, cancel: threading.Event) -> tuple[np.ndarray, list[dict]]:
         if cancel.is_set():  # timed out while queued for a worker
             raise _Cancelled
         suffix = Path(name).suffix if len(Path(name).suffix) <= 8 else ""
@@ -847,7 +1092,7 @@ def create_app(embedder: OnnxEmbedder, config: ServeConfig | None = None, model_
 
     async def _v2_infer(request: Request) -> Response:
         with metrics.timed("read"):
-            body = await request.body()
+            body = await whole_body(request)
         with metrics.timed("validate", cpu=True):
             clips, binary, request_id = _v2_request(body, request.headers)
         out = await _embed(clips, f"input {session_input.name!r}")
@@ -865,7 +1110,7 @@ def create_app(embedder: OnnxEmbedder, config: ServeConfig | None = None, model_
             return Response(head + out.tobytes(), media_type="application/octet-stream",
                             headers={"Inference-Header-Content-Length": str(len(head))})
 
-    def _v2_request(body: bytes, headers) -> tuple[np.ndarray, bool, Any]:
+    def _v2_request(body: bytes | memoryview, headers) -> tuple[np.ndarray, bool, Any]:
         """``(clips, binary reply, request id)`` of a v2 ``infer`` body: a JSON header, then (with the header
         ``Inference-Header-Content-Length``) the binary tensor data."""
         if headers.get("content-encoding", "identity").lower() != "identity":
@@ -932,6 +1177,12 @@ def create_app(embedder: OnnxEmbedder, config: ServeConfig | None = None, model_
             raise HTTPException(400, f"{name}: 'parameters' must be an object, got {parameters!r}")
         return parameters
 
+    # added last = outermost: Observe sees every response and exception, then the size, then the time limit, then
+    # the embedding routes are served directly (FastLane) and everything else by FastAPI
+    app.add_middleware(FastLane, embeddings=embeddings, infer=v2_infer)
+    app.add_middleware(BodyTimeout, timeout_s=config.body_timeout_s)
+    app.add_middleware(UploadLimit, limit=config.max_upload_bytes)
+    app.add_middleware(Observe, metrics=metrics)
     return app
 
 
@@ -980,7 +1231,8 @@ def serve(model: str, host: str = "127.0.0.1", port: int = 8000, config: ServeCo
 
 
 def uvicorn_options(config: ServeConfig) -> dict:
-    """The uvicorn settings that carry :class:`ServeConfig`'s connection limits (h11 with a head deadline)."""
-    return {"http": guarded_h11_protocol(config), "limit_concurrency": config.max_connections,
-            "timeout_keep_alive": config.keep_alive_s, "h11_max_incomplete_event_size": config.max_header_bytes,
+    """The uvicorn settings that carry :class:`ServeConfig`'s connection limits (:func:`guarded_protocol`: httptools
+    with a head deadline, 431 and whole bodies) on uvloop's event loop."""
+    return {"http": guarded_protocol(config), "loop": "uvloop", "ws": "none",
+            "limit_concurrency": config.max_connections, "timeout_keep_alive": config.keep_alive_s,
             "timeout_graceful_shutdown": config.graceful_shutdown_s}
