@@ -16,23 +16,35 @@
   ``GET /metrics`` (Prometheus: requests by status, latency histogram, batch sizes, clips; where a request's time
   goes: ``constcl_stage_seconds`` / ``constcl_stage_cpu_seconds`` by stage and ``constcl_thread_cpu_seconds`` of
   the event-loop and model threads), ``/docs`` and ``/openapi.json``.
-* Cost per request (``benchmarks/serve_load.py``): bodies reach ORT without copies after the HTTP layer's (a
-  view of the body; a batch that is one request's clips is a view too), replies are written by orjson, no thread
-  hop but the one model run per batch, ORT's idle threads do not spin (``--ort-spinning`` to let them), and
-  :func:`serve` keeps freed memory in the process (:func:`keep_freed_memory`) and freezes the startup objects out of
-  the garbage collector.
+* The protocol layer (:func:`guarded_protocol`, the ``http`` of :func:`uvicorn_options`): uvicorn's httptools
+  protocol (llhttp, in C; uvicorn's pure-Python h11 cost ~0.85 ms of CPU per 1.2 MB request) on asyncio's event
+  loop, subclassed for the limits below and for whole bodies: a request with a ``Content-Length`` of at most
+  ``max_upload_bytes`` (not a form) gets one buffer of that size when its head is parsed, the socket's reads go
+  straight into it (``recv_into`` through :class:`asyncio.BufferedProtocol`: no ``bytes`` per read, no copy by the
+  parser, none by uvicorn or Starlette), and the app receives it as one message whose body is a ``memoryview``
+  (:class:`WholeBody`; a KServe v2 tensor lands 64-byte aligned). Forms and chunked bodies keep uvicorn's path.
+  The embedding routes go from the middleware straight to their handlers (:class:`FastLane`: no router, no
+  dependency solving), and the clips are a ``np.frombuffer`` view of the body up to the batch.
+* Cost per request (``benchmarks/serve_load.py``): besides the above, replies are written by orjson, no thread hop
+  but the one model run per batch, ORT's idle threads do not spin (``--ort-spinning`` to let them), stage metrics
+  are bound once, a ``.npy`` header is parsed once per distinct header, and :func:`serve` keeps freed memory in the
+  process (:func:`keep_freed_memory`) and freezes the startup objects out of the garbage collector. What is left on
+  the event loop for a one-clip request of 1.2 MB: the kernel's copy into the buffer, the finiteness check, the copy
+  into the batch (when it holds clips of several requests), and the ASGI layers (Starlette, our middleware, uvicorn's
+  response and access log).
 * Limits: upload size (413), clips per request (413), request time (408; the request's decoding stops at its
   next frame). Every bad request gets a 4xx JSON ``{"detail": ...}`` (``{"error": ...}`` under ``/v2``); the
   worker never dies on input. An unexpected error gets a JSON 500, is counted in ``constcl_internal_errors_total``
   and leaves the connection open.
 * Connections (see :class:`ServeConfig`): uvicorn's own ``limit_concurrency`` (503 beyond it),
-  ``timeout_keep_alive``, ``h11_max_incomplete_event_size`` and ``timeout_graceful_shutdown``; uvicorn has no time
-  limit on receiving a request, no cap on open sockets and no 431, so the h11 protocol of
-  :func:`guarded_h11_protocol` closes a connection whose request head is not complete ``header_timeout_s`` after
-  its first byte (or after connecting), answers 431 to a request head over ``max_header_bytes`` (complete or not),
-  and closes new connections at once beyond :func:`open_connection_cap` (below the process's file-descriptor
-  limit, so ``accept`` never fails with EMFILE; one log line per 10 s says how many); the :class:`BodyTimeout`
-  middleware answers 408 and closes when the body takes longer than ``body_timeout_s``.
+  ``timeout_keep_alive`` and ``timeout_graceful_shutdown``; uvicorn has no time limit on receiving a request, no
+  cap on open sockets and no 431 (llhttp has no head limit at all), so the protocol of :func:`guarded_protocol`
+  closes a connection whose request head is not complete ``header_timeout_s`` after its first byte (or after
+  connecting), answers 431 to a request head over ``max_header_bytes`` (complete or not: counted in the parser's
+  callbacks, and by the reads while the head is incomplete), and closes new connections at once beyond
+  :func:`open_connection_cap` (below the process's file-descriptor limit, so ``accept`` never fails with EMFILE;
+  one log line per 10 s says how many); the :class:`BodyTimeout` middleware answers 408 and closes when the body
+  takes longer than ``body_timeout_s``.
 """
 
 from __future__ import annotations
@@ -634,11 +646,10 @@ def guarded_protocol(config: ServeConfig) -> Callable[..., asyncio.BufferedProto
             in_head, between, begun = self._in_head, self._between, self._begun
             try:
                 self.parser.feed_data(data)
-            except httptools.HttpParserUpgrade:
+            except httptools.HttpParserUpgrade:  # no WebSocket routes (uvicorn_options: ws "none"): as uvicorn does
                 if self._should_upgrade():
-                    self.handle_websocket_upgrade()
-                else:
-                    self._unsupported_upgrade_warning()
+                    return self.handle_websocket_upgrade()
+                self._unsupported_upgrade_warning()
             except httptools.HttpParserError as exc:
                 if isinstance(exc.__context__, _HeadTooLarge):
                     return self._send_431()
