@@ -267,9 +267,9 @@ class Metrics:
         self.thread_cpu = Gauge("constcl_thread_cpu_seconds", "CPU time of the service's threads (event_loop: HTTP, "
                                 "parsing, checks, replies; model: batching and the ORT calls)", ["thread"],
                                 registry=self.registry)
-
-        self.stages = {stage: self.stage.labels(stage) for stage in STAGES}  # children bound once: no lookup, no
-        self.stages_cpu = {stage: self.stage_cpu.labels(stage) for stage in STAGES}  # lock per observation
+        # the stages' children, bound once (``labels()`` costs a lookup under a lock per observation)
+        self.stages = {stage: self.stage.labels(stage) for stage in STAGES}
+        self.stages_cpu = {stage: self.stage_cpu.labels(stage) for stage in STAGES}
 
     def timed(self, stage: str, cpu: bool = False) -> Timed:
         """Observe the block's wall time in ``constcl_stage_seconds`` (and with ``cpu``, the running thread's CPU
@@ -548,8 +548,8 @@ class WholeBody:
     ``body`` is a ``memoryview`` of that buffer: no copy between the socket's reads and ``np.frombuffer``.
 
     The byte at ``aligned`` (where a tensor starts: KServe v2's binary data follows a JSON header of
-    ``Inference-Header-Content-Length`` bytes) is placed at a multiple of :data:`ALIGN` bytes: an unaligned float32
-    array takes numpy's slow paths and is copied by ONNX Runtime."""
+    ``Inference-Header-Content-Length`` bytes) is placed at a multiple of :data:`ALIGN` bytes: numpy's loops on an
+    unaligned float32 array are slower (the finiteness check of a 1.2 MB clip took 1.7x as long)."""
 
     __slots__ = ("buffer", "delivered", "done", "filled", "view")
 
@@ -579,10 +579,14 @@ def guarded_protocol(config: ServeConfig) -> Callable[..., asyncio.BufferedProto
       starts in the middle of a read after a pipelined request).
     * A cap on open sockets (:func:`open_connection_cap`): beyond it, connections are closed at accept.
     * Bodies with a ``Content-Length`` of at most ``config.max_upload_bytes`` (not forms: Starlette's multipart
-      parser wants ``bytes`` chunks) are received whole into one buffer (:class:`WholeBody`), without uvicorn's
-      per-read copies, wake-ups of the app and flow-control pauses; larger ones (413 by their length) and chunked
-      ones (counted while they stream) keep uvicorn's path. The buffer holds at most ``max_upload_bytes``, as the
-      app's own copy of the body did before.
+      parser wants ``bytes`` chunks) are received whole into one buffer (:class:`WholeBody`; after the read that
+      ends the head, the socket is read straight into it, see ``DirectReads``), without uvicorn's per-read copies,
+      wake-ups of the app and flow-control pauses; larger ones (413 by their length) and chunked ones (counted
+      while they stream) keep uvicorn's path. The buffer holds at most ``max_upload_bytes``, as the app's own copy of
+      the body did before.
+
+    Returns uvicorn's ``http`` factory (one ``DirectReads`` wrapping one ``GuardedHttpToolsProtocol`` per
+    connection; the class is its ``protocol_class``).
     """
     import httptools
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
