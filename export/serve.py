@@ -1240,9 +1240,10 @@ M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters (malloc.
 def keep_freed_memory(trim_bytes: int = 256 * 2**20, mmap_bytes: int = 32 * 2**20) -> bool:
     """Let glibc's malloc keep freed memory for reuse instead of returning it to the kernel (``mallopt``): blocks
     under ``mmap_bytes`` come from the heap, and the heap is trimmed only above ``trim_bytes`` free. Each request
-    body (1.2 MB for a small-model clip) is copied a few times by h11 and Starlette; with glibc's defaults every
-    copy maps fresh pages and faults them in, which measured 1.1 ms of CPU per request against 0.27 ms with this
-    (benchmarks/serve_load.py). Returns False where it does not apply (not glibc)."""
+    body (1.2 MB for a small-model clip) gets a buffer of its own (:class:`WholeBody`; copied a few times more on
+    uvicorn's and Starlette's multipart path); with glibc's defaults every such block maps fresh pages and faults
+    them in, which measured 1.1 ms of CPU per request against 0.27 ms with this (benchmarks/serve_load.py, the h11
+    service). Returns False where it does not apply (not glibc)."""
     import ctypes
     import ctypes.util
 
