@@ -623,6 +623,8 @@ def guarded_protocol(config: ServeConfig) -> Callable[..., asyncio.BufferedProto
                 self.message_event.clear()
 
     class GuardedHttpToolsProtocol(HttpToolsProtocol):
+        """uvicorn's httptools protocol with the guards and whole bodies above (fed by ``DirectReads``)."""
+
         def connection_made(self, transport) -> None:  # type: ignore[override]
             self._refused = len(self.connections) >= cap
             if self._refused:  # close at once: the descriptor is free again before the next accept
