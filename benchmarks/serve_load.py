@@ -189,18 +189,38 @@ async def _level(url: str, request: tuple[str, bytes, dict[str, str]], requests:
             await connection.close()
 
     metrics = await asyncio.to_thread(scrape, url)
-    server_cpu, own_cpu = sum(server.cpu_times()[:2]), time.process_time()
+    server_cpu, own_cpu, busy = sum(server.cpu_times()[:2]), time.process_time(), _busy_seconds()
     start = time.perf_counter()
     await asyncio.gather(*(client() for _ in range(clients)))
     wall = time.perf_counter() - start
     server_cpu, own_cpu = sum(server.cpu_times()[:2]) - server_cpu, time.process_time() - own_cpu
+    others = max(0.0, _busy_seconds() - busy - server_cpu - own_cpu)  # other jobs on the machine meanwhile
     split = _split(metrics, await asyncio.to_thread(scrape, url), requests)
     ms = np.array(latencies) * 1000
     return {"clients": clients, "requests": requests, "failures": failures, "seconds": round(wall, 2),
             "clips_per_s": round(requests * clips / wall, 3), "p50_ms": round(float(np.percentile(ms, 50)), 1),
             "p99_ms": round(float(np.percentile(ms, 99)), 1),
             "server_cpu_ms_per_request": round(server_cpu * 1000 / requests, 3),
-            "client_cpu_ms_per_request": round(own_cpu * 1000 / requests, 3), **split}
+            "client_cpu_ms_per_request": round(own_cpu * 1000 / requests, 3),
+            "others_cpu_share": round(others / (wall * (os.cpu_count() or 1)), 3), **split}
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``) and its widest vector extension, else what ``platform`` says."""
+    with contextlib.suppress(OSError):
+        info = Path("/proc/cpuinfo").read_text()
+        names = [line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")]
+        flags = next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), [])
+        vector = next((v for v in ("avx512f", "avx2", "avx") if v in flags), "no AVX")
+        if names:
+            return f"{names[0]} ({vector})"
+    return platform.processor() or platform.machine()
+
+
+def _busy_seconds() -> float:
+    """CPU seconds the whole machine has been busy (all processes, all CPUs)."""
+    times = psutil.cpu_times()
+    return sum(times) - times.idle - getattr(times, "iowait", 0.0)
 
 
 def _service_threads_cpu(level: dict[str, float], clips: int) -> float | None:
@@ -220,14 +240,16 @@ def _raw_ort(onnx_path: Path, clips: int, batch: int, spinning: bool) -> dict[st
     embedder = OnnxEmbedder(onnx_path, providers=["CPUExecutionProvider"], spinning=spinning)
     x = np.random.default_rng(0).standard_normal((batch, *embedder.clip_shape)).astype(np.float32)
     embedder.run(x[:1])  # warm-up
-    done, start, cpu = 0, time.perf_counter(), time.process_time()
+    done, start, cpu, busy = 0, time.perf_counter(), time.process_time(), _busy_seconds()
     while done < clips:
         n = min(batch, clips - done)
         embedder.run(x[:n])
         done += n
     wall, cpu = time.perf_counter() - start, time.process_time() - cpu
+    others = max(0.0, _busy_seconds() - busy - cpu)
     return {"batch": batch, "clips": clips, "seconds": round(wall, 2), "clips_per_s": round(clips / wall, 3),
-            "cpu_ms_per_clip": round(cpu * 1000 / clips, 3)}
+            "cpu_ms_per_clip": round(cpu * 1000 / clips, 3),
+            "others_cpu_share": round(others / (wall * (os.cpu_count() or 1)), 3)}
 
 
 def main() -> None:
@@ -303,6 +325,8 @@ def main() -> None:
                                    "ratio": round(served["clips_per_s"] / best, 3),
                                    "server_cpu_ms_per_clip": round(served["server_cpu_ms_per_request"] / k, 3),
                                    "client_cpu_ms_per_clip": round(served["client_cpu_ms_per_request"] / k, 3),
+                                   "others_cpu_share": served["others_cpu_share"],
+                                   "raw_others_cpu_share": max(r["others_cpu_share"] for r in raw.values()),
                                    "mean_batch": served.get("mean_batch"), "model_cpu_ms_per_clip": model_cpu,
                                    "service_cpu_ms_per_clip": round(own, 3),
                                    "service_threads_cpu_ms_per_clip": _service_threads_cpu(served, k),
@@ -318,7 +342,7 @@ def main() -> None:
                      "service_threads_over_model_median": _median_ratio(rounds, fmt)}
                for fmt in args.formats}
     report = {"arch": args.arch if args.onnx is None else str(args.onnx), "label": args.label,
-              "machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
+              "machine": cpu_model(), "cpus": os.cpu_count(),
               "load_average_before": [round(x, 2) for x in load_before],
               "load_average_after": [round(x, 2) for x in os.getloadavg()], "max_batch": args.max_batch,
               "max_wait_ms": args.max_wait_ms, "clips_per_request": k, "ort_spinning": spins, "levels": levels,
@@ -344,16 +368,19 @@ def render(report: dict, requests: int, top: int) -> str:
                               "event_loop_thread_cpu_ms", "model_thread_cpu_ms") if any(k in r for r in levels)]
     lines = [f"Served vs raw ONNX Runtime, `{report['arch']}`, {per_request} clip(s) per request, max batch "
              f"{report['max_batch']}, "
-             f"max wait {report['max_wait_ms']:g} ms, {report['cpus']} CPUs (load generator, server and ORT share "
+             f"max wait {report['max_wait_ms']:g} ms, {report['cpus']} CPUs of {report['machine']} (load generator, "
+             f"server and ORT share "
              f"them; the machine is shared with other jobs: load average {report['load_average_before']} before, "
              f"{report['load_average_after']} after). {report['label']}".rstrip(), "",
              "CPU columns are ms per request: the server process (all threads), the load generator, then the "
-             "server's stages (wall ms unless `cpu`; `ort` is per request, its batch shared by its clips).", "",
-             "| format | clients | clips/s | p50 ms | p99 ms | fail | server CPU | client CPU |"
+             "server's stages (wall ms unless `cpu`; `ort` is per request, its batch shared by its clips); `others` is "
+             "the share of the machine's CPUs that other processes used meanwhile.", "",
+             "| format | clients | clips/s | p50 ms | p99 ms | fail | server CPU | client CPU | others |"
              + "".join(f" {k.removesuffix('_ms').replace('_', ' ')} |" for k in stage_keys),
-             "|---" * (8 + len(stage_keys)) + "|"]
+             "|---" * (9 + len(stage_keys)) + "|"]
     lines += [f"| {r['format']} | {r['clients']} | {r['clips_per_s']} | {r['p50_ms']} | {r['p99_ms']} | "
-              f"{r['failures']} | {r['server_cpu_ms_per_request']} | {r['client_cpu_ms_per_request']} |"
+              f"{r['failures']} | {r['server_cpu_ms_per_request']} | {r['client_cpu_ms_per_request']} | "
+              f"{r.get('others_cpu_share', 0):.0%} |"
               + "".join(f" {r.get(k, '')} |" for k in stage_keys) for r in levels]
     keys = [k for k in rounds[0] if k.startswith("raw_batch") and k.endswith("clips_per_s")]
     names = {k: k.replace("raw_batch", "raw b").replace("_nospin", " no-spin").replace("_clips_per_s", " clips/s")
@@ -363,16 +390,20 @@ def render(report: dict, requests: int, top: int) -> str:
                   f"just before each; model CPU = raw ORT's process CPU per clip at the batch size nearest the served "
                   f"mean, spinning as the server (ORT {'spins' if report['ort_spinning'] else 'does not spin'}); "
                   f"service CPU per clip = server CPU per clip - model CPU per clip; service threads CPU = the "
-                  f"server's event-loop thread + its model thread outside ORT (its own clocks, from /metrics):", "",
+                  f"server's event-loop thread + its model thread outside ORT (its own clocks, from /metrics); "
+                  f"others = the share of the machine's CPUs used by other processes while the service ran / while "
+                  f"raw ORT ran (the most of its four runs):", "",
               "| round | format | " + " | ".join(names[k] for k in keys)
               + " | served clips/s | served / best raw | mean batch | server CPU ms/clip | model CPU ms/clip | "
-                "service CPU ms/clip | service / model | service threads CPU ms/clip | client CPU ms/clip |",
-              "|---" * (len(keys) + 11) + "|"]
+                "service CPU ms/clip | service / model | service threads CPU ms/clip | client CPU ms/clip | "
+                "others served / raw |",
+              "|---" * (len(keys) + 12) + "|"]
     lines += [f"| {r['round']} | {r['format']} | " + " | ".join(str(r[k]) for k in keys)
               + f" | {r['served_clips_per_s']} | {r['ratio']:.1%} | {r['mean_batch']} | "
                 f"{r['server_cpu_ms_per_clip']} | {r['model_cpu_ms_per_clip']} | {r['service_cpu_ms_per_clip']}"
                 f" | {r['service_over_model']:.1%} | {r['service_threads_cpu_ms_per_clip'] or 'n/a'} | "
-                f"{r['client_cpu_ms_per_clip']} |" for r in rounds]
+                f"{r['client_cpu_ms_per_clip']} | {r.get('others_cpu_share', 0):.0%} / "
+                f"{r.get('raw_others_cpu_share', 0):.0%} |" for r in rounds]
     lines += [""] + [f"`{fmt}`: median served / raw at saturation **{v['ratio_median']:.1%}** (goal >= 90%); median "
                      f"service CPU / model CPU **{v['service_over_model_median']:.1%}** (goal <= 10%)"
                      + ("" if v["service_threads_over_model_median"] is None else

@@ -343,8 +343,9 @@ def test_open_connection_cap_stays_below_the_descriptor_limit(monkeypatch):
 
 @pytest.mark.parametrize("chunks", [1, 8], ids=["whole", "trickled"])
 def test_request_head_over_16_kb_gets_431(live, chunks):
-    """A 100 KB head in one write (h11 parses it whole: its incomplete-event limit never fires) or in 8 pieces (the
-    limit fires: uvicorn would answer 400) gets 431 JSON and the connection is closed; a 15 KB head is served."""
+    """A 100 KB head in one write (counted exactly by the parser's callbacks) or in 8 pieces (counted by the reads,
+    before the parser has seen the whole header) gets 431 JSON and the connection is closed; a 15 KB head is
+    served."""
     head = (b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 100_000 + b"\r\n\r\n")
     with socket.create_connection(("127.0.0.1", live)) as sock:
         step = -(-len(head) // chunks)
