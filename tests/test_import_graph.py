@@ -29,7 +29,6 @@ PACKAGES = ("constcl_zoo", "training", "export", "demos")
 KNOWN_CYCLES: set[frozenset[str]] = {
     frozenset({"export.onnx_export", "export.tracking_onnx"}),  # export_onnx dispatches on the task
     frozenset({"export.onnx_export", "export.localization_onnx"}),
-    frozenset({"training.engine.loop", "training.engine.logger"}),  # the logger names TrainTask's type
 }
 
 

@@ -16,7 +16,7 @@ import torch
 
 from constcl_zoo import PreprocessConfig, PretrainModel, load
 
-from ..engine import ConfigError, RunContext, StepOutput, TrainTask, train
+from ..engine import ConfigError, Learner, RunContext, StepOutput, train
 from .config import PretrainConfig
 from .dataset import PretrainDataset, build_loader, views_first
 from .losses import global_contrastive_loss, local_contrastive_loss
@@ -41,7 +41,7 @@ def build_pretrain_model(cfg: PretrainConfig) -> PretrainModel:
     return model.train()
 
 
-class PretrainTask(TrainTask):
+class PretrainTask(Learner):
     """ConST-CL pretraining: two augmented views per video, region boxes on their key frames."""
 
     name, unit = "pretraining", "clips"

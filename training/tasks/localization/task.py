@@ -1,6 +1,6 @@
 """Action localization on the shared engine: AVA-format data, the localizer, binary cross-entropy, frame-mAP.
 
-:class:`LocalizationTask` is a :class:`training.engine.TrainTask`: the engine owns the loop, optimizer, schedule,
+:class:`LocalizationTask` is a :class:`training.engine.Learner`: the engine owns the loop, optimizer, schedule,
 checkpoints, exact resume and logging. Validation (``run.eval_every`` steps and after the last) is the official
 frame-mAP@0.5 of :mod:`.evaluate` — the code of ``python -m training eval-ava`` — on the val split with
 ground-truth boxes. :func:`train_localizer` runs the task and writes ``<out>/model``, a localization task
@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from constcl_zoo.formats.ava import AvaLabel, AvaRow, read_ava_file, read_excluded, read_labelmap
 from constcl_zoo.tasks.localization import ActionLocalizer
 
-from ...engine import ConfigError, RunContext, StepOutput, TrainTask, train
+from ...engine import ConfigError, Learner, RunContext, StepOutput, train
 from .config import LocalizationConfig
 from .data import AvaClips, collate
 from .evaluate import FrameMAP, frame_map
@@ -107,7 +107,7 @@ class HeadOnly(torch.nn.Module):
         return self.localizer.forward_head(features, boxes)
 
 
-class LocalizationTask(TrainTask):
+class LocalizationTask(Learner):
     """Action localization: clips around key frames with their persons' boxes and multi-label actions."""
 
     name, unit = "localization training", "key frames"

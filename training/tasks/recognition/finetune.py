@@ -39,7 +39,7 @@ from constcl_zoo.errors import ConstclZooError
 from constcl_zoo.nn.preprocess import ClipPreprocess
 from constcl_zoo.tasks.recognition import RecognitionHeadConfig, VideoClassifier
 
-from ...engine import ConfigError, RunContext, StepOutput, TrainTask, train
+from ...engine import ConfigError, Learner, RunContext, StepOutput, train
 from ...pretrain.augment import augment_view
 from ...pretrain.config import AugmentConfig
 from ...pretrain.dataset import build_loader
@@ -157,7 +157,7 @@ class ClipDataset(Dataset):
         return clip if (lo, hi) == (-1.0, 1.0) else (clip + 1.0) * ((hi - lo) / 2.0) + lo
 
 
-class FinetuneTask(TrainTask):
+class FinetuneTask(Learner):
     """Supervised fine-tuning of a :class:`VideoClassifier` (see the module docstring)."""
 
     name, unit = "fine-tuning", "clips"

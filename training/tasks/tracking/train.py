@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader
 from constcl_zoo import load
 from constcl_zoo.tasks.tracking import SiamFCTracker
 
-from ...engine import ConfigError, OptimConfig, RunConfig, RunContext, StepOutput, TrainConfig, TrainTask, train
+from ...engine import ConfigError, Learner, OptimConfig, RunConfig, RunContext, StepOutput, TrainConfig, train
 from ...engine.config import check
 from ...engine.config import get_preset as _get_preset
 from .pairs import PairConfig, response_labels
@@ -165,7 +165,7 @@ class _Batches:
             yield list(range(first, first + self.n))
 
 
-class TrackTask(TrainTask):
+class TrackTask(Learner):
     """SiamFC on exemplar / search pairs: balanced logistic (or focal) loss on the response map."""
 
     name, unit = "tracker training", "pairs"
