@@ -221,18 +221,3 @@ def test_bar_log_line_and_metrics_show_the_same_loss(tmp_path, caplog):
     assert f"loss {mean:.4f} (mean of 3 steps)" in caplog.text
     assert f"loss {mean:.4f} (mean of 3 steps)" in logger.bar.postfix
 
-
-def test_traintask_is_the_deprecated_name_of_learner():
-    import training.engine
-    import training.engine.loop
-
-    for module in (training.engine, training.engine.loop):
-        with pytest.warns(DeprecationWarning, match=r"TrainTask is deprecated: it is training.engine.learner.Learner"):
-            assert module.TrainTask is Learner
-    with pytest.warns(DeprecationWarning):
-        from training.engine import TrainTask
-
-    class Old(TrainTask):  # a trainer written for the old name still subclasses the engine's class
-        pass
-
-    assert issubclass(Old, Learner)

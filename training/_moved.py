@@ -25,46 +25,19 @@ from constcl_zoo._moved import MovedModuleFinder, caller_stacklevel, install
 MOVED: dict[str, str] = {
     "training.pretrain.videos": "training.data.videos",
     "training.pretrain.augment": "training.data.augment",
-    "training.pretrain.task": "training.pretrain.learner",
-    "training.tasks.recognition.finetune_config": "training.tasks.recognition.config",
-    "training.tasks.recognition.datasets": "training.tasks.recognition.data",
-    "training.tasks.recognition.metrics": "training.tasks.recognition.evaluate",
-    "training.tasks.tracking.datasets": "training.tasks.tracking.data",
-    "training.tasks.tracking.pairs": "training.tasks.tracking.data",
-    "training.tasks.tracking.metrics": "training.tasks.tracking.evaluate",
-    "training.tasks.localization.task": "training.tasks.localization.learner",
 }
 HINTS: dict[str, str] = {}
 
 # old module path -> (the modules its names went to, {old name: new name})
-SPLIT: dict[str, tuple[tuple[str, ...], dict[str, str]]] = {
-    "training.tasks.tracking.train": (("training.tasks.tracking.learner", "training.tasks.tracking.config"), {}),
-    "training.tasks.tracking.cli_train": (("training.tasks.tracking.cli",),
-                                          {"add_parser": "add_train_parser", "run": "run_train"}),
-    "training.tasks.tracking.cli_eval": (("training.tasks.tracking.cli",),
-                                         {"add_parser": "add_eval_parser", "run": "run_eval"}),
-    "training.tasks.recognition.finetune_cli": (("training.tasks.recognition.cli",),
-                                                {"add_parser": "add_finetune_parser", "run": "run_finetune"}),
-    "training.tasks.localization.eval_ava": (
-        ("training.tasks.localization.cli", "training.tasks.localization.evaluate"),
-        {"add_parser": "add_eval_ava_parser", "run": "run_eval_ava"}),
-}
+SPLIT: dict[str, tuple[tuple[str, ...], dict[str, str]]] = {}
 
 # module -> {old name: "new.module:new_name"}
 RENAMED: dict[str, dict[str, str]] = {
     "training.engine": {"TrainTask": "training.engine.learner:Learner"},
     "training.engine.loop": {"TrainTask": "training.engine.learner:Learner"},
-    "training.pretrain.learner": {"PretrainTask": "training.pretrain.learner:PretrainLearner"},
-    "training.tasks.recognition.finetune": {"FinetuneTask": "training.tasks.recognition.finetune:FinetuneLearner"},
-    "training.tasks.tracking.learner": {"TrackTask": "training.tasks.tracking.learner:TrackLearner"},
-    "training.tasks.localization.learner": {
-        "LocalizationTask": "training.tasks.localization.learner:LocalizationLearner"},
-    "training.tasks.recognition.cli": {"add_parser": "training.tasks.recognition.cli:add_probe_parser",
-                                       "run": "training.tasks.recognition.cli:run_probe"},
-    "training.tasks.localization.cli": {"add_parser": "training.tasks.localization.cli:add_train_parser",
-                                        "run": "training.tasks.localization.cli:run_train"},
-    "training.tasks.localization.calibrate": {"add_parser": "training.tasks.localization.cli:add_calibrate_parser",
-                                              "run": "training.tasks.localization.cli:run_calibrate"},
+    "training.pretrain.dataset": {"StreamSampler": "training.data.loader:StreamSampler",
+                                  "build_loader": "training.data.loader:build_loader"},
+    "training.tasks.localization.data": {"VideoFrames": "training.data.videos:decode_video"},
 }
 
 

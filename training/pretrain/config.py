@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
+from ..data.augment import AugmentConfig
 from ..engine.config import OptimConfig, RunConfig, TrainConfig, check
 from ..engine.config import get_preset as _get_preset
 
@@ -41,22 +42,6 @@ class DataConfig:
     # folder of decoded frames (uint8 at decode_short_side, one .npy a video, memory-mapped; '' : decode every
     # clip from the file): decode once, then sampling a clip is a slice (videos.FrameCache)
     frame_cache: str = ""
-
-
-@dataclass
-class AugmentConfig:
-    """Per-view augmentation, identical across the frames of a view (official VS/CC pipeline)."""
-
-    crop_area: tuple[float, float] = (0.3, 1.0)
-    crop_aspect: tuple[float, float] = (0.5, 2.0)
-    crop_attempts: int = 100
-    flip_p: float = 0.5
-    jitter_p: float = 0.8
-    jitter_strength: float = 1.0
-    grayscale_p: float = 0.2
-    blur_p: tuple[float, float] = (1.0, 0.1)  # (view 1, view 2)
-    blur_sigma: tuple[float, float] = (0.1, 2.0)
-    solarize_p: tuple[float, float] = (0.0, 0.2)
 
 
 @dataclass

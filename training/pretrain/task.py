@@ -16,11 +16,12 @@ import torch
 
 from constcl_zoo import PreprocessConfig, PretrainModel, load
 
+from ..data.loader import build_loader
+from ..data.videos import FrameCache, VideoIndex, build_index, list_videos
 from ..engine import ConfigError, Learner, RunContext, StepOutput, train
 from .config import PretrainConfig
-from .dataset import PretrainDataset, build_loader, views_first
+from .dataset import PretrainDataset, views_first
 from .losses import global_contrastive_loss, local_contrastive_loss
-from .videos import FrameCache, VideoIndex, build_index, list_videos
 
 log = logging.getLogger("training")
 

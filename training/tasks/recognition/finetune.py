@@ -5,11 +5,11 @@ accumulation, bf16, exact resume are the engine's). The model is a
 :class:`~constcl_zoo.tasks.recognition.VideoClassifier` on the encoder's global branch.
 
 Data path: the labelled splits (:mod:`.datasets`) -> an index of decoded frame counts of the training videos
-(:func:`training.pretrain.videos.build_index`; unreadable videos skipped and counted) -> sample number ``p`` of the
-run is video ``perm_e[p mod n]`` (:class:`training.pretrain.dataset.StreamSampler`) and all its randomness comes
+(:func:`training.data.videos.build_index`; unreadable videos skipped and counted) -> sample number ``p`` of the
+run is video ``perm_e[p mod n]`` (:class:`training.data.loader.StreamSampler`) and all its randomness comes
 from a generator seeded with ``(run.seed, p)``: a clip of the preprocessing's frame count and stride at a random
 start (frames wrap around in short videos), a random resized crop + flip
-(:func:`training.pretrain.augment.augment_view` with the colour ops off), in the encoder's value range. A video
+(:func:`training.data.augment.augment_view` with the colour ops off), in the encoder's value range. A video
 that fails to decode at read time is replaced by the next one and counted (``skipped_videos``). So a sample never
 depends on the worker that made it or on a restart: ``--resume`` continues bit for bit.
 
@@ -36,15 +36,14 @@ from torch.utils.data import Dataset
 
 from constcl_zoo import GlobalEncoder, PreprocessConfig, load
 from constcl_zoo.errors import ConstclZooError
+from constcl_zoo.inference.clips import clip_indices, clip_span
 from constcl_zoo.nn.preprocess import ClipPreprocess
 from constcl_zoo.tasks.recognition import RecognitionHeadConfig, VideoClassifier
 
+from ...data.augment import AugmentConfig, augment_view
+from ...data.loader import build_loader
+from ...data.videos import VideoDecodeError, VideoEntry, build_index, read_frames
 from ...engine import ConfigError, Learner, RunContext, StepOutput, train
-from ...pretrain.augment import augment_view
-from ...pretrain.config import AugmentConfig
-from ...pretrain.dataset import build_loader
-from ...pretrain.sampling import clip_indices
-from ...pretrain.videos import VideoDecodeError, VideoEntry, build_index, read_frames
 from .datasets import LabelledSplit, load_splits
 from .features import ViewSettings, prefetched, video_views
 from .finetune_config import FinetuneConfig
@@ -148,9 +147,9 @@ class ClipDataset(Dataset):
 
     def _clip(self, entry: VideoEntry, rng: np.random.Generator) -> torch.Tensor:
         p = self.preprocess
-        span = (p.num_frames - 1) * p.frame_stride + 1
+        span = clip_span(p.num_frames, p.frame_stride)
         start = int(rng.integers(0, max(1, entry.num_frames - span + 1)))
-        indices = clip_indices(start, p.num_frames, p.frame_stride, entry.num_frames)
+        indices = clip_indices(start, p.num_frames, p.frame_stride, entry.num_frames, past_end="wrap")
         frames = read_frames(entry.path, indices, self.cfg.data.decoder, p.resize_short_side)
         clip, _ = augment_view(frames, 0, p.crop_size, self.augment, rng)  # [3, T, S, S] in [-1, 1]
         lo, hi = p.value_range

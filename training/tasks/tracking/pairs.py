@@ -25,9 +25,11 @@ import torch
 from torch.utils.data import Dataset
 
 from constcl_zoo.errors import InvalidArgumentError
-from constcl_zoo.inference.video import iter_image_files, iter_video_file, list_videos
+from constcl_zoo.inference.clips import clip_indices
+from constcl_zoo.inference.video import iter_image_files, list_videos
 from constcl_zoo.tasks.tracking import TrackerConfig, crop_and_resize
 
+from ...data.videos import decode_video
 from .datasets import Sequence
 
 
@@ -49,7 +51,8 @@ class PairConfig:
 
 
 def _window_indices(center: int, n: int, length: int) -> list[int]:
-    return [min(max(center + k, 0), length - 1) for k in range(-n, n + 1)]
+    """The ``2n + 1`` frames centred on ``center`` (the tracker's temporal window), clamped to the video."""
+    return clip_indices(center - n, 2 * n + 1, 1, length, past_end="clamp")
 
 
 def make_pair(frames_z: torch.Tensor, box_z: np.ndarray, frames_x: torch.Tensor, box_x: np.ndarray,
@@ -127,19 +130,11 @@ class VideoPairs(_Pairs):
     def __init__(self, videos: str | Path, tracker: TrackerConfig, pairs: PairConfig = PairConfig(),
                  seed: int = 0) -> None:
         super().__init__(tracker, pairs, seed)
-        import cv2
-
         self.videos: list[torch.Tensor] = []
         for path in list_videos(videos):
-            frames = []
-            for frame in iter_video_file(path):
-                h, w = frame.rgb.shape[:2]
-                s = pairs.video_short_side / min(h, w)
-                frames.append(cv2.resize(frame.rgb, (round(w * s), round(h * s)), interpolation=cv2.INTER_AREA))
-                if len(frames) >= pairs.max_frames_per_video:
-                    break
+            frames = decode_video(path, pairs.video_short_side, pairs.max_frames_per_video, upscale="area").frames
             if len(frames) > 2 * pairs.max_gap:
-                self.videos.append(torch.from_numpy(np.stack(frames)))
+                self.videos.append(torch.from_numpy(frames))
         if not self.videos:
             raise InvalidArgumentError(f"{videos}: no video with more than {2 * pairs.max_gap} frames")
 
