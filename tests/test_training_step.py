@@ -10,8 +10,8 @@ import torch
 from training.data.videos import VideoEntry, VideoIndex
 from training.pretrain.config import cpu_smoke
 from training.pretrain.dataset import PretrainDataset, views_first
+from training.pretrain.learner import build_pretrain_model
 from training.pretrain.losses import global_contrastive_loss, local_contrastive_loss
-from training.pretrain.task import build_pretrain_model
 
 from .conftest import SHARED
 

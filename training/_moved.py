@@ -25,6 +25,7 @@ from constcl_zoo._moved import MovedModuleFinder, caller_stacklevel, install
 MOVED: dict[str, str] = {
     "training.pretrain.videos": "training.data.videos",
     "training.pretrain.augment": "training.data.augment",
+    "training.pretrain.task": "training.pretrain.learner",
 }
 HINTS: dict[str, str] = {}
 
@@ -35,6 +36,7 @@ SPLIT: dict[str, tuple[tuple[str, ...], dict[str, str]]] = {}
 RENAMED: dict[str, dict[str, str]] = {
     "training.engine": {"TrainTask": "training.engine.learner:Learner"},
     "training.engine.loop": {"TrainTask": "training.engine.learner:Learner"},
+    "training.pretrain.learner": {"PretrainTask": "training.pretrain.learner:PretrainLearner"},
     "training.pretrain.dataset": {"StreamSampler": "training.data.loader:StreamSampler",
                                   "build_loader": "training.data.loader:build_loader"},
     "training.tasks.localization.data": {"VideoFrames": "training.data.videos:decode_video"},
