@@ -89,7 +89,7 @@ def test_track_train_on_the_engine_writes_a_loadable_checkpoint_and_resumes(tmp_
 def test_frozen_backbone_stays_in_eval_mode():
     tracker = load("constcl_r3d14_w16", task="tracking", pretrained=False,
                    head={"exemplar_size": 63, "search_size": 127})
-    PairModel(tracker, freeze_backbone=True).train()
+    PairModel(tracker, freeze_encoder=True).train()
     assert not tracker.encoder.training and tracker.head.training
     assert not any(p.requires_grad for p in tracker.encoder.parameters())
 

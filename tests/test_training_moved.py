@@ -86,3 +86,36 @@ def test_a_trainer_written_for_traintask_still_subclasses_the_learner():
         pass
 
     assert issubclass(Old, Learner)
+
+
+def test_the_trackers_freeze_backbone_is_freeze_encoder_now(tmp_path):
+    """A run folder written before the rename still loads, ``-o`` takes the old key, and the three trainers freeze
+    one way: ``TaskModel.freeze_encoder``."""
+    import json
+
+    from training.engine import ConfigError
+    from training.tasks.tracking.train import TrackTrainConfig, get_preset
+
+    cfg = get_preset("cpu_small")
+    old = cfg.to_dict()
+    old["model"]["freeze_backbone"] = not old["model"].pop("freeze_encoder")
+    (tmp_path / "config.json").write_text(json.dumps(old))
+    with pytest.warns(DeprecationWarning, match="model.freeze_backbone is deprecated: it is model.freeze_encoder"):
+        loaded = TrackTrainConfig.load(tmp_path / "config.json")
+    assert loaded.model.freeze_encoder is not cfg.model.freeze_encoder
+    with pytest.warns(DeprecationWarning, match="override model.freeze_backbone is deprecated"):
+        assert cfg.replace(["model.freeze_backbone=false"]).model.freeze_encoder is False
+    old["model"]["freeze_encoder"] = True
+    with pytest.raises(ConfigError, match="both model.freeze_backbone and model.freeze_encoder"):
+        TrackTrainConfig.from_dict(old)
+
+
+def test_pair_model_takes_the_old_keyword():
+    from constcl_zoo import load
+    from training.tasks.tracking.train import PairModel
+
+    tracker = load("constcl_r3d14_w16", task="tracking", pretrained=False, head={"exemplar_size": 63,
+                                                                                  "search_size": 127})
+    with pytest.warns(DeprecationWarning, match=r"PairModel\(freeze_backbone=\) is deprecated"):
+        model = PairModel(tracker, freeze_backbone=True)
+    assert tracker.encoder_frozen and not model.train().tracker.encoder.training

@@ -10,13 +10,15 @@ so an impossible value is a :class:`ConfigError` naming its field before anythin
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import math
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
 from constcl_zoo.config import dataclass_from_dict, to_jsonable
 from constcl_zoo.errors import ConstclZooError
@@ -92,12 +94,35 @@ def _parse_value(raw: str) -> Any:
 C = TypeVar("C", bound="TrainConfig")
 
 
+def _rename(data: dict[str, Any], renamed: dict[str, str], where: str) -> dict[str, Any]:
+    """``data`` with the fields renamed since it was written (``renamed``: old dotted key -> new dotted key, in the
+    same section) under their new names, each with a DeprecationWarning."""
+    for old, new in renamed.items():
+        *path, name = old.split(".")
+        node = data
+        for part in path:
+            node = node.get(part) if isinstance(node, dict) else None
+        if not isinstance(node, dict) or name not in node:
+            continue
+        new_name = new.rsplit(".", 1)[-1]
+        if new_name in node:
+            raise ConfigError(f"{where}: both {old} and {new} are given; {old} is the old name of {new}, keep {new}")
+        warnings.warn(f"{where}: {old} is deprecated: it is {new} now", DeprecationWarning, stacklevel=3)
+        node[new_name] = node.pop(name)
+    return data
+
+
 class TrainConfig:
-    """Mixin for a trainer's config dataclass: JSON round trip, dotted overrides, validation."""
+    """Mixin for a trainer's config dataclass: JSON round trip, dotted overrides, validation.
+
+    ``renamed_fields`` (old dotted key -> new dotted key) lists fields renamed since a run folder may have been
+    written: ``config.json`` and ``-o`` overrides with the old name still work, with a DeprecationWarning.
+    """
 
     preset: str
     optim: OptimConfig
     run: RunConfig
+    renamed_fields: ClassVar[dict[str, str]] = {}
 
     def to_dict(self) -> dict[str, Any]:
         return to_jsonable(dataclasses.asdict(self))  # type: ignore[call-overload]
@@ -107,6 +132,8 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls: type[C], data: dict[str, Any]) -> C:
+        if cls.renamed_fields:
+            data = _rename(copy.deepcopy(data), cls.renamed_fields, "config")
         try:
             cfg = dataclass_from_dict(cls, data, "config", numbers_as_str=True)
         except (ValueError, TypeError) as exc:
@@ -132,7 +159,12 @@ class TrainConfig:
             key, sep, raw = item.partition("=")
             if not sep:
                 raise ConfigError(f"override {item!r} is not of the form section.field=value")
-            parts = key.strip().split(".")
+            key = key.strip()
+            if key in self.renamed_fields:
+                warnings.warn(f"override {key} is deprecated: it is {self.renamed_fields[key]} now",
+                              DeprecationWarning, stacklevel=2)
+                key = self.renamed_fields[key]
+            parts = key.split(".")
             node = data
             for p in parts[:-1]:
                 if not isinstance(node.get(p), dict):

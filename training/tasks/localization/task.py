@@ -86,27 +86,6 @@ class _Batches(torch.utils.data.Sampler):
         return 2**62
 
 
-class HeadOnly(torch.nn.Module):
-    """What the engine trains with ``model.freeze_encoder``: the localizer with its encoder fixed — no gradients,
-    and in eval mode (BN statistics unchanged) whatever ``train()`` is called with."""
-
-    def __init__(self, localizer: ActionLocalizer) -> None:
-        super().__init__()
-        self.localizer = localizer
-        localizer.encoder.requires_grad_(False)
-        self.train()
-
-    def train(self, mode: bool = True) -> HeadOnly:
-        super().train(mode)
-        self.localizer.encoder.eval()
-        return self
-
-    def forward(self, clip: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            features = self.localizer.forward_features(clip)
-        return self.localizer.forward_head(features, boxes)
-
-
 class LocalizationTask(Learner):
     """Action localization: clips around key frames with their persons' boxes and multi-label actions."""
 
@@ -134,8 +113,18 @@ class LocalizationTask(Learner):
         return f"{m.encoder} + {m.head} head on {self.cfg.data.root} ({self.cfg.preset or 'custom'})"
 
     def build_model(self, ctx: RunContext | None = None) -> torch.nn.Module:
-        self.model = build_localizer(self.cfg, self.labels).train()
-        return HeadOnly(self.model) if self.cfg.model.freeze_encoder else self.model
+        """The localizer; with ``model.freeze_encoder`` its encoder is frozen
+        (:meth:`~constcl_zoo.tasks.base.TaskModel.freeze_encoder`: no gradients, eval mode)."""
+        self.model = build_localizer(self.cfg, self.labels).freeze_encoder(self.cfg.model.freeze_encoder).train()
+        return self.model
+
+    def checkpoint_keys(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Runs written with a frozen encoder before the localizer froze it itself wrapped it (``localizer.*``
+        keys): read as the localizer's own."""
+        prefix = "localizer."
+        if state and all(k.startswith(prefix) for k in state):
+            return {k[len(prefix):]: v for k, v in state.items()}
+        return state
 
     def dataset(self, model: ActionLocalizer, split: str) -> AvaClips:
         d = self.cfg.data
@@ -184,7 +173,7 @@ class LocalizationTask(Learner):
         assert self.model is not None
         was_training = model.training
         result = self.validate(self.model)
-        model.train(was_training)  # re-applies HeadOnly's frozen encoder
+        model.train(was_training)  # a frozen encoder stays in eval mode
         log.info("val frame-mAP@0.5 %.4f over %d classes", result.mean_ap, len(result.per_class))
         return {"val_frame_mAP": result.mean_ap}
 

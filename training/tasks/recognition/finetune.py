@@ -82,11 +82,6 @@ def clip_preprocess(cfg: FinetuneConfig, encoder: PreprocessConfig) -> Preproces
         raise ConfigError(f"config data: {exc}") from exc
 
 
-def _keep_in_eval_mode(module: torch.nn.Module, _: Any) -> None:
-    if module.training:
-        module.eval()
-
-
 def build_classifier(cfg: FinetuneConfig, labels: tuple[str, ...]) -> VideoClassifier:
     """The encoder's global branch (pretrained or seeded random init) with the run's preprocessing and a fresh,
     seeded head for ``labels``; in train mode, on the CPU."""
@@ -105,11 +100,7 @@ def build_classifier(cfg: FinetuneConfig, labels: tuple[str, ...]) -> VideoClass
         raise ConfigError(f"config data.num_frames={pre.num_frames}: the encoder needs at least {encoder.min_frames}")
     head = RecognitionHeadConfig(normalize_features=m.normalize_features, dropout=m.dropout)
     classifier = VideoClassifier.from_encoder(encoder, labels=labels, head=head, seed=m.init_seed)
-    if m.freeze_encoder:
-        classifier.encoder.requires_grad_(False)
-        # BN statistics stay frozen too: the engine puts the model in train mode, this puts the encoder back.
-        classifier.encoder.register_forward_pre_hook(_keep_in_eval_mode)
-    return classifier.train()
+    return classifier.freeze_encoder(m.freeze_encoder).train()
 
 
 class ClipDataset(Dataset):

@@ -6,9 +6,10 @@
     python -m training track-train --out runs/track --resume                     # continue where it stopped
 
 Loss: SiamFC's balanced logistic loss (positives and negatives each weigh one half) or, with ``loss.focal``, a
-focal loss (alpha 0.25, gamma 2) as VFS / VINCE. ``model.freeze_backbone`` trains only the head (VFS / VINCE's
-frozen-feature protocol: the encoder stays in eval mode, its BN statistics untouched); ``false`` fine-tunes the
-whole tracker (the paper's setting). Run folder, resume, DDP, bf16, logging and progress are the engine's; after
+focal loss (alpha 0.25, gamma 2) as VFS / VINCE. ``model.freeze_encoder`` trains only the head (VFS / VINCE's
+frozen-feature protocol: ``TaskModel.freeze_encoder``, the encoder stays in eval mode, its BN statistics untouched;
+``model.freeze_backbone``, its old name, still reads with a DeprecationWarning); ``false`` fine-tunes the whole
+tracker (the paper's setting). Run folder, resume, DDP, bf16, logging and progress are the engine's; after
 the last step the tracking checkpoint is written to ``<out>/tracker``, which ``load()`` reads.
 """
 
@@ -16,10 +17,11 @@ from __future__ import annotations
 
 import itertools
 import logging
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.distributed as dist
@@ -61,13 +63,13 @@ def siamfc_loss(responses: torch.Tensor, labels: torch.Tensor, focal: bool = Fal
 class TrackModelConfig:
     """The tracker: an encoder (name, checkpoint folder or ``hf-hub:``; ``random_init`` for an architecture name
     without weights), its ``branch``, the tracker parameters ``head`` (:class:`TrackerConfig` fields) and whether
-    the backbone is frozen."""
+    the encoder is frozen (``freeze_encoder``; formerly ``freeze_backbone``)."""
 
     encoder: str = "constcl_r3d14_w16"
     random_init: bool = False
     branch: str = "region"
     head: dict[str, Any] = field(default_factory=dict)
-    freeze_backbone: bool = True
+    freeze_encoder: bool = True
     init_seed: int = 0
 
 
@@ -94,6 +96,7 @@ class TrackLossConfig:
 class TrackTrainConfig(TrainConfig):
     """A complete tracker training run."""
 
+    renamed_fields: ClassVar[dict[str, str]] = {"model.freeze_backbone": "model.freeze_encoder"}
     preset: str = ""
     model: TrackModelConfig = field(default_factory=TrackModelConfig)
     data: TrackDataConfig = field(default_factory=TrackDataConfig)
@@ -118,27 +121,24 @@ class TrackTrainConfig(TrainConfig):
 
 class PairModel(nn.Module):
     """What the engine trains: the tracker on ``[0, 255]`` exemplar / search clips (normalised here to the
-    weights' value range). A frozen backbone stays in eval mode whatever ``train()`` is called with."""
+    weights' value range); ``freeze_encoder``: the tracker's :meth:`~constcl_zoo.tasks.base.TaskModel.freeze_encoder`
+    (``freeze_backbone``, its old name, still works with a DeprecationWarning)."""
 
-    def __init__(self, tracker: SiamFCTracker, freeze_backbone: bool) -> None:
+    def __init__(self, tracker: SiamFCTracker, freeze_encoder: bool = False, **old: bool) -> None:
         super().__init__()
-        self.tracker = tracker
-        self.freeze_backbone = freeze_backbone
-        if freeze_backbone:
-            tracker.encoder.requires_grad_(False)
+        if "freeze_backbone" in old:
+            warnings.warn("PairModel(freeze_backbone=) is deprecated: it is freeze_encoder now", DeprecationWarning,
+                          stacklevel=2)
+            freeze_encoder = old.pop("freeze_backbone")
+        if old:
+            raise TypeError(f"PairModel got unexpected keyword arguments {sorted(old)}")
+        self.tracker = tracker.freeze_encoder(freeze_encoder)
         self.train()
-
-    def train(self, mode: bool = True) -> PairModel:
-        super().train(mode)
-        if self.freeze_backbone:
-            self.tracker.encoder.eval()
-        return self
 
     def forward(self, exemplar: torch.Tensor, search: torch.Tensor) -> torch.Tensor:
         lo, hi = self.tracker.config.preprocess.value_range
         z, x = exemplar * ((hi - lo) / 255.0) + lo, search * ((hi - lo) / 255.0) + lo
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_backbone):
-            fz, fx = self.tracker.features(z), self.tracker.features(x)
+        fz, fx = self.tracker.features(z), self.tracker.features(x)
         return self.tracker.head(fz.float(), fx.float())
 
 
@@ -183,13 +183,13 @@ class TrackTask(Learner):
 
     def describe(self) -> str:
         m = self.cfg.model
-        return f"{m.encoder} ({self.cfg.preset or 'custom'}; backbone {'frozen' if m.freeze_backbone else 'trained'})"
+        return f"{m.encoder} ({self.cfg.preset or 'custom'}; encoder {'frozen' if m.freeze_encoder else 'trained'})"
 
     def build_model(self, ctx: RunContext) -> nn.Module:
         tracker = build_tracker(self.cfg)
         self.stride = tracker.feature_stride
         self.data = self._dataset(tracker)
-        self.model = PairModel(tracker, self.cfg.model.freeze_backbone)
+        self.model = PairModel(tracker, self.cfg.model.freeze_encoder)
         return self.model
 
     def _dataset(self, tracker: SiamFCTracker) -> Any:
@@ -228,8 +228,7 @@ def train_tracker(cfg: TrackTrainConfig, out: str | Path, resume: bool = False, 
     task = TrackTask(cfg)
     train(task, out, resume=resume, overwrite=overwrite)
     assert task.model is not None
-    tracker = task.model.tracker.cpu().eval()
-    tracker.requires_grad_(True)
+    tracker = task.model.tracker.freeze_encoder(False).cpu().eval()
     folder = Path(out) / TRACKER_FOLDER
     if not dist.is_initialized() or dist.get_rank() == 0:
         tracker.save_pretrained(folder)
@@ -244,7 +243,7 @@ def cpu_small() -> TrackTrainConfig:
         preset="cpu_small",
         model=TrackModelConfig(encoder="constcl_r3d14_w16", random_init=True,
                                head={"exemplar_size": 63, "search_size": 127, "num_scales": 3},
-                               freeze_backbone=True),
+                               freeze_encoder=True),
         data=TrackDataConfig(batch_size=8, num_workers=0),
         pairs=PairConfig(max_gap=10, max_shift=24.0, max_scale=1.15),
         optim=OptimConfig(lr=0.02, momentum=0.9, weight_decay=5e-4, warmup_steps=10, grad_reduction="mean"),
@@ -258,7 +257,7 @@ def siamfc_r3d50() -> TrackTrainConfig:
     fine-tuned on annotated pairs (GOT-10k layout), SiamFC's batch 8 x 8 GPUs, 50 epochs of 6650 pairs."""
     return TrackTrainConfig(
         preset="siamfc_r3d50",
-        model=TrackModelConfig(encoder="constcl_r3d50", freeze_backbone=False),
+        model=TrackModelConfig(encoder="constcl_r3d50", freeze_encoder=False),
         data=TrackDataConfig(batch_size=64, num_workers=8),
         pairs=PairConfig(max_gap=100),
         optim=OptimConfig(lr=0.01, momentum=0.9, weight_decay=5e-4, warmup_steps=200, grad_reduction="mean"),
