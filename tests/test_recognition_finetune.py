@@ -17,8 +17,8 @@ from constcl_zoo.tasks.recognition import VideoClassifier
 from training.__main__ import main
 from training.data.videos import VideoEntry
 from training.engine import ConfigError, read_jsonl
+from training.tasks.recognition.config import PRESETS, FinetuneConfig
 from training.tasks.recognition.finetune import ClipDataset
-from training.tasks.recognition.finetune_config import PRESETS, FinetuneConfig
 
 from .conftest import TINY
 from .recognition_data import make_segments

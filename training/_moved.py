@@ -26,11 +26,17 @@ MOVED: dict[str, str] = {
     "training.pretrain.videos": "training.data.videos",
     "training.pretrain.augment": "training.data.augment",
     "training.pretrain.task": "training.pretrain.learner",
+    "training.tasks.recognition.finetune_config": "training.tasks.recognition.config",
+    "training.tasks.recognition.datasets": "training.tasks.recognition.data",
+    "training.tasks.recognition.metrics": "training.tasks.recognition.evaluate",
 }
 HINTS: dict[str, str] = {}
 
 # old module path -> (the modules its names went to, {old name: new name})
-SPLIT: dict[str, tuple[tuple[str, ...], dict[str, str]]] = {}
+SPLIT: dict[str, tuple[tuple[str, ...], dict[str, str]]] = {
+    "training.tasks.recognition.finetune_cli": (("training.tasks.recognition.cli",),
+                                                {"add_parser": "add_finetune_parser", "run": "run_finetune"}),
+}
 
 # module -> {old name: "new.module:new_name"}
 RENAMED: dict[str, dict[str, str]] = {
@@ -40,6 +46,9 @@ RENAMED: dict[str, dict[str, str]] = {
     "training.pretrain.dataset": {"StreamSampler": "training.data.loader:StreamSampler",
                                   "build_loader": "training.data.loader:build_loader"},
     "training.tasks.localization.data": {"VideoFrames": "training.data.videos:decode_video"},
+    "training.tasks.recognition.finetune": {"FinetuneTask": "training.tasks.recognition.finetune:FinetuneLearner"},
+    "training.tasks.recognition.cli": {"add_parser": "training.tasks.recognition.cli:add_probe_parser",
+                                       "run": "training.tasks.recognition.cli:run_probe"},
 }
 
 

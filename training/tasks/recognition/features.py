@@ -38,7 +38,7 @@ from constcl_zoo.inference.clips import clip_indices, clip_span
 from constcl_zoo.inference.video import VideoError, iter_av_frames, iter_video_file
 from constcl_zoo.nn.preprocess import ClipPreprocess, spatial_views
 
-from .datasets import LabelledSplit
+from .data import LabelledSplit
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,5 @@
-"""Fine-tuning configuration: the model, data, augmentation, loss and evaluation sections, and the presets.
+"""Recognition configuration: the fine-tuning run (:class:`FinetuneConfig`: the model, data, augmentation, loss
+and evaluation sections, and the presets) and the linear probe's settings (:class:`ProbeSettings`).
 
 ``FinetuneConfig`` holds everything a fine-tuning run depends on; the ``optim`` and ``run`` sections, ``-o``
 overrides, JSON round trip and validation are the engine's (:mod:`training.engine.config`). Presets
@@ -21,10 +22,41 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
-from ...engine.config import OptimConfig, RunConfig, TrainConfig, check
-from .datasets import FORMATS
+from constcl_zoo.errors import ConstclZooError
 
+from ...engine.config import OptimConfig, RunConfig, TrainConfig, check
+
+FORMATS = ("folder", "ucf101", "hmdb51")  # labelled datasets (.data)
 UCF101_TRAIN_VIDEOS = 9537  # trainlist01.txt
+
+
+class ProbeError(ConstclZooError, ValueError):
+    """A probe that cannot be trained or applied as asked (bad settings, feature sizes that do not match)."""
+
+
+@dataclass(frozen=True)
+class ProbeSettings:
+    """How the linear classifier is trained (see the module docstring)."""
+
+    l2_normalize: bool = False
+    weight_decay: float = 1e-3
+    optimizer: Literal["lbfgs", "adam"] = "lbfgs"
+    max_iter: int = 500  # L-BFGS iterations
+    epochs: int = 100  # Adam
+    lr: float = 1e-3  # Adam
+    batch_size: int = 4096  # Adam
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in ("lbfgs", "adam"):
+            raise ProbeError(f"optimizer must be 'lbfgs' or 'adam', got {self.optimizer!r}")
+        if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
+            raise ProbeError(f"weight_decay must be a finite number >= 0, got {self.weight_decay!r}")
+        for name in ("max_iter", "epochs", "batch_size"):
+            if int(getattr(self, name)) < 1:
+                raise ProbeError(f"{name} must be >= 1, got {getattr(self, name)!r}")
+        if not self.lr > 0:
+            raise ProbeError(f"lr must be > 0, got {self.lr!r}")
 
 
 @dataclass
