@@ -40,7 +40,7 @@ def test_textures_come_from_the_source_videos() -> None:
 
 
 def test_tracking_sequences_read_back_and_repeat_with_the_seed(tmp_path) -> None:
-    from training.tasks.tracking.datasets import read_dataset
+    from training.tasks.tracking.data import read_dataset
 
     spec = TrackingSpec(num_sequences=2, seconds=2, seed=5)
     generate_tracking(tmp_path / "a", spec)

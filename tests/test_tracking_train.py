@@ -11,16 +11,9 @@ import torch
 
 from constcl_zoo import load
 from constcl_zoo.tasks.tracking import SiamFCTracker, TrackerConfig
-from training.tasks.tracking.pairs import PairConfig, make_pair, response_labels
-from training.tasks.tracking.train import (
-    PairModel,
-    TrackTask,
-    TrackTrainConfig,
-    build_tracker,
-    get_preset,
-    siamfc_loss,
-    train_tracker,
-)
+from training.tasks.tracking.config import PairConfig, TrackTrainConfig, get_preset
+from training.tasks.tracking.data import make_pair, response_labels
+from training.tasks.tracking.learner import PairModel, TrackLearner, build_tracker, siamfc_loss, train_tracker
 
 cv2 = pytest.importorskip("cv2")
 
@@ -123,4 +116,4 @@ def test_config_needs_a_pair_source(tmp_path):
     with pytest.raises(ConfigError, match="only one of data.videos"):
         get_preset("cpu_small").replace(["data.videos=a", "data.dataset=b"])
     with pytest.raises(ConfigError, match="give --videos"):
-        TrackTask(get_preset("cpu_small"))._dataset(None)
+        TrackLearner(get_preset("cpu_small"))._dataset(None)

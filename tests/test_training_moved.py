@@ -94,7 +94,7 @@ def test_the_trackers_freeze_backbone_is_freeze_encoder_now(tmp_path):
     import json
 
     from training.engine import ConfigError
-    from training.tasks.tracking.train import TrackTrainConfig, get_preset
+    from training.tasks.tracking.config import TrackTrainConfig, get_preset
 
     cfg = get_preset("cpu_small")
     old = cfg.to_dict()
@@ -112,7 +112,7 @@ def test_the_trackers_freeze_backbone_is_freeze_encoder_now(tmp_path):
 
 def test_pair_model_takes_the_old_keyword():
     from constcl_zoo import load
-    from training.tasks.tracking.train import PairModel
+    from training.tasks.tracking.learner import PairModel
 
     tracker = load("constcl_r3d14_w16", task="tracking", pretrained=False, head={"exemplar_size": 63,
                                                                                   "search_size": 127})

@@ -34,7 +34,7 @@ PROG = "python -m training"
 # a new subcommand is one line. A task's commands live in its cli.py.
 COMMANDS = ("training.pretrain.cli:add_parser",
             "training.tasks.recognition.cli:add_probe_parser", "training.tasks.recognition.cli:add_finetune_parser",
-            "training.tasks.tracking.cli_train:add_parser", "training.tasks.tracking.cli_eval:add_parser",
+            "training.tasks.tracking.cli:add_train_parser", "training.tasks.tracking.cli:add_eval_parser",
             "training.tasks.localization.cli:add_parser", "training.tasks.localization.calibrate:add_parser",
             "training.tasks.localization.eval_ava:add_parser",
             "training.replicate.cli:add_parser", "training.replicate.install:add_parser",

@@ -29,11 +29,19 @@ MOVED: dict[str, str] = {
     "training.tasks.recognition.finetune_config": "training.tasks.recognition.config",
     "training.tasks.recognition.datasets": "training.tasks.recognition.data",
     "training.tasks.recognition.metrics": "training.tasks.recognition.evaluate",
+    "training.tasks.tracking.datasets": "training.tasks.tracking.data",
+    "training.tasks.tracking.pairs": "training.tasks.tracking.data",
+    "training.tasks.tracking.metrics": "training.tasks.tracking.evaluate",
 }
 HINTS: dict[str, str] = {}
 
 # old module path -> (the modules its names went to, {old name: new name})
 SPLIT: dict[str, tuple[tuple[str, ...], dict[str, str]]] = {
+    "training.tasks.tracking.train": (("training.tasks.tracking.learner", "training.tasks.tracking.config"), {}),
+    "training.tasks.tracking.cli_train": (("training.tasks.tracking.cli",),
+                                          {"add_parser": "add_train_parser", "run": "run_train"}),
+    "training.tasks.tracking.cli_eval": (("training.tasks.tracking.cli",),
+                                         {"add_parser": "add_eval_parser", "run": "run_eval"}),
     "training.tasks.recognition.finetune_cli": (("training.tasks.recognition.cli",),
                                                 {"add_parser": "add_finetune_parser", "run": "run_finetune"}),
 }
@@ -46,6 +54,7 @@ RENAMED: dict[str, dict[str, str]] = {
     "training.pretrain.dataset": {"StreamSampler": "training.data.loader:StreamSampler",
                                   "build_loader": "training.data.loader:build_loader"},
     "training.tasks.localization.data": {"VideoFrames": "training.data.videos:decode_video"},
+    "training.tasks.tracking.learner": {"TrackTask": "training.tasks.tracking.learner:TrackLearner"},
     "training.tasks.recognition.finetune": {"FinetuneTask": "training.tasks.recognition.finetune:FinetuneLearner"},
     "training.tasks.recognition.cli": {"add_parser": "training.tasks.recognition.cli:add_probe_parser",
                                        "run": "training.tasks.recognition.cli:run_probe"},

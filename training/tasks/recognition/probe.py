@@ -81,11 +81,9 @@ def _loss(x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor, bias: torch.Te
     return F.cross_entropy(x @ weight.T + bias, y) + 0.5 * wd * weight.square().sum()
 
 
-def train_probe(train: SplitFeatures, settings: ProbeSettings | None = None,
+def train_probe(train: SplitFeatures, settings: ProbeSettings = ProbeSettings(),
                 device: str | torch.device = "cpu") -> tuple[LinearHead, dict[str, Any]]:
-    """Fit the linear head on every view of ``train`` (``settings``: default :class:`ProbeSettings`); returns it
-    and ``{"loss", "iterations", "seconds"}``."""
-    settings = settings if settings is not None else ProbeSettings()
+    """Fit the linear head on every view of ``train``; returns it and ``{"loss", "iterations", "seconds"}``."""
     n, v, d = train.features.shape
     c = len(train.classes)
     if n == 0:

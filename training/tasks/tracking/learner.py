@@ -1,5 +1,5 @@
-"""Training the SiamFC tracker on the shared engine (:mod:`training.engine`): config and presets, the loss and the
-:class:`TrackTask`.
+"""Training the SiamFC tracker on the shared engine (:mod:`training.engine`): the loss, the model the engine trains
+(:class:`PairModel`) and :class:`TrackLearner` (config and presets: :mod:`.config`).
 
     python -m training track-train --config cpu_small --videos ../shared/data/videos --out runs/track   # label-free
     python -m training track-train --config siamfc_r3d50 --dataset GOT10K/train -o model.encoder=CKPT --out RUN
@@ -18,10 +18,9 @@ from __future__ import annotations
 import itertools
 import logging
 import warnings
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -32,10 +31,12 @@ from torch.utils.data import DataLoader
 from constcl_zoo import load
 from constcl_zoo.tasks.tracking import SiamFCTracker
 
-from ...engine import ConfigError, Learner, OptimConfig, RunConfig, RunContext, StepOutput, TrainConfig, train
-from ...engine.config import check
-from ...engine.config import get_preset as _get_preset
-from .pairs import PairConfig, response_labels
+from ..._moved import deprecated_names
+from ...engine import ConfigError, Learner, RunContext, StepOutput, train
+from .config import TrackTrainConfig
+from .data import response_labels
+
+__getattr__ = deprecated_names(__name__)  # TrackTask: the old name of TrackLearner
 
 log = logging.getLogger("training")
 TRACKER_FOLDER = "tracker"
@@ -57,66 +58,6 @@ def siamfc_loss(responses: torch.Tensor, labels: torch.Tensor, focal: bool = Fal
     weights = labels * 0.5 / pos + (1 - labels) * 0.5 / neg
     loss = F.binary_cross_entropy_with_logits(responses, labels, weight=weights, reduction="none")
     return loss.sum(dim=(1, 2, 3)).mean()
-
-
-@dataclass
-class TrackModelConfig:
-    """The tracker: an encoder (name, checkpoint folder or ``hf-hub:``; ``random_init`` for an architecture name
-    without weights), its ``branch``, the tracker parameters ``head`` (:class:`TrackerConfig` fields) and whether
-    the encoder is frozen (``freeze_encoder``; formerly ``freeze_backbone``)."""
-
-    encoder: str = "constcl_r3d14_w16"
-    random_init: bool = False
-    branch: str = "region"
-    head: dict[str, Any] = field(default_factory=dict)
-    freeze_encoder: bool = True
-    init_seed: int = 0
-
-
-@dataclass
-class TrackDataConfig:
-    """Pairs: label-free from ``videos`` (folder / manifest) or annotated from ``dataset`` (GOT-10k / OTB / VOT
-    folder), exactly one. ``batch_size`` pairs per optimizer step (all processes)."""
-
-    videos: str = ""
-    dataset: str = ""
-    batch_size: int = 8
-    num_workers: int = 0
-
-
-@dataclass
-class TrackLossConfig:
-    """``positive_radius``: search-crop pixels around the target labelled positive (SiamFC: 16)."""
-
-    focal: bool = False
-    positive_radius: float = 16.0
-
-
-@dataclass
-class TrackTrainConfig(TrainConfig):
-    """A complete tracker training run."""
-
-    renamed_fields: ClassVar[dict[str, str]] = {"model.freeze_backbone": "model.freeze_encoder"}
-    preset: str = ""
-    model: TrackModelConfig = field(default_factory=TrackModelConfig)
-    data: TrackDataConfig = field(default_factory=TrackDataConfig)
-    pairs: PairConfig = field(default_factory=PairConfig)
-    loss: TrackLossConfig = field(default_factory=TrackLossConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    run: RunConfig = field(default_factory=RunConfig)
-
-    def validate(self) -> None:
-        super().validate()
-        d, p = self.data, self.pairs
-        check(not (d.videos and d.dataset), "data.videos", d.videos,
-              "give only one of data.videos (--videos, label-free) and data.dataset (--dataset, annotated)")
-        check(d.batch_size >= 1, "data.batch_size", d.batch_size, "must be >= 1")
-        check(d.num_workers >= 0, "data.num_workers", d.num_workers, "must be >= 0")
-        check(self.model.branch in ("region", "global"), "model.branch", self.model.branch, "must be region or global")
-        check(p.max_gap >= 0 and p.max_shift >= 0 and p.max_scale >= 1, "pairs", p,
-              "need max_gap >= 0, max_shift >= 0, max_scale >= 1")
-        check(0 < p.box_min <= p.box_max < 1, "pairs.box_min", p.box_min, "need 0 < box_min <= box_max < 1")
-        check(self.loss.positive_radius > 0, "loss.positive_radius", self.loss.positive_radius, "must be > 0")
 
 
 class PairModel(nn.Module):
@@ -165,7 +106,7 @@ class _Batches:
             yield list(range(first, first + self.n))
 
 
-class TrackTask(Learner):
+class TrackLearner(Learner):
     """SiamFC on exemplar / search pairs: balanced logistic (or focal) loss on the response map."""
 
     name, unit = "tracker training", "pairs"
@@ -193,8 +134,7 @@ class TrackTask(Learner):
         return self.model
 
     def _dataset(self, tracker: SiamFCTracker) -> Any:
-        from .datasets import read_dataset
-        from .pairs import SequencePairs, VideoPairs
+        from .data import SequencePairs, VideoPairs, read_dataset
 
         d, seed = self.cfg.data, self.cfg.run.seed
         if not (d.videos or d.dataset):
@@ -223,9 +163,9 @@ class TrackTask(Learner):
 
 
 def train_tracker(cfg: TrackTrainConfig, out: str | Path, resume: bool = False, overwrite: bool = False) -> Path:
-    """Run :class:`TrackTask` into run folder ``out`` and write the tracking checkpoint ``<out>/tracker``
+    """Run :class:`TrackLearner` into run folder ``out`` and write the tracking checkpoint ``<out>/tracker``
     (rank 0); returns its folder."""
-    task = TrackTask(cfg)
+    task = TrackLearner(cfg)
     train(task, out, resume=resume, overwrite=overwrite)
     assert task.model is not None
     tracker = task.model.tracker.freeze_encoder(False).cpu().eval()
@@ -234,40 +174,3 @@ def train_tracker(cfg: TrackTrainConfig, out: str | Path, resume: bool = False, 
         tracker.save_pretrained(folder)
         log.info("tracking checkpoint %s", folder)
     return folder
-
-
-def cpu_small() -> TrackTrainConfig:
-    """Head-only training of the small random-init tracker (``constcl_r3d14_w16``, 63 / 127 crops) on
-    label-free pairs: about 15 minutes on 2 busy CPU cores (~10 s a step)."""
-    return TrackTrainConfig(
-        preset="cpu_small",
-        model=TrackModelConfig(encoder="constcl_r3d14_w16", random_init=True,
-                               head={"exemplar_size": 63, "search_size": 127, "num_scales": 3},
-                               freeze_encoder=True),
-        data=TrackDataConfig(batch_size=8, num_workers=0),
-        pairs=PairConfig(max_gap=10, max_shift=24.0, max_scale=1.15),
-        optim=OptimConfig(lr=0.02, momentum=0.9, weight_decay=5e-4, warmup_steps=10, grad_reduction="mean"),
-        run=RunConfig(steps=100, checkpoint_every=50, keep_checkpoints=2, log_every=10, precision="fp32",
-                      channels_last=False, threads=2),
-    )
-
-
-def siamfc_r3d50() -> TrackTrainConfig:
-    """The paper-scale setting: an R3D-50 encoder (give ``-o model.encoder=CHECKPOINT``), 127 / 255 crops,
-    fine-tuned on annotated pairs (GOT-10k layout), SiamFC's batch 8 x 8 GPUs, 50 epochs of 6650 pairs."""
-    return TrackTrainConfig(
-        preset="siamfc_r3d50",
-        model=TrackModelConfig(encoder="constcl_r3d50", freeze_encoder=False),
-        data=TrackDataConfig(batch_size=64, num_workers=8),
-        pairs=PairConfig(max_gap=100),
-        optim=OptimConfig(lr=0.01, momentum=0.9, weight_decay=5e-4, warmup_steps=200, grad_reduction="mean"),
-        run=RunConfig(steps=5200, checkpoint_every=500, precision="bf16"),
-    )
-
-
-PRESETS: dict[str, Callable[[], TrackTrainConfig]] = {"cpu_small": cpu_small, "siamfc_r3d50": siamfc_r3d50}
-
-
-def get_preset(name: str) -> TrackTrainConfig:
-    """The named tracker training preset."""
-    return _get_preset(PRESETS, name)
