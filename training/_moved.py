@@ -32,6 +32,7 @@ MOVED: dict[str, str] = {
     "training.tasks.tracking.datasets": "training.tasks.tracking.data",
     "training.tasks.tracking.pairs": "training.tasks.tracking.data",
     "training.tasks.tracking.metrics": "training.tasks.tracking.evaluate",
+    "training.tasks.localization.task": "training.tasks.localization.learner",
 }
 HINTS: dict[str, str] = {}
 
@@ -42,6 +43,9 @@ SPLIT: dict[str, tuple[tuple[str, ...], dict[str, str]]] = {
                                           {"add_parser": "add_train_parser", "run": "run_train"}),
     "training.tasks.tracking.cli_eval": (("training.tasks.tracking.cli",),
                                          {"add_parser": "add_eval_parser", "run": "run_eval"}),
+    "training.tasks.localization.eval_ava": (
+        ("training.tasks.localization.cli", "training.tasks.localization.evaluate"),
+        {"add_parser": "add_eval_ava_parser", "run": "run_eval_ava"}),
     "training.tasks.recognition.finetune_cli": (("training.tasks.recognition.cli",),
                                                 {"add_parser": "add_finetune_parser", "run": "run_finetune"}),
 }
@@ -56,6 +60,12 @@ RENAMED: dict[str, dict[str, str]] = {
     "training.tasks.localization.data": {"VideoFrames": "training.data.videos:decode_video"},
     "training.tasks.tracking.learner": {"TrackTask": "training.tasks.tracking.learner:TrackLearner"},
     "training.tasks.recognition.finetune": {"FinetuneTask": "training.tasks.recognition.finetune:FinetuneLearner"},
+    "training.tasks.localization.learner": {
+        "LocalizationTask": "training.tasks.localization.learner:LocalizationLearner"},
+    "training.tasks.localization.cli": {"add_parser": "training.tasks.localization.cli:add_train_parser",
+                                        "run": "training.tasks.localization.cli:run_train"},
+    "training.tasks.localization.calibrate": {"add_parser": "training.tasks.localization.cli:add_calibrate_parser",
+                                              "run": "training.tasks.localization.cli:run_calibrate"},
     "training.tasks.recognition.cli": {"add_parser": "training.tasks.recognition.cli:add_probe_parser",
                                        "run": "training.tasks.recognition.cli:run_probe"},
 }

@@ -1,31 +1,5 @@
-"""The recognition commands: ``probe`` (a linear probe of a frozen encoder) and ``finetune`` (an encoder with a
-classifier head on the engine).
-
-``probe``::
-
-    python -m training probe --train videos/train --val videos/val --model constcl_r3d50 --out runs/probe
-    python -m training probe --ucf101-splits ucfTrainTestlist --split 1 --train UCF-101 --model M --out RUN \\
-        --clips 10 --crops 3 --train-clips 2 --train-crops 1
-    python -m training probe --hmdb51-splits testTrainMulti_7030_splits --train hmdb51 --model M --out RUN
-
-writes ``RUN/metrics.json`` (top-1, top-5, per-class accuracy, confusion matrix), ``RUN/confusion.png``,
-``RUN/head.safetensors`` (``weight`` ``[C, D]``, ``bias`` ``[C]``) and ``RUN/probe.json`` (labels, settings,
-encoder, feature caches, training summary). Features are cached (``--cache-dir``), so rerunning with other probe
-settings (``--l2-normalize``, ``--weight-decay``, ...) takes seconds.
-
-``finetune``::
-
-    python -m training finetune --config cpu_small --train videos/train --val videos/val --model constcl_r3d14_w16 \\
-        --random-init --out runs/ft
-    python -m training finetune --config ucf101 --ucf101-splits ucfTrainTestlist --split 1 --train UCF-101 \\
-        --model cvrl_r3d50.k600_800ep --out runs/ucf101
-    torchrun --nproc_per_node 8 -m training finetune --config ucf101 ... --out runs/ucf101
-    python -m training finetune --out runs/ucf101 --resume                 # continue where it stopped
-
-writes the engine's run files (``config.json``, ``checkpoints/``, ``metrics.jsonl``, ``eval.jsonl``, ``tb/``,
-``train.log``, ``summary.json``) and, at the end, ``metrics.json`` (top-1, top-5, per-class accuracy, confusion
-matrix), ``confusion.png`` and the task checkpoint ``checkpoint/`` (``constcl_zoo.load(RUN/checkpoint)``).
-Any config field can be overridden: ``-o optim.lr=0.01 -o model.freeze_encoder=true -o loss.label_smoothing=0.1``.
+"""The recognition commands: ``probe`` (a linear probe of a frozen encoder: :mod:`.probe`) and ``finetune`` (an
+encoder with a classifier head on the engine: :mod:`.finetune`). Each command's ``--help`` description is below.
 """
 
 from __future__ import annotations
@@ -51,6 +25,37 @@ __getattr__ = deprecated_names(__name__)  # add_parser, run: the probe's, now ad
 
 log = logging.getLogger(__name__)
 
+# The --help descriptions, as the commands' own modules had them.
+PROBE_DESCRIPTION = """\
+The ``probe`` command: linear probe of a frozen encoder on a labelled video dataset.
+
+    python -m training probe --train videos/train --val videos/val --model constcl_r3d50 --out runs/probe
+    python -m training probe --ucf101-splits ucfTrainTestlist --split 1 --train UCF-101 --model M --out RUN \\
+        --clips 10 --crops 3 --train-clips 2 --train-crops 1
+    python -m training probe --hmdb51-splits testTrainMulti_7030_splits --train hmdb51 --model M --out RUN
+
+Writes ``RUN/metrics.json`` (top-1, top-5, per-class accuracy, confusion matrix), ``RUN/confusion.png``,
+``RUN/head.safetensors`` (``weight`` ``[C, D]``, ``bias`` ``[C]``) and ``RUN/probe.json`` (labels, settings,
+encoder, feature caches, training summary). Features are cached (``--cache-dir``), so rerunning with other probe
+settings (``--l2-normalize``, ``--weight-decay``, ...) takes seconds.
+"""
+
+FINETUNE_DESCRIPTION = """\
+The ``finetune`` command: fine-tune an encoder with a classifier head on a labelled video dataset.
+
+    python -m training finetune --config cpu_small --train videos/train --val videos/val --model constcl_r3d14_w16 \\
+        --random-init --out runs/ft
+    python -m training finetune --config ucf101 --ucf101-splits ucfTrainTestlist --split 1 --train UCF-101 \\
+        --model cvrl_r3d50.k600_800ep --out runs/ucf101
+    torchrun --nproc_per_node 8 -m training finetune --config ucf101 ... --out runs/ucf101
+    python -m training finetune --out runs/ucf101 --resume                 # continue where it stopped
+
+Writes the engine's run files (``config.json``, ``checkpoints/``, ``metrics.jsonl``, ``eval.jsonl``, ``tb/``,
+``train.log``, ``summary.json``) and, at the end, ``metrics.json`` (top-1, top-5, per-class accuracy, confusion
+matrix), ``confusion.png`` and the task checkpoint ``checkpoint/`` (``constcl_zoo.load(RUN/checkpoint)``).
+Any config field can be overridden: ``-o optim.lr=0.01 -o model.freeze_encoder=true -o loss.label_smoothing=0.1``.
+"""
+
 
 def add_dataset_arguments(parser: argparse.ArgumentParser, title: str, *, required: bool,
                           split_default: int | None) -> None:
@@ -73,7 +78,7 @@ def add_probe_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     """Add the ``probe`` sub-command to ``subparsers``; its handler is ``args.func`` (= :func:`run_probe`)."""
     defaults = ProbeSettings()
     p = subparsers.add_parser("probe", help="linear probe of a frozen encoder (features cached on disk)",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+                              description=PROBE_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_dataset_arguments(p, "data", required=True, split_default=1)
     model = p.add_argument_group("encoder and features")
     model.add_argument("--model", default=None, help="encoder: a registered name, checkpoint folder or hf-hub:... "
@@ -174,7 +179,8 @@ def run_probe(args: argparse.Namespace) -> int:
 def add_finetune_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the ``finetune`` sub-command to ``subparsers``; its handler is ``args.func`` (= :func:`run_finetune`)."""
     p = subparsers.add_parser("finetune", help="fine-tune an encoder with a classifier head (all layers or the head)",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+                              description=FINETUNE_DESCRIPTION,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
     add_run_arguments(p, PRESETS)
     add_dataset_arguments(p, "data (recorded in config.json; not needed with --resume)", required=False,
                           split_default=None)

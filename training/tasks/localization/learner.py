@@ -1,6 +1,6 @@
 """Action localization on the shared engine: AVA-format data, the localizer, binary cross-entropy, frame-mAP.
 
-:class:`LocalizationTask` is a :class:`training.engine.Learner`: the engine owns the loop, optimizer, schedule,
+:class:`LocalizationLearner` is a :class:`training.engine.Learner`: the engine owns the loop, optimizer, schedule,
 checkpoints, exact resume and logging. Validation (``run.eval_every`` steps and after the last) is the official
 frame-mAP@0.5 of :mod:`.evaluate` — the code of ``python -m training eval-ava`` — on the val split with
 ground-truth boxes. :func:`train_localizer` runs the task and writes ``<out>/model``, a localization task
@@ -21,11 +21,13 @@ import torch.nn.functional as F
 from constcl_zoo.formats.ava import AvaLabel, AvaRow, read_ava_file, read_excluded, read_labelmap
 from constcl_zoo.tasks.localization import ActionLocalizer
 
+from ..._moved import deprecated_names
 from ...engine import ConfigError, Learner, RunContext, StepOutput, train
 from .config import LocalizationConfig
 from .data import AvaClips, collate
 from .evaluate import FrameMAP, frame_map
 
+__getattr__ = deprecated_names(__name__)  # LocalizationTask: the old name of LocalizationLearner
 log = logging.getLogger("training")
 MODEL_DIR = "model"  # <out>/model: the exported localization checkpoint
 
@@ -86,7 +88,7 @@ class _Batches(torch.utils.data.Sampler):
         return 2**62
 
 
-class LocalizationTask(Learner):
+class LocalizationLearner(Learner):
     """Action localization: clips around key frames with their persons' boxes and multi-label actions."""
 
     name, unit = "localization training", "key frames"
@@ -182,7 +184,7 @@ def train_localizer(cfg: LocalizationConfig, out: str | Path, resume: bool = Fal
                     overwrite: bool = False) -> dict[str, Any]:
     """Train (or continue, with ``resume``) into run folder ``out`` and write ``<out>/model`` (a localization
     checkpoint for ``constcl_zoo.load``); returns the engine's summary plus ``"model"`` (its path)."""
-    task = LocalizationTask(cfg)
+    task = LocalizationLearner(cfg)
     summary = train(task, out, resume=resume, overwrite=overwrite)
     folder = Path(out) / MODEL_DIR
     if task.model is not None and int(torch.distributed.get_rank() if torch.distributed.is_initialized() else 0) == 0:
