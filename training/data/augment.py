@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Annotated
 
 import numpy as np
 import torch
@@ -20,22 +21,24 @@ import torch.nn.functional as F
 
 from constcl_zoo.errors import InvalidArgumentError
 
+from ..engine.config import AtLeastOne, Fraction, Interval, NonNegative, Probability
+
 
 @dataclass
 class AugmentConfig:
     """Per-view augmentation, identical across the frames of a view (official VS/CC pipeline). Pretraining's
     ``augment`` section; fine-tuning uses its crop and flip with the other ops off."""
 
-    crop_area: tuple[float, float] = (0.3, 1.0)
-    crop_aspect: tuple[float, float] = (0.5, 2.0)
-    crop_attempts: int = 100
-    flip_p: float = 0.5
-    jitter_p: float = 0.8
-    jitter_strength: float = 1.0
-    grayscale_p: float = 0.2
-    blur_p: tuple[float, float] = (1.0, 0.1)  # (view 1, view 2)
-    blur_sigma: tuple[float, float] = (0.1, 2.0)
-    solarize_p: tuple[float, float] = (0.0, 0.2)
+    crop_area: Annotated[tuple[float, float], Interval(upper=1)] = (0.3, 1.0)
+    crop_aspect: Annotated[tuple[float, float], Interval()] = (0.5, 2.0)
+    crop_attempts: AtLeastOne = 100
+    flip_p: Probability = 0.5
+    jitter_p: Probability = 0.8
+    jitter_strength: Annotated[float, NonNegative()] = 1.0
+    grayscale_p: Probability = 0.2
+    blur_p: Annotated[tuple[float, float], Fraction()] = (1.0, 0.1)  # (view 1, view 2)
+    blur_sigma: Annotated[tuple[float, float], Interval()] = (0.1, 2.0)
+    solarize_p: Annotated[tuple[float, float], Fraction()] = (0.0, 0.2)
 
 
 @dataclass(frozen=True)

@@ -11,9 +11,19 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar, Literal
 
-from ...engine.config import OptimConfig, RunConfig, TrainConfig, check
+from ...engine.config import (
+    AtLeast,
+    AtLeastOne,
+    AtLeastZero,
+    NonNegative,
+    OptimConfig,
+    Positive,
+    RunConfig,
+    TrainConfig,
+    check,
+)
 from ...engine.config import get_preset as _get_preset
 
 
@@ -24,9 +34,9 @@ class PairConfig:
     ``pairs_per_epoch``: the dataset's length; for :class:`VideoPairs`, box sides are ``box_min..box_max`` of the
     frame's short side."""
 
-    max_gap: int = 10
-    max_shift: float = 24.0
-    max_scale: float = 1.15
+    max_gap: AtLeastZero = 10
+    max_shift: Annotated[float, NonNegative()] = 24.0
+    max_scale: Annotated[float, AtLeast(1)] = 1.15
     pairs_per_epoch: int = 2000
     box_min: float = 0.15
     box_max: float = 0.45
@@ -42,7 +52,7 @@ class TrackModelConfig:
 
     encoder: str = "constcl_r3d14_w16"
     random_init: bool = False
-    branch: str = "region"
+    branch: Literal["region", "global"] = "region"
     head: dict[str, Any] = field(default_factory=dict)
     freeze_encoder: bool = True
     init_seed: int = 0
@@ -55,8 +65,8 @@ class TrackDataConfig:
 
     videos: str = ""
     dataset: str = ""
-    batch_size: int = 8
-    num_workers: int = 0
+    batch_size: AtLeastOne = 8
+    num_workers: AtLeastZero = 0
 
 
 @dataclass
@@ -64,7 +74,7 @@ class TrackLossConfig:
     """``positive_radius``: search-crop pixels around the target labelled positive (SiamFC: 16)."""
 
     focal: bool = False
-    positive_radius: float = 16.0
+    positive_radius: Annotated[float, Positive()] = 16.0
 
 
 @dataclass
@@ -85,13 +95,7 @@ class TrackTrainConfig(TrainConfig):
         d, p = self.data, self.pairs
         check(not (d.videos and d.dataset), "data.videos", d.videos,
               "give only one of data.videos (--videos, label-free) and data.dataset (--dataset, annotated)")
-        check(d.batch_size >= 1, "data.batch_size", d.batch_size, "must be >= 1")
-        check(d.num_workers >= 0, "data.num_workers", d.num_workers, "must be >= 0")
-        check(self.model.branch in ("region", "global"), "model.branch", self.model.branch, "must be region or global")
-        check(p.max_gap >= 0 and p.max_shift >= 0 and p.max_scale >= 1, "pairs", p,
-              "need max_gap >= 0, max_shift >= 0, max_scale >= 1")
         check(0 < p.box_min <= p.box_max < 1, "pairs.box_min", p.box_min, "need 0 < box_min <= box_max < 1")
-        check(self.loss.positive_radius > 0, "loss.positive_radius", self.loss.positive_radius, "must be > 0")
 
 
 def cpu_small() -> TrackTrainConfig:
