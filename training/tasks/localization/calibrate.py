@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from constcl_zoo.card import Markdown, replace_section
 from constcl_zoo.errors import UsageError
 from constcl_zoo.fileio import atomic_write
 
@@ -123,26 +124,26 @@ def calibrate(model: ActionLocalizer, data_root: str | Path, min_precision: floa
 
 def card_section(report: dict[str, Any]) -> str:
     """The model card's "What it recognises" section: each class with its calibrated threshold and val numbers."""
-    lines = [CARD_SECTION, "", f"`localize()` reports an action only when its probability reaches the class's "
-             f"threshold, calibrated on the held-out val split of the synthetic AVA-format set (ground-truth person "
-             f"boxes, {report['num_key_frames']} key frames): the lowest threshold with precision >= "
-             f"{report['min_precision']:g} there. A class that never reaches that precision is never reported. "
-             "A person doing none of these gets a box and a track, and no action. An explicit "
-             "`score_threshold=` overrides these thresholds for every class.", "",
-             "| action | threshold | val precision | val recall | val positives |", "|---|---|---|---|---|"]
+    section = Markdown().add(CARD_SECTION, "").text(
+        f"`localize()` reports an action only when its probability reaches the class's "
+        f"threshold, calibrated on the held-out val split of the synthetic AVA-format set (ground-truth person "
+        f"boxes, {report['num_key_frames']} key frames): the lowest threshold with precision >= "
+        f"{report['min_precision']:g} there. A class that never reaches that precision is never reported. "
+        "A person doing none of these gets a box and a track, and no action. An explicit "
+        "`score_threshold=` overrides these thresholds for every class.")
+    rows = []
     for c in report["classes"]:
         threshold = f"{c['threshold']:.3f}" if c["reached"] else "1.0 (never reported)"
         precision = "—" if c["precision"] is None else f"{c['precision']:.3f}"
         if not c["reached"] and c["best_precision"] is not None:
             precision = f"— (best {c['best_precision']:.3f})"
-        lines.append(f"| {c['label']} | {threshold} | {precision} | {c['recall']:.3f} | {c['num_positives']} |")
-    return "\n".join(lines) + "\n"
+        rows.append((c["label"], threshold, precision, f"{c['recall']:.3f}", c["num_positives"]))
+    return section.table(("action", "threshold", "val precision", "val recall", "val positives"), rows).render()
 
 
 def with_card_section(card: str, report: dict[str, Any]) -> str:
     """``card`` with its "What it recognises" section replaced by (or, when absent, followed by) the report's."""
-    head = card.split(CARD_SECTION, 1)[0].rstrip("\n")
-    return (head + "\n\n" if head else "") + card_section(report)
+    return replace_section(card, CARD_SECTION, card_section(report))
 
 
 def write_calibrated(model_dir: str | Path, out: str | Path, report: dict[str, Any],
