@@ -189,7 +189,7 @@ class RunConfig:
     checkpoint_every: AtLeastOne = 1000
     keep_checkpoints: AtLeastZero = 3
     log_every: AtLeastOne = 10
-    eval_every: AtLeastZero = 0  # steps between evaluations (tasks with an evaluate hook; 0: only after the last step)
+    eval_every: AtLeastZero = 0  # steps between evaluations (learners with an evaluate hook; 0: only after the last)
     progress: bool = True
     threads: AtLeastZero = 0  # torch intra-op threads per process (0: torch's default)
 

@@ -97,17 +97,17 @@ def calibrate(model: ActionLocalizer, data_root: str | Path, min_precision: floa
 
     cfg = LocalizationConfig(data=LocalizationDataConfig(root=str(data_root), eval_batch_size=batch_size))
     try:
-        task = LocalizationLearner(cfg)
+        learner = LocalizationLearner(cfg)
     except ConfigError as exc:
         raise UsageError(f"--data {data_root}: {exc}") from exc
     labelmap = cfg.data.path("labelmap")
-    known = {x.id: x.name for x in task.labels}
+    known = {x.id: x.name for x in learner.labels}
     missing = [(name, i) for name, i in zip(model.labels, model.label_ids, strict=True) if i not in known]
     if missing:
         raise UsageError(f"{labelmap}: the model's classes {missing} (label, action id) are not in this label map "
                          f"(it has {sorted(known.items())}); calibrate on the data the localizer was made for")
-    truth, rows, keys = task.val_detections(model)
-    matches = match_detections(truth, rows, task.labels, groundtruth_keys=keys)
+    truth, rows, keys = learner.val_detections(model)
+    matches = match_detections(truth, rows, learner.labels, groundtruth_keys=keys)
     classes = []
     for name, i in zip(model.labels, model.label_ids, strict=True):
         chosen = choose_threshold(matches.scores[i], matches.is_tp[i], matches.num_gt[i], min_precision,
@@ -117,7 +117,7 @@ def calibrate(model: ActionLocalizer, data_root: str | Path, min_precision: floa
             "boxes": "ground truth",
             "rule": "per class, the lowest threshold whose val precision >= min_precision with >= min_true_positives "
                     "true positives; 1.0 (never reported) when none reaches both",
-            "val_frame_mAP": frame_map(truth, rows, task.labels, groundtruth_keys=keys).mean_ap,
+            "val_frame_mAP": frame_map(truth, rows, learner.labels, groundtruth_keys=keys).mean_ap,
             "num_key_frames": len(keys),
             "val_annotations_sha256": sha256_of(cfg.data.path("val_csv")), "classes": classes}
 

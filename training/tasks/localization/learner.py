@@ -3,7 +3,7 @@
 :class:`LocalizationLearner` is a :class:`training.engine.Learner`: the engine owns the loop, optimizer, schedule,
 checkpoints, exact resume and logging. Validation (``run.eval_every`` steps and after the last) is the official
 frame-mAP@0.5 of :mod:`.evaluate` — the code of ``python -m training eval-ava`` — on the val split with
-ground-truth boxes. :func:`train_localizer` runs the task and writes ``<out>/model``, a localization task
+ground-truth boxes. :func:`train_localizer` runs the learner and writes ``<out>/model``, a localization task
 checkpoint that ``constcl_zoo.load`` reads.
 """
 
@@ -184,10 +184,11 @@ def train_localizer(cfg: LocalizationConfig, out: str | Path, resume: bool = Fal
                     overwrite: bool = False) -> dict[str, Any]:
     """Train (or continue, with ``resume``) into run folder ``out`` and write ``<out>/model`` (a localization
     checkpoint for ``constcl_zoo.load``); returns the engine's summary plus ``"model"`` (its path)."""
-    task = LocalizationLearner(cfg)
-    summary = train(task, out, resume=resume, overwrite=overwrite)
+    learner = LocalizationLearner(cfg)
+    summary = train(learner, out, resume=resume, overwrite=overwrite)
     folder = Path(out) / MODEL_DIR
-    if task.model is not None and int(torch.distributed.get_rank() if torch.distributed.is_initialized() else 0) == 0:
-        task.model.float().cpu().eval().save_pretrained(folder)
+    rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+    if learner.model is not None and rank == 0:
+        learner.model.float().cpu().eval().save_pretrained(folder)
         log.info("wrote the localization checkpoint %s", folder)
     return {**summary, "model": str(folder)}

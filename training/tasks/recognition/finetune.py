@@ -186,25 +186,25 @@ def finetune(cfg: FinetuneConfig, out: str | Path, resume: bool = False, overwri
     checkpoint ``checkpoint/`` (rank 0). Returns the engine's summary plus ``metrics``. ``command``: the command
     line, recorded in the checkpoint's provenance."""
     out = Path(out)
-    task = FinetuneLearner(cfg)
+    learner = FinetuneLearner(cfg)
     if overwrite:  # the engine clears its own files; the exports of the run being replaced go too
         for name in (METRICS_FILE, CONFUSION_FILE):
             (out / name).unlink(missing_ok=True)
         shutil.rmtree(out / CHECKPOINT_DIR, ignore_errors=True)
-    summary = train(task, out, resume=resume, overwrite=overwrite)
-    model, ctx = task.model, task.ctx
+    summary = train(learner, out, resume=resume, overwrite=overwrite)
+    model, ctx = learner.model, learner.ctx
     assert model is not None and ctx is not None
-    if task.last_metrics is None:  # resumed a run that had already finished: the loop did not evaluate
+    if learner.last_metrics is None:  # resumed a run that had already finished: the loop did not evaluate
         model.eval()
         with torch.no_grad():
-            task.evaluate(model, ctx)
-    metrics = task.last_metrics
+            learner.evaluate(model, ctx)
+    metrics = learner.last_metrics
     assert metrics is not None
-    metrics["skipped_videos"] = {"train": len(task.index_skipped), "replaced_at_read": summary["replaced_at_read"],
+    metrics["skipped_videos"] = {"train": len(learner.index_skipped), "replaced_at_read": summary["replaced_at_read"],
                                  **metrics["skipped_videos"]}
     if ctx.info.is_main:
         write_metrics(metrics, out / METRICS_FILE)
-        plot_confusion(metrics["confusion_matrix"], task.classes, out / CONFUSION_FILE,
+        plot_confusion(metrics["confusion_matrix"], learner.classes, out / CONFUSION_FILE,
                        title=f"{cfg.model.encoder} fine-tuned: top-1 {metrics['top1']:.3f} "
                              f"({metrics['num_videos']} videos)")
         classifier = model.eval()

@@ -165,10 +165,10 @@ class TrackLearner(Learner):
 def train_tracker(cfg: TrackTrainConfig, out: str | Path, resume: bool = False, overwrite: bool = False) -> Path:
     """Run :class:`TrackLearner` into run folder ``out`` and write the tracking checkpoint ``<out>/tracker``
     (rank 0); returns its folder."""
-    task = TrackLearner(cfg)
-    train(task, out, resume=resume, overwrite=overwrite)
-    assert task.model is not None
-    tracker = task.model.tracker.freeze_encoder(False).cpu().eval()
+    learner = TrackLearner(cfg)
+    train(learner, out, resume=resume, overwrite=overwrite)
+    assert learner.model is not None
+    tracker = learner.model.tracker.freeze_encoder(False).cpu().eval()
     folder = Path(out) / TRACKER_FOLDER
     if not dist.is_initialized() or dist.get_rank() == 0:
         tracker.save_pretrained(folder)
