@@ -1,11 +1,10 @@
 """Trainer configuration shared by every trainer: the ``optim`` and ``run`` sections, presets, ``-o`` overrides,
-JSON round trip, and validation that names the bad field.
-
-A trainer's config is a dataclass that mixes in :class:`TrainConfig` and has (at least) the fields
-``preset: str``, ``optim: OptimConfig`` and ``run: RunConfig``; its own sections (data, model, loss) sit next to
-them. ``replace(["optim.lr=0.2", "data.batch_size=8"])`` applies dotted overrides (values parsed as JSON, else
-kept as strings); every way of building a config (preset, overrides, ``load``) ends in :meth:`TrainConfig.validate`,
-so an impossible value is a :class:`ConfigError` naming its field before anything runs.
+JSON round trip, and validation that names the bad field. A trainer's config is a dataclass subclass of
+:class:`TrainConfig`, which holds the fields ``preset: str``, ``optim: OptimConfig`` and ``run: RunConfig``; the
+trainer declares its own sections (data, model, loss) only. ``replace(["optim.lr=0.2", "data.batch_size=8"])``
+applies dotted overrides (values parsed as JSON, else kept as strings); every way of building a config (preset,
+overrides, ``load``) ends in :meth:`TrainConfig.validate`, so an impossible value is a :class:`ConfigError` naming
+its field before anything runs.
 
 A field's own constraint is declared with its type, once, where the field is: ``num_frames: AtLeastOne = 16``,
 ``dropout: Annotated[float, Fraction(below_one=True)] = 0.5`` (a :class:`Rule` in ``Annotated``); a ``Literal``
@@ -226,16 +225,18 @@ def _rename(data: dict[str, Any], renamed: dict[str, str], where: str) -> dict[s
     return data
 
 
+@dataclass
 class TrainConfig:
-    """Mixin for a trainer's config dataclass: JSON round trip, dotted overrides, validation.
+    """The base of a trainer's config dataclass: the engine's sections (``preset``, ``optim``, ``run``; the trainer
+    adds its own after them), JSON round trip, dotted overrides, validation.
 
     ``renamed_fields`` (old dotted key -> new dotted key) lists fields renamed since a run folder may have been
     written: ``config.json`` and ``-o`` overrides with the old name still work, with a DeprecationWarning.
     """
 
-    preset: str
-    optim: OptimConfig
-    run: RunConfig
+    preset: str = ""
+    optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
+    run: RunConfig = dataclasses.field(default_factory=RunConfig)
     renamed_fields: ClassVar[dict[str, str]] = {}
 
     def to_dict(self) -> dict[str, Any]:

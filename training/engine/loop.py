@@ -12,11 +12,8 @@ A new trainer plugs in by subclassing :class:`~training.engine.learner.Learner` 
 evaluation)::
 
     @dataclass
-    class ClassifierConfig(TrainConfig):      # the engine's optim/run sections plus the trainer's own
-        preset: str = ""
+    class ClassifierConfig(TrainConfig):      # the engine's preset/optim/run sections, plus the trainer's own
         data: MyDataConfig = field(default_factory=MyDataConfig)
-        optim: OptimConfig = field(default_factory=OptimConfig)
-        run: RunConfig = field(default_factory=RunConfig)
 
     class ClassifierLearner(Learner):
         name, unit = "fine-tuning", "clips"

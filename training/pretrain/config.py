@@ -93,14 +93,11 @@ class LossConfig:
 class PretrainConfig(TrainConfig):
     """A complete pretraining run."""
 
-    preset: str = ""
     model: ModelSection = field(default_factory=ModelSection)
     data: DataConfig = field(default_factory=DataConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     boxes: BoxConfig = field(default_factory=BoxConfig)
     loss: LossConfig = field(default_factory=LossConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    run: RunConfig = field(default_factory=RunConfig)
 
     def validate(self) -> None:
         """Raise :class:`~training.engine.ConfigError` naming the first impossible value."""

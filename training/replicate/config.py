@@ -94,15 +94,12 @@ class ReplicateDefaultConfig:
 
 @dataclass
 class ReplicateConfig(TrainConfig):
-    preset: str = ""
     variants: tuple[str, ...] = VARIANTS
     seeds: tuple[int, ...] = (0, 1)
     data: ReplicateDataConfig = field(default_factory=ReplicateDataConfig)
     pretrain: ReplicatePretrainConfig = field(default_factory=ReplicatePretrainConfig)
     evaluation: ReplicateEvalConfig = field(default_factory=ReplicateEvalConfig)
     default: ReplicateDefaultConfig = field(default_factory=ReplicateDefaultConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    run: RunConfig = field(default_factory=RunConfig)
 
     def validate(self) -> None:
         super().validate()

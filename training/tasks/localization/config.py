@@ -59,11 +59,11 @@ class LocalizationModelConfig:
 
 @dataclass
 class LocalizationConfig(TrainConfig):
-    preset: str = ""
+    """A complete localization training run: the task's data and model sections + the engine's."""
+
     data: LocalizationDataConfig = field(default_factory=LocalizationDataConfig)
     model: LocalizationModelConfig = field(default_factory=LocalizationModelConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    run: RunConfig = field(default_factory=RunConfig)
+
 
 def cpu_small() -> LocalizationConfig:
     """Random-init ``constcl_r3d14_w16``, action transformer, 8x64 px whole-frame clips: minutes on 2 CPU cores."""

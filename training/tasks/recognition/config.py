@@ -133,14 +133,11 @@ class FinetuneEvalConfig:
 class FinetuneConfig(TrainConfig):
     """A complete fine-tuning run."""
 
-    preset: str = ""
     model: FinetuneModelSection = field(default_factory=FinetuneModelSection)
     data: FinetuneDataConfig = field(default_factory=FinetuneDataConfig)
     augment: FinetuneAugmentConfig = field(default_factory=FinetuneAugmentConfig)
     loss: FinetuneLossConfig = field(default_factory=FinetuneLossConfig)
     eval: FinetuneEvalConfig = field(default_factory=FinetuneEvalConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    run: RunConfig = field(default_factory=RunConfig)
 
     def validate(self) -> None:
         """Raise :class:`~training.engine.ConfigError` naming the first impossible value."""

@@ -82,13 +82,10 @@ class TrackTrainConfig(TrainConfig):
     """A complete tracker training run."""
 
     renamed_fields: ClassVar[dict[str, str]] = {"model.freeze_backbone": "model.freeze_encoder"}
-    preset: str = ""
     model: TrackModelConfig = field(default_factory=TrackModelConfig)
     data: TrackDataConfig = field(default_factory=TrackDataConfig)
     pairs: PairConfig = field(default_factory=PairConfig)
     loss: TrackLossConfig = field(default_factory=TrackLossConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    run: RunConfig = field(default_factory=RunConfig)
 
     def validate(self) -> None:
         super().validate()
