@@ -29,6 +29,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from constcl_zoo import load
+from constcl_zoo.errors import InvalidTypeError
 from constcl_zoo.tasks.tracking import SiamFCTracker
 
 from ..._moved import deprecated_names
@@ -72,7 +73,7 @@ class PairModel(nn.Module):
                           stacklevel=2)
             freeze_encoder = old.pop("freeze_backbone")
         if old:
-            raise TypeError(f"PairModel got unexpected keyword arguments {sorted(old)}")
+            raise InvalidTypeError(f"PairModel got unexpected keyword arguments {sorted(old)}")
         self.tracker = tracker.freeze_encoder(freeze_encoder)
         self.train()
 
