@@ -24,13 +24,14 @@ from torch.utils.flop_counter import FlopCounterMode
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from training.data.loader import build_loader  # noqa: E402
+from training.data.videos import build_index, list_videos  # noqa: E402
 from training.engine.optim import build_optimizer  # noqa: E402
 from training.pretrain.config import PRESETS, PretrainConfig, get_preset  # noqa: E402
-from training.pretrain.dataset import PretrainDataset, build_loader  # noqa: E402
+from training.pretrain.dataset import PretrainDataset  # noqa: E402
+from training.pretrain.learner import build_pretrain_model  # noqa: E402
 from training.pretrain.losses import global_contrastive_loss, local_contrastive_loss  # noqa: E402
 from training.pretrain.regions import random_boxes  # noqa: E402
-from training.pretrain.task import build_pretrain_model  # noqa: E402
-from training.pretrain.videos import build_index, list_videos  # noqa: E402
 
 
 def loader_rate(cfg: PretrainConfig, workers: int, batches: int, batch: int) -> dict[str, float]:

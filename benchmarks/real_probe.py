@@ -48,7 +48,7 @@ SCENES = {
 
 
 def _split(clips: int):
-    from training.tasks.recognition.datasets import LabelledSplit
+    from training.tasks.recognition.data import LabelledSplit
 
     paths = []
     for folder in ("videos", "videos-more"):

@@ -65,7 +65,7 @@ def machine() -> dict:
 def _frames(n: int) -> tuple[list[np.ndarray], np.ndarray]:
     if BAG.is_dir():
         from constcl_zoo.inference.video import iter_image_files
-        from training.tasks.tracking.datasets import read_dataset
+        from training.tasks.tracking.data import read_dataset
 
         (seq,) = read_dataset(BAG)
         return [f.rgb for f in iter_image_files(seq.frames[:n])], seq.boxes[0]

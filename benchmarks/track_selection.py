@@ -53,7 +53,7 @@ NCC3_CONFIG = dataclasses.replace(NCC_CONFIG, num_scales=3, scale_step=1.0375, s
 
 
 def _sequences(synthetic: str | None):
-    from training.tasks.tracking.datasets import read_dataset
+    from training.tasks.tracking.data import read_dataset
 
     real = read_dataset(REAL) if REAL.is_dir() else []
     synth = read_dataset(synthetic) if synthetic else []

@@ -4,7 +4,8 @@ names the new one.
 One mechanism for every moved module: a finder on ``sys.meta_path``, installed when this module is imported (first
 thing in ``import constcl_zoo``), answers the old names in :data:`MOVED` (and everything below a moved package)
 with the new module; ``constcl_zoo.<old name>`` as an attribute goes through it too (``constcl_zoo.__getattr__``).
-No file is left behind at an old path.
+No file is left behind at an old path. A repository package with moves of its own installs another finder over its
+own table (``training._moved``): :class:`MovedModuleFinder` takes the table.
 """
 
 from __future__ import annotations
@@ -41,25 +42,26 @@ MOVED: dict[str, str] = {
 HINTS: dict[str, str] = {"constcl_zoo.factory": "use constcl_zoo.load"}
 
 
-def new_name(old: str) -> str | None:
-    """The module path that replaced ``old`` (a moved module, or a module below a moved package), else ``None``."""
-    if old in MOVED:
-        return MOVED[old]
+def new_name(old: str, table: dict[str, str] = MOVED) -> str | None:
+    """The module path that replaced ``old`` (a moved module, or a module below a moved package, of ``table``),
+    else ``None``."""
+    if old in table:
+        return table[old]
     parent = old.rpartition(".")[0]
     while parent:
-        if parent in MOVED:
-            return f"{MOVED[parent]}.{old[len(parent) + 1:]}"
+        if parent in table:
+            return f"{table[parent]}.{old[len(parent) + 1:]}"
         parent = parent.rpartition(".")[0]
     return None
 
 
-def message(old: str, new: str) -> str:
-    root = next((o for o in sorted(MOVED, key=len, reverse=True) if old == o or old.startswith(o + ".")), old)
-    hint = f" ({HINTS[root]})" if root in HINTS else ""
+def message(old: str, new: str, table: dict[str, str] = MOVED, hints: dict[str, str] = HINTS) -> str:
+    root = next((o for o in sorted(table, key=len, reverse=True) if old == o or old.startswith(o + ".")), old)
+    hint = f" ({hints[root]})" if root in hints else ""
     return f"{old} is deprecated: it moved to {new}{hint}; import it from there"
 
 
-def _caller_stacklevel() -> int:
+def caller_stacklevel() -> int:
     """The ``stacklevel`` that points a warning at the code doing the import. ``warnings`` itself steps over
     importlib's bootstrap frames; this steps over ours, ``importlib.import_module`` and a package's ``__getattr__``."""
     level, frame = 1, sys._getframe(1).f_back
@@ -78,12 +80,12 @@ def _caller_stacklevel() -> int:
 class _Alias(importlib.abc.Loader):
     """Loads an old path as the module at its new path (imported normally, under its own name and spec)."""
 
-    def __init__(self, new: str) -> None:
-        self.new = new
+    def __init__(self, new: str, warning: str) -> None:
+        self.new, self.warning = new, warning
         self._spec: importlib.machinery.ModuleSpec | None = None
 
     def create_module(self, spec: importlib.machinery.ModuleSpec) -> types.ModuleType:
-        warnings.warn(message(spec.name, self.new), DeprecationWarning, stacklevel=_caller_stacklevel())
+        warnings.warn(self.warning, DeprecationWarning, stacklevel=caller_stacklevel())
         module = importlib.import_module(self.new)
         self._spec = module.__spec__
         return module
@@ -93,20 +95,25 @@ class _Alias(importlib.abc.Loader):
 
 
 class MovedModuleFinder(importlib.abc.MetaPathFinder):
-    """Finds the old paths of moved modules (:data:`MOVED`)."""
+    """Finds the old paths of moved modules (``table``: old path -> new path; ``hints``: what to use instead, by
+    old path; by default :data:`MOVED` and :data:`HINTS`)."""
+
+    def __init__(self, table: dict[str, str] = MOVED, hints: dict[str, str] = HINTS) -> None:
+        self.table, self.hints = table, hints
 
     def find_spec(self, fullname: str, path: object = None, target: object = None
                   ) -> importlib.machinery.ModuleSpec | None:
-        new = new_name(fullname)
+        new = new_name(fullname, self.table)
         if new is None:
             return None
-        return importlib.machinery.ModuleSpec(fullname, _Alias(new))
+        return importlib.machinery.ModuleSpec(fullname, _Alias(new, message(fullname, new, self.table, self.hints)))
 
 
-def install() -> None:
-    """Put the finder first on ``sys.meta_path`` (once)."""
-    if not any(isinstance(f, MovedModuleFinder) for f in sys.meta_path):
-        sys.meta_path.insert(0, MovedModuleFinder())
+def install(finder: MovedModuleFinder | None = None) -> None:
+    """Put ``finder`` (default: the one over :data:`MOVED`) first on ``sys.meta_path``, once per table."""
+    finder = finder or MovedModuleFinder()
+    if not any(isinstance(f, MovedModuleFinder) and f.table is finder.table for f in sys.meta_path):
+        sys.meta_path.insert(0, finder)
 
 
 def attribute(package: str, name: str) -> types.ModuleType:

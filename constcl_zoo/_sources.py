@@ -18,7 +18,6 @@ encoder), a :class:`~constcl_zoo.tasks.base.TaskConfig` (a task model) or a
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +26,6 @@ from .checkpoint import CONFIG_NAME, WEIGHTS_NAME, read_weights_record, sha256_o
 from .config import ModelConfig, read_config_json
 from .download import cache_root, download_file, downloads_dir
 from .errors import ConstclZooError
-from .fileio import atomic_write
 from .hub import HUB_PREFIX, download_checkpoint, parse_hub_name
 from .registry import (
     PretrainedWeights,
@@ -208,19 +206,5 @@ def _converted(source: Path, cache_dir: str | os.PathLike | None, entry: Pretrai
     if entry is not None and entry.source_sha256 and source.is_file():
         verify_sha256(source, entry.source_sha256, f"the registry entry {entry.name!r}")
     convert_tf_checkpoint(source, target, source_url=entry.source_url if entry else None,
-                          name=entry.name if entry else None)
-    if source.is_file():
-        _record_source_size(target, source.stat().st_size)
+                          name=entry.name if entry else None)  # records a file's sha256 and size
     return target
-
-
-def _record_source_size(folder: Path, size: int) -> None:
-    """Add the converted file's size (bytes) to the provenance in ``config.json`` and to the model card."""
-    config_path = folder / CONFIG_NAME
-    data = read_config_json(config_path)
-    data["provenance"]["source_size"] = size
-    atomic_write(config_path, json.dumps(data, indent=2) + "\n")
-    card = folder / "README.md"
-    if card.is_file():
-        text = card.read_text()
-        atomic_write(card, text.replace("\n- License:", f"\n- Size: {size} bytes\n- License:", 1))

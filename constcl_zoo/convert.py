@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .card import ModelCard
 from .config import BackboneConfig, GlobalHeadConfig, ModelConfig, RegionHeadConfig, custom_arch_name
 from .errors import ConstclZooError
 from .fileio import atomic_write
@@ -260,13 +261,14 @@ def convert_tf_checkpoint(source: str | Path, out_dir: str | Path, *, context_le
                           source_url: str | None = None, name: str | None = None) -> Path:
     """Convert ``source`` (a checkpoint prefix, ``.index`` file, folder or ``.tar.gz``) into ``out_dir``.
 
-    Writes ``config.json``, ``model.safetensors`` and a ``README.md`` model card. Unknown, missing or mis-shaped
-    variables raise :class:`ConversionError` with a listing.
+    Writes ``config.json``, ``model.safetensors`` and a ``README.md`` model card (a file source's sha256 and size
+    recorded in both). Unknown, missing or mis-shaped variables raise :class:`ConversionError` with a listing.
     """
     from .checkpoint import sha256_of, write_checkpoint
 
     source = Path(source).expanduser()
     source_sha = sha256_of(source) if source.is_file() else None
+    source_size = source.stat().st_size if source.is_file() else None
     with open_tf_checkpoint(source) as ckpt:
         shapes = model_variables(ckpt.shapes())
         config, tensors, layout = convert_variables(
@@ -278,6 +280,8 @@ def convert_tf_checkpoint(source: str | Path, out_dir: str | Path, *, context_le
                   "converter": "constcl_zoo.convert"}
     if name:
         provenance["name"] = name
+    if source_size is not None:
+        provenance["source_size"] = source_size
     config = config.replace(provenance=provenance)
     out_dir = write_checkpoint(config, tensors, out_dir, branch=branch)
     atomic_write(out_dir / "README.md", model_card(config, len(shapes), branch))
@@ -285,28 +289,23 @@ def convert_tf_checkpoint(source: str | Path, out_dir: str | Path, *, context_le
 
 
 def model_card(config: ModelConfig, num_variables: int, branch: str) -> str:
-    """A Hub model card for a converted checkpoint."""
+    """A Hub model card for a converted checkpoint (:class:`~constcl_zoo.card.ModelCard`)."""
     p = config.provenance
     pre = config.preprocess
     heads = "backbone only (no SSL heads)" if branch == "backbone" else "backbone and SSL heads"
-    return f"""---
-license: apache-2.0
-library_name: constcl-zoo
-tags: [video, self-supervised, {config.family}, r3d]
-pipeline_tag: feature-extraction
----
-# {p.get("name") or config.arch} (converted from the official TensorFlow checkpoint)
-
-- Source: {p["converted_from"]}{f" (sha256 {p['source_sha256']})" if p.get("source_sha256") else ""}
-- License: {p["license"]}
-- Architecture: `{config.arch}` ({config.family}), {heads}; {num_variables} TF variables converted on
-  {p["converted_at"]} by `constcl_zoo.convert` (conv kernels permuted to [out, in, t, h, w], dense kernels
-  transposed, BN statistics kept).
-- Preprocessing: {pre.num_frames} frames every {pre.frame_stride}, short side {pre.resize_short_side}, centre crop
-  {pre.crop_size}, values in {list(pre.value_range)}.
-
-```python
-from constcl_zoo import load
-model = load("path/to/this/folder", branch="global")   # clip embeddings [B, {config.feature_dim}]
-```
-"""
+    card = ModelCard(tags=("video", "self-supervised", config.family, "r3d"))
+    card.title(f"{p.get('name') or config.arch} (converted from the official TensorFlow checkpoint)")
+    card.add(f"- Source: {p['converted_from']}" + (f" (sha256 {p['source_sha256']})" if p.get("source_sha256") else ""))
+    if p.get("source_size") is not None:
+        card.add(f"- Size: {p['source_size']} bytes")
+    card.add(f"- License: {p['license']}",
+             f"- Architecture: `{config.arch}` ({config.family}), {heads}; {num_variables} TF variables converted on",
+             f"  {p['converted_at']} by `constcl_zoo.convert` (conv kernels permuted to [out, in, t, h, w], dense "
+             "kernels",
+             "  transposed, BN statistics kept).",
+             f"- Preprocessing: {pre.num_frames} frames every {pre.frame_stride}, short side {pre.resize_short_side}, "
+             "centre crop",
+             f"  {pre.crop_size}, values in {list(pre.value_range)}.", "")
+    return card.code("python", "from constcl_zoo import load",
+                     f'model = load("path/to/this/folder", branch="global")   # clip embeddings [B, '
+                     f'{config.feature_dim}]').render()

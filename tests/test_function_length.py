@@ -1,5 +1,6 @@
-"""No function of the inference package is longer than a reader can hold: 80 lines at most (decorators and
-docstring included), checked on the source like tests/test_import_graph.py checks the imports."""
+"""No function of the inference package or of the training package is longer than a reader can hold: 80 lines at
+most (decorators and docstring included), checked on the source like tests/test_import_graph.py checks the
+imports."""
 
 from __future__ import annotations
 
@@ -29,3 +30,7 @@ def test_the_count_includes_decorators_and_docstrings(tmp_path):
 
 def test_no_function_of_constcl_zoo_is_over_80_lines():
     assert not long_functions(ROOT / "constcl_zoo")
+
+
+def test_no_function_of_training_is_over_80_lines():
+    assert not long_functions(ROOT / "training")

@@ -9,7 +9,8 @@ same). The rules:
 * no module imports another module's private name (``from x import _name``, ``x._name``);
 * nothing imports ``constcl_zoo.commands`` but the console script (:mod:`constcl_zoo.cli`) and the commands
   themselves: commands parse arguments and call the library;
-* no module of the repository imports a deprecated module path (``constcl_zoo._moved.MOVED``).
+* no module of the repository imports a deprecated module path or name (``constcl_zoo._moved.MOVED``,
+  ``training._moved``: ``MOVED``, ``SPLIT``, ``RENAMED``).
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ PACKAGES = ("constcl_zoo", "training", "export", "demos")
 KNOWN_CYCLES: set[frozenset[str]] = {
     frozenset({"export.onnx_export", "export.tracking_onnx"}),  # export_onnx dispatches on the task
     frozenset({"export.onnx_export", "export.localization_onnx"}),
-    frozenset({"training.engine.loop", "training.engine.logger"}),  # the logger names TrainTask's type
 }
 
 
@@ -249,11 +249,14 @@ def test_nothing_imports_the_commands(graph):
 
 def test_no_in_repo_import_of_a_moved_module():
     from constcl_zoo._moved import MOVED
+    from training._moved import MOVED as TRAINING_MOVED
+    from training._moved import RENAMED, SPLIT
 
+    moved = {**MOVED, **TRAINING_MOVED, **{old: ", ".join(new) for old, (new, _) in SPLIT.items()}}
     offenders = []
     for folder in (*PACKAGES, "tests", "benchmarks"):
         for path in sorted((ROOT / folder).rglob("*.py")):
-            if path.name == "_moved.py" or path.name == "test_moved.py":
+            if path.name in ("_moved.py", "test_moved.py", "test_training_moved.py"):
                 continue
             module = module_name(path)
             for node in _walk(ast.parse(path.read_text())):
@@ -263,6 +266,8 @@ def test_no_in_repo_import_of_a_moved_module():
                 elif isinstance(node, ast.ImportFrom):
                     base = _resolve(module, path.name == "__init__.py", node.level, node.module)
                     names = [base, *(f"{base}.{a.name}" for a in node.names)]
-                offenders += [f"{path.relative_to(ROOT)}:{node.lineno}: {n} (now {MOVED[n]})" for n in names
-                              if n in MOVED]
-    assert not offenders, "deprecated module paths in the repository:\n  " + "\n  ".join(offenders)
+                    offenders += [f"{path.relative_to(ROOT)}:{node.lineno}: {base}.{a.name} (now "
+                                  f"{RENAMED[base][a.name]})" for a in node.names if a.name in RENAMED.get(base, {})]
+                offenders += [f"{path.relative_to(ROOT)}:{node.lineno}: {n} (now {moved[n]})" for n in names
+                              if n in moved]
+    assert not offenders, "deprecated module paths and names in the repository:\n  " + "\n  ".join(offenders)

@@ -28,3 +28,13 @@ def test_frozen_encoder_trains_only_the_head(tmp_path) -> None:
     for k in encoder_keys:
         assert torch.equal(before[k], after[k]), f"{k} changed with a frozen encoder"
     assert any(not torch.equal(before[k], after[k]) for k in head_keys), "the head did not train"
+
+
+def test_a_run_written_with_the_old_head_only_wrapper_resumes() -> None:
+    """Before the localizer froze its encoder itself, a frozen run trained a wrapper (keys ``localizer.*``)."""
+    from training.tasks.localization.learner import LocalizationLearner
+
+    weight = torch.zeros(2)
+    assert LocalizationLearner.checkpoint_keys(None, {"localizer.head.w": weight, "localizer.encoder.b": weight}) == {
+        "head.w": weight, "encoder.b": weight}
+    assert LocalizationLearner.checkpoint_keys(None, {"head.w": weight}) == {"head.w": weight}

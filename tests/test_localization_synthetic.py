@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from constcl_zoo.formats import ava
-from training.tasks.localization.data import AvaClips, clip_indices, collate
+from training.tasks.localization.data import AvaClips, collate, key_frame_clip
 from training.tasks.localization.synthetic import SyntheticSpec, generate
 
 SPEC = SyntheticSpec(num_videos=3, val_videos=1, seconds=4, fps=8, width=96, height=64, max_people=2,
@@ -51,6 +51,6 @@ def test_clips_around_key_frames(tmp_path) -> None:
     x1, y1, x2, y2 = box.round().astype(int)
     body = frame[(y1 + y2) // 2 + 2:y2 - 1, x1 + 1:x2 - 1].reshape(-1, 3).mean(0)
     assert np.abs(body - frame.reshape(-1, 3).mean(0)).max() > 20
-    assert clip_indices(2, 4, 2, 10) == [0, 0, 2, 4] and clip_indices(9, 4, 2, 10) == [5, 7, 9, 9]
+    assert key_frame_clip(2, 4, 2, 10) == [0, 0, 2, 4] and key_frame_clip(9, 4, 2, 10) == [5, 7, 9, 9]
     batch = collate([data[0], data[1]])
     assert batch["clip"].shape[0] == 2 and batch["mask"].sum() == len(data[0]["boxes"]) + len(data[1]["boxes"])

@@ -13,8 +13,8 @@ from training.__main__ import main as training_main
 from training.engine import ConfigError, read_jsonl
 from training.engine.run import seed_everything
 from training.tasks.localization.config import LocalizationConfig, cpu_small
+from training.tasks.localization.learner import LocalizationLearner, build_localizer
 from training.tasks.localization.synthetic import SyntheticSpec, generate
-from training.tasks.localization.task import LocalizationTask, build_localizer
 
 # Motion-defined actions need a temporal signal the random encoder must learn: at 60 px/s in 160x120 frames the
 # people mostly grow / shrink and move left / right (vertical moves rarely fit the frame), 8-frame clips.
@@ -50,9 +50,9 @@ def test_config_errors_name_the_field(tmp_path) -> None:
     with pytest.raises(ConfigError, match="model.dropout"):
         cpu_small().replace(["model.dropout=1.5"])
     with pytest.raises(ConfigError, match="data.root"):
-        LocalizationTask(cpu_small())
+        LocalizationLearner(cpu_small())
     with pytest.raises(ConfigError, match="data.train_csv"):
-        LocalizationTask(cpu_small().replace([f"data.root={tmp_path}"]))
+        LocalizationLearner(cpu_small().replace([f"data.root={tmp_path}"]))
     assert training_main(["train-localizer", "--config", "cpu_small", "--out", str(tmp_path / "r")]) == 2
 
 
@@ -78,7 +78,7 @@ def test_trained_head_beats_random_init(tmp_path, capsys) -> None:
     assert training_main(["train-localizer", "--config", "cpu_small", "--data", str(data), "--out", str(out)]) == 0
     assert "localization checkpoint written to" in capsys.readouterr().out
     cfg = LocalizationConfig.load(out / "config.json")
-    task = LocalizationTask(cfg)
+    task = LocalizationLearner(cfg)
     trained = task.validate(load(out / "model"))
     # the exported checkpoint is the model the trainer validated after its last step
     assert trained.mean_ap == pytest.approx(read_jsonl(out / "eval.jsonl")[-1]["val_frame_mAP"], abs=1e-6)

@@ -10,19 +10,10 @@ import pytest
 import torch
 
 from constcl_zoo.formats.boxes import crop_boxes, hflip_boxes
-from training.pretrain.augment import augment_view
-from training.pretrain.config import AugmentConfig, BoxConfig, cpu_smoke
-from training.pretrain.dataset import PretrainDataset, StreamSampler, views_first
-from training.pretrain.regions import (
-    detector_boxes,
-    hog_person_boxes,
-    random_boxes,
-    random_boxes_official,
-    segment_boxes,
-    view_boxes,
-)
-from training.pretrain.sampling import clip_indices, pair_key_frames, sample_gap, sample_view_starts
-from training.pretrain.videos import (
+from constcl_zoo.inference.clips import clip_indices
+from training.data.augment import augment_view
+from training.data.loader import StreamSampler
+from training.data.videos import (
     FrameCache,
     VideoDecodeError,
     VideoEntry,
@@ -32,6 +23,17 @@ from training.pretrain.videos import (
     list_videos,
     read_frames,
 )
+from training.pretrain.config import AugmentConfig, BoxConfig, cpu_smoke
+from training.pretrain.dataset import PretrainDataset, views_first
+from training.pretrain.regions import (
+    detector_boxes,
+    hog_person_boxes,
+    random_boxes,
+    random_boxes_official,
+    segment_boxes,
+    view_boxes,
+)
+from training.pretrain.sampling import pair_key_frames, sample_gap, sample_view_starts
 
 from .conftest import SHARED
 
@@ -162,7 +164,7 @@ def test_view_starts_range_swap_and_wrap():
     assert any(a > b for a, b in pairs) and any(a < b for a, b in pairs)  # randomly swapped
     short = [sample_view_starts(20, 16, 2, rng) for _ in range(200)]  # shorter than one clip: wraps
     assert all(0 <= s < 20 for p in short for s in p)
-    assert clip_indices(15, 4, 2, 20) == [15, 17, 19, 1]
+    assert clip_indices(15, 4, 2, 20, past_end="wrap") == [15, 17, 19, 1]
 
 
 def test_key_frame_pairing():
@@ -238,7 +240,7 @@ def test_region_proposals_on_a_real_frame(method):
     frame = read_frames(VIDEOS / "vtest.avi", [100], "opencv")[0]
     cfg = BoxConfig(method=method, num_boxes=16 if method != "hog" else 4)
     rng = np.random.default_rng(0)
-    from training.pretrain.augment import ViewGeometry
+    from training.data.augment import ViewGeometry
 
     full = ViewGeometry((0.0, 0.0, 1.0, 1.0), False)
     boxes = view_boxes(cfg, frame, full, rng, video="vtest.avi", frame_index=100)
@@ -263,7 +265,7 @@ def test_detector_file_boxes(tmp_path):
     got = detector_boxes("/videos/clip.mp4", 18, 4, str(tmp_path))
     np.testing.assert_allclose(got, [[0.5, 0.5, 0.9, 0.9], [0.1, 0.1, 0.3, 0.5]])  # frame 10 is nearest; by score
     cfg = BoxConfig(method="detector", num_boxes=3, detector_dir=str(tmp_path))
-    from training.pretrain.augment import ViewGeometry
+    from training.data.augment import ViewGeometry
 
     boxes = view_boxes(cfg, None, ViewGeometry((0.5, 0.5, 1.0, 1.0), False), np.random.default_rng(0),
                        video="/videos/clip.mp4", frame_index=18)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from constcl_zoo import ConstclZooError
-from training.tasks.recognition.datasets import (
+from training.tasks.recognition.data import (
     DatasetError,
     LabelledSplit,
     SplitFileError,

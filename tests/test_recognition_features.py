@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from constcl_zoo import PreprocessConfig, load
 from constcl_zoo.nn.preprocess import ClipPreprocess, spatial_views
 from training.tasks.recognition import features as feats
-from training.tasks.recognition.datasets import folder_split
+from training.tasks.recognition.data import folder_split
 from training.tasks.recognition.features import (
     FeatureError,
     ViewSettings,

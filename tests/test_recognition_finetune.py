@@ -15,10 +15,10 @@ from safetensors.torch import load_file
 from constcl_zoo import PreprocessConfig, load
 from constcl_zoo.tasks.recognition import VideoClassifier
 from training.__main__ import main
+from training.data.videos import VideoEntry
 from training.engine import ConfigError, read_jsonl
-from training.pretrain.videos import VideoEntry
+from training.tasks.recognition.config import PRESETS, FinetuneConfig
 from training.tasks.recognition.finetune import ClipDataset
-from training.tasks.recognition.finetune_config import PRESETS, FinetuneConfig
 
 from .conftest import TINY
 from .recognition_data import make_segments

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from training.tasks.recognition.metrics import MetricsError, compute_metrics, plot_confusion, write_metrics
+from training.tasks.recognition.evaluate import MetricsError, compute_metrics, plot_confusion, write_metrics
 
 CLASSES = ["a", "b", "c", "d", "e", "f", "g"]
 

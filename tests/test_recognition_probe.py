@@ -12,10 +12,11 @@ from safetensors.torch import load_file
 from constcl_zoo import load
 from constcl_zoo.tasks.recognition import VideoClassifier
 from training.tasks.recognition import features as feats
-from training.tasks.recognition.cli import add_parser, run
-from training.tasks.recognition.datasets import folder_split
+from training.tasks.recognition.cli import add_probe_parser as add_parser
+from training.tasks.recognition.cli import run_probe as run
+from training.tasks.recognition.data import folder_split
+from training.tasks.recognition.evaluate import compute_metrics
 from training.tasks.recognition.features import SplitFeatures, ViewSettings, extract_features, weights_digest
-from training.tasks.recognition.metrics import compute_metrics
 from training.tasks.recognition.probe import LinearHead, ProbeError, ProbeSettings, load_head, save_head, train_probe
 
 from .conftest import TINY

@@ -40,7 +40,7 @@ def test_textures_come_from_the_source_videos() -> None:
 
 
 def test_tracking_sequences_read_back_and_repeat_with_the_seed(tmp_path) -> None:
-    from training.tasks.tracking.datasets import read_dataset
+    from training.tasks.tracking.data import read_dataset
 
     spec = TrackingSpec(num_sequences=2, seconds=2, seed=5)
     generate_tracking(tmp_path / "a", spec)
@@ -60,7 +60,7 @@ def test_tracking_sequences_read_back_and_repeat_with_the_seed(tmp_path) -> None
 
 
 def test_recognition_videos_move_the_way_their_class_says(tmp_path) -> None:
-    from training.tasks.recognition.datasets import load_splits
+    from training.tasks.recognition.data import load_splits
 
     out = generate_recognition(tmp_path / "rec", RecognitionSpec(train_per_class=1, val_per_class=1, seconds=2))
     train, val = load_splits("folder", out / "train", out / "val", None, 1)

@@ -155,3 +155,23 @@ def test_classify_frames(classifier: VideoClassifier) -> None:
     np.testing.assert_allclose(result.window_probs, logits.softmax(-1).numpy(), rtol=1e-4, atol=1e-6)
     with pytest.raises(TaskConfigError, match="top_k"):
         classifier.classify(frames, fps=25.0, top_k=0)
+
+
+def test_freeze_encoder_trains_the_head_only(clip: torch.Tensor) -> None:
+    """The one way every trainer freezes an encoder: no gradients through it, and eval mode (BN statistics as
+    loaded) whatever train() is called with; unfreezing gives the whole model back."""
+    model = load(ARCH, task="recognition", labels=["a", "b"], pretrained=False, seed=0)
+    assert model.freeze_encoder() is model and model.encoder_frozen
+    model.train()
+    assert model.training and model.head.training and not model.encoder.training
+    assert not any(p.requires_grad for p in model.encoder.parameters())
+    assert all(p.requires_grad for p in model.head.parameters())
+    stats = {k: v.clone() for k, v in model.encoder.state_dict().items() if "running" in k}
+    model(clip).sum().backward()
+    assert all(p.grad is None for p in model.encoder.parameters())
+    assert all(p.grad is not None for p in model.head.parameters())
+    assert all(torch.equal(v, model.encoder.state_dict()[k]) for k, v in stats.items())  # BN statistics untouched
+    model.eval().train()
+    assert not model.encoder.training
+    model.freeze_encoder(False)
+    assert model.encoder.training and all(p.requires_grad for p in model.encoder.parameters())

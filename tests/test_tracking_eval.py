@@ -8,14 +8,13 @@ import numpy as np
 import pytest
 
 from training.tasks.tracking.baselines import BaselineUnavailableError, OpenCVTracker, StaticTracker
-from training.tasks.tracking.datasets import (
+from training.tasks.tracking.data import (
     TrackingDatasetError,
     polygons_to_xywh,
     read_box_file,
     read_dataset,
 )
-from training.tasks.tracking.evaluate import evaluate, write_report
-from training.tasks.tracking.metrics import dataset_curves, sequence_metrics
+from training.tasks.tracking.evaluate import dataset_curves, evaluate, sequence_metrics, write_report
 
 cv2 = pytest.importorskip("cv2")
 

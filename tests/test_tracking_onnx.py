@@ -19,7 +19,7 @@ BAG = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "tracking
 def test_onnx_tracker_matches_pytorch_on_vot15_bag(tmp_path):
     from export.__main__ import main as export_main
     from export.tracking_runtime import OnnxTracker
-    from training.tasks.tracking.datasets import read_dataset
+    from training.tasks.tracking.data import read_dataset
 
     if not BAG.is_dir():
         pytest.skip(f"{BAG} not present (shared data)")

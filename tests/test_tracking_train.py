@@ -11,16 +11,9 @@ import torch
 
 from constcl_zoo import load
 from constcl_zoo.tasks.tracking import SiamFCTracker, TrackerConfig
-from training.tasks.tracking.pairs import PairConfig, make_pair, response_labels
-from training.tasks.tracking.train import (
-    PairModel,
-    TrackTask,
-    TrackTrainConfig,
-    build_tracker,
-    get_preset,
-    siamfc_loss,
-    train_tracker,
-)
+from training.tasks.tracking.config import PairConfig, TrackTrainConfig, get_preset
+from training.tasks.tracking.data import make_pair, response_labels
+from training.tasks.tracking.learner import PairModel, TrackLearner, build_tracker, siamfc_loss, train_tracker
 
 cv2 = pytest.importorskip("cv2")
 
@@ -89,7 +82,7 @@ def test_track_train_on_the_engine_writes_a_loadable_checkpoint_and_resumes(tmp_
 def test_frozen_backbone_stays_in_eval_mode():
     tracker = load("constcl_r3d14_w16", task="tracking", pretrained=False,
                    head={"exemplar_size": 63, "search_size": 127})
-    PairModel(tracker, freeze_backbone=True).train()
+    PairModel(tracker, freeze_encoder=True).train()
     assert not tracker.encoder.training and tracker.head.training
     assert not any(p.requires_grad for p in tracker.encoder.parameters())
 
@@ -123,4 +116,4 @@ def test_config_needs_a_pair_source(tmp_path):
     with pytest.raises(ConfigError, match="only one of data.videos"):
         get_preset("cpu_small").replace(["data.videos=a", "data.dataset=b"])
     with pytest.raises(ConfigError, match="give --videos"):
-        TrackTask(get_preset("cpu_small"))._dataset(None)
+        TrackLearner(get_preset("cpu_small"))._dataset(None)

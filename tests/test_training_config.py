@@ -46,6 +46,36 @@ def test_presets_and_overrides_round_trip(tmp_path):
         get_preset("paper")
 
 
+@pytest.mark.parametrize(("override", "message"), [
+    ("data.batch_size=0", "config data.batch_size=0: must be >= 1"),
+    ("data.num_workers=-1", "config data.num_workers=-1: must be >= 0"),
+    ("augment.crop_area=[0.5,1.2]",
+     r"config augment.crop_area=\[0.5, 1.2\]: must be \[low, high\] with 0 < low <= high <= 1"),
+    ("augment.blur_p=[1.0,1.5]", r"config augment.blur_p=\[1.0, 1.5\]: must be in \[0, 1\]"),
+    ("boxes.min_size=1.0", r"config boxes.min_size=1.0: must be in \[0, 1\)"),
+    ("loss.local_temperature=0", "config loss.local_temperature=0.0: must be a positive number"),
+    ("loss.local_weight=-1", "config loss.local_weight=-1.0: must be >= 0"),
+    ("model.context_length=-2", "config model.context_length=-2: must be >= -1"),
+    ("optim.momentum=1", r"config optim.momentum=1.0: must be in \[0, 1\)"),
+    ("run.threads=-1", "config run.threads=-1: must be >= 0"),
+    ("optim.warmup_steps=40", "config optim.warmup_steps=40: must be >= 0 and below run.steps=40"),
+    ("boxes.method=detector", "config boxes.detector_dir='': boxes.method=detector needs"),
+])
+def test_every_field_is_checked_by_the_rule_declared_with_its_type(override, message):
+    """The engine checks each section's fields by the rules their types declare (``Annotated[int, AtLeast(1)]``);
+    a trainer's validate() adds only what relates fields."""
+    with pytest.raises(ConfigError, match=message):
+        cpu_smoke().replace([override])
+
+
+def test_a_literal_field_is_checked_when_the_config_is_built_in_code():
+    from dataclasses import replace
+
+    cfg = cpu_smoke()
+    with pytest.raises(ConfigError, match=r"config boxes.method='sift': must be one of \['random'"):
+        replace(cfg, boxes=replace(cfg.boxes, method="sift")).validate()
+
+
 def test_weight_decay_only_on_conv_and_linear_kernels():
     model = load("constcl_r3d14_w16", branch="full", pretrained=False)
     groups = param_groups(model, 1e-6)

@@ -1,4 +1,4 @@
-"""The shared training engine driven by a toy task (a tiny regression net, seconds on a CPU): exact resume, no
+"""The shared training engine driven by a toy learner (a tiny regression net, seconds on a CPU): exact resume, no
 duplicate metric rows, fallback from a damaged checkpoint, refusing to train over a run, --overwrite, the
 evaluation hook, umask-honouring files, and one loss number in the log line, the bar and metrics.jsonl."""
 
@@ -18,13 +18,13 @@ from safetensors.torch import load_file
 
 from training.engine import (
     CheckpointError,
+    Learner,
     OptimConfig,
     RunConfig,
     RunContext,
     RunExistsError,
     StepOutput,
     TrainConfig,
-    TrainTask,
     read_jsonl,
     train,
 )
@@ -43,7 +43,7 @@ class ToyConfig(TrainConfig):
         progress=False))
 
 
-class ToyTask(TrainTask):
+class ToyLearner(Learner):
     """y = x . w, learned by Linear-BN-Dropout-Linear; dropout draws from the global RNG, so exact resume needs the
     RNG state, and the data depends only on the micro-batch position."""
 
@@ -119,16 +119,16 @@ def _kill_after_step_5(out: Path) -> None:
 @pytest.fixture(scope="module")
 def straight(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("engine") / "straight"
-    summary = train(ToyTask(_cfg()), out)
+    summary = train(ToyLearner(_cfg()), out)
     assert summary["steps"] == 6 and summary["seen"] == 48
     return out
 
 
 def test_resume_is_exact_and_logs_each_step_once(straight, tmp_path):
     out = tmp_path / "run"
-    train(ToyTask(_cfg()), out)
+    train(ToyLearner(_cfg()), out)
     _kill_after_step_5(out)
-    train(ToyTask(_cfg()), out, resume=True)
+    train(ToyLearner(_cfg()), out, resume=True)
     _assert_same_weights(_weights(straight, 6), _weights(out, 6))
     rows = read_jsonl(out / "metrics.jsonl")
     assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6]
@@ -139,7 +139,7 @@ def test_resume_is_exact_and_logs_each_step_once(straight, tmp_path):
 @pytest.mark.parametrize("damage", ["flip_weights", "truncate_optimizer", "garble_state", "missing_rng"])
 def test_a_damaged_newest_checkpoint_falls_back_to_the_previous_one(straight, tmp_path, caplog, damage):
     out = tmp_path / "run"
-    train(ToyTask(_cfg()), out)
+    train(ToyLearner(_cfg()), out)
     folder = out / "checkpoints" / "step_00000006"
     if damage == "flip_weights":
         data = bytearray((folder / "model.safetensors").read_bytes())
@@ -153,7 +153,7 @@ def test_a_damaged_newest_checkpoint_falls_back_to_the_previous_one(straight, tm
     else:
         (folder / "rng.rank0.json").unlink()
     with caplog.at_level(logging.WARNING):
-        train(ToyTask(_cfg()), out, resume=True)
+        train(ToyLearner(_cfg()), out, resume=True)
     assert any("skipping checkpoint step_00000006" in r.getMessage() and "falling back" in r.getMessage()
                for r in caplog.records), caplog.text
     _assert_same_weights(_weights(straight, 6), _weights(out, 6))  # retrained 5 and 6 from step 4, exactly
@@ -162,31 +162,31 @@ def test_a_damaged_newest_checkpoint_falls_back_to_the_previous_one(straight, tm
 
 def test_no_readable_checkpoint_is_an_error(tmp_path):
     out = tmp_path / "run"
-    train(ToyTask(_cfg("run.steps=2", "run.checkpoint_every=1")), out)
+    train(ToyLearner(_cfg("run.steps=2", "run.checkpoint_every=1")), out)
     for folder in (out / "checkpoints").glob("step_*"):
         (folder / "state.json").write_text("{")
     with pytest.raises(CheckpointError, match="no readable checkpoint"):
-        train(ToyTask(_cfg("run.steps=2", "run.checkpoint_every=1")), out, resume=True)
+        train(ToyLearner(_cfg("run.steps=2", "run.checkpoint_every=1")), out, resume=True)
 
 
 def test_a_folder_holding_a_run_needs_resume_or_overwrite(tmp_path):
     out = tmp_path / "run"
-    train(ToyTask(_cfg()), out)
+    train(ToyLearner(_cfg()), out)
     before = (out / "metrics.jsonl").read_text()
     with pytest.raises(RunExistsError, match="--resume.*--overwrite"):
-        train(ToyTask(_cfg("run.steps=2")), out)
+        train(ToyLearner(_cfg("run.steps=2")), out)
     assert (out / "metrics.jsonl").read_text() == before  # nothing touched
     (out / "notes.txt").write_text("mine")
-    train(ToyTask(_cfg("run.steps=2")), out, overwrite=True)
+    train(ToyLearner(_cfg("run.steps=2")), out, overwrite=True)
     assert sorted(p.name for p in (out / "checkpoints").glob("step_*")) == ["step_00000002"]
     assert [r["step"] for r in read_jsonl(out / "metrics.jsonl")] == [1, 2]
     assert (out / "notes.txt").read_text() == "mine"  # only the run's own files are deleted
     with pytest.raises(ValueError, match="contradict"):
-        train(ToyTask(_cfg()), out, resume=True, overwrite=True)
+        train(ToyLearner(_cfg()), out, resume=True, overwrite=True)
 
 
 def test_evaluation_hook_runs_in_eval_mode_and_is_logged(tmp_path):
-    task = ToyTask(_cfg("run.eval_every=3"), with_eval=True)
+    task = ToyLearner(_cfg("run.eval_every=3"), with_eval=True)
     out = tmp_path / "run"
     train(task, out)
     assert task.eval_modes == [False, False]
@@ -198,7 +198,7 @@ def test_every_file_of_a_run_honours_the_umask(tmp_path):
     old = os.umask(0o007)
     try:
         out = tmp_path / "run"
-        train(ToyTask(_cfg("run.steps=2")), out)
+        train(ToyLearner(_cfg("run.steps=2")), out)
     finally:
         os.umask(old)
     files = [p for p in out.rglob("*") if p.is_file()]
@@ -208,7 +208,7 @@ def test_every_file_of_a_run_honours_the_umask(tmp_path):
 
 
 def test_bar_log_line_and_metrics_show_the_same_loss(tmp_path, caplog):
-    task = ToyTask(_cfg())
+    task = ToyLearner(_cfg())
     logger = RunLogger(tmp_path, task, is_main=True, total_steps=10, start_step=0, progress=True)
     for loss in (2.0, 1.0, 0.5):  # three steps in the window
         logger.step(torch.tensor([loss, 0.1], dtype=torch.float64))
@@ -220,3 +220,4 @@ def test_bar_log_line_and_metrics_show_the_same_loss(tmp_path, caplog):
     assert row["loss"] == pytest.approx(mean)
     assert f"loss {mean:.4f} (mean of 3 steps)" in caplog.text
     assert f"loss {mean:.4f} (mean of 3 steps)" in logger.bar.postfix
+

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import torch
 
+from training.data.videos import VideoEntry, VideoIndex
 from training.pretrain.config import cpu_smoke
 from training.pretrain.dataset import PretrainDataset, views_first
+from training.pretrain.learner import build_pretrain_model
 from training.pretrain.losses import global_contrastive_loss, local_contrastive_loss
-from training.pretrain.task import build_pretrain_model
-from training.pretrain.videos import VideoEntry, VideoIndex
 
 from .conftest import SHARED
 

@@ -30,20 +30,26 @@ import sys
 from constcl_zoo.errors import add_debug_flag, run_command
 
 PROG = "python -m training"
-# Each module has add_parser(subparsers) -> its parser, with set_defaults(func=...): a new subcommand is one line.
-COMMANDS = ("training.pretrain.cli", "training.tasks.recognition.cli", "training.tasks.recognition.finetune_cli",
-            "training.tasks.tracking.cli_train", "training.tasks.tracking.cli_eval", "training.tasks.localization.cli",
-            "training.tasks.localization.calibrate", "training.tasks.localization.eval_ava", "training.replicate.cli",
-            "training.replicate.install", "training.replicate.ship", "training.release.checkpoint",
-            "training.release.publish", "training.release.convert_tf")
+# "module:function": function(subparsers) adds one subcommand and returns its parser, with set_defaults(func=...);
+# a new subcommand is one line. A task's commands live in its cli.py.
+COMMANDS = ("training.pretrain.cli:add_parser",
+            "training.tasks.recognition.cli:add_probe_parser", "training.tasks.recognition.cli:add_finetune_parser",
+            "training.tasks.tracking.cli:add_train_parser", "training.tasks.tracking.cli:add_eval_parser",
+            "training.tasks.localization.cli:add_train_parser", "training.tasks.localization.cli:add_calibrate_parser",
+            "training.tasks.localization.cli:add_eval_ava_parser",
+            "training.replicate.cli:add_parser", "training.replicate.install:add_parser",
+            "training.replicate.ship:add_parser",
+            "training.release.checkpoint:add_parser", "training.release.publish:add_parser",
+            "training.release.convert_tf:add_parser")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    for name in COMMANDS:
-        add_debug_flag(importlib.import_module(name).add_parser(sub))
+    for entry in COMMANDS:
+        module, _, function = entry.partition(":")
+        add_debug_flag(getattr(importlib.import_module(module), function)(sub))
     return parser
 
 

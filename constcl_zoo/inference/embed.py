@@ -26,6 +26,7 @@ import torch
 
 from ..errors import InvalidArgumentError, InvalidTypeError
 from ..nn.preprocess import ClipPreprocess
+from .clips import clip_span
 from .video import Frame, VideoTooShortError, iter_array_frames, iter_video_file
 
 VideoInput = str | os.PathLike | np.ndarray | torch.Tensor
@@ -48,7 +49,7 @@ class WindowSpec:
     @property
     def span(self) -> int:
         """Decoded frames from a window's first to its last frame, inclusive."""
-        return (self.clip_frames - 1) * self.frame_stride + 1
+        return clip_span(self.clip_frames, self.frame_stride)
 
     @classmethod
     def from_preprocess(cls, preprocess: ClipPreprocess, clip_frames: int | None = None,

@@ -127,6 +127,7 @@ class TaskModel(nn.Module):
 
     Subclasses set ``task``, ``head_config_class`` and ``default_branch``, and implement :meth:`build_head` and
     :meth:`init_head`. ``preprocess`` is the encoder's: the preprocessing that belongs to the weights.
+    :meth:`freeze_encoder` trains the head alone (the one way every trainer freezes an encoder).
     """
 
     task: ClassVar[str]
@@ -146,6 +147,7 @@ class TaskModel(nn.Module):
         self.config = config
         self.encoder = encoder if encoder is not None else build_model(config.encoder, config.encoder_branch)
         self.head = self.build_head(config)
+        self.encoder_frozen = False
 
     # -- what a subclass provides ---------------------------------------------------------------------------
     def build_head(self, config: TaskConfig) -> nn.Module:
@@ -156,6 +158,24 @@ class TaskModel(nn.Module):
         raise NotImplementedError
 
     # -- shared ---------------------------------------------------------------------------------------------
+    def freeze_encoder(self, frozen: bool = True) -> TaskModel:
+        """Train the head only (``frozen``), or the whole model again (``frozen=False``).
+
+        A frozen encoder gets no gradients (``requires_grad`` off: autograd records nothing through it) and stays
+        in eval mode whatever :meth:`train` is called with, so its BatchNorm statistics stay as loaded. Not saved
+        with the checkpoint: it is how a model is trained, not what it is. Returns ``self``.
+        """
+        self.encoder.requires_grad_(not frozen)
+        self.encoder_frozen = frozen
+        return self.train(self.training)
+
+    def train(self, mode: bool = True) -> TaskModel:
+        """``nn.Module.train``, except that a frozen encoder (:meth:`freeze_encoder`) stays in eval mode."""
+        super().train(mode)
+        if self.encoder_frozen:
+            self.encoder.eval()
+        return self
+
     @property
     def preprocess(self) -> ClipPreprocess:
         return self.encoder.preprocess

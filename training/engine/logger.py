@@ -21,7 +21,7 @@ import torch
 from .run import EVAL_METRICS, METRICS, truncate_jsonl
 
 if TYPE_CHECKING:
-    from .loop import TrainTask
+    from .learner import Learner
 
 log = logging.getLogger("training")
 
@@ -29,9 +29,9 @@ log = logging.getLogger("training")
 class RunLogger:
     """Collects per-step metric means and writes a row every log step (see the module docstring)."""
 
-    def __init__(self, out: Path, task: TrainTask, is_main: bool, total_steps: int, start_step: int,
+    def __init__(self, out: Path, learner: Learner, is_main: bool, total_steps: int, start_step: int,
                  progress: bool) -> None:
-        self.out, self.task, self.is_main, self.total_steps = out, task, is_main, total_steps
+        self.out, self.learner, self.is_main, self.total_steps = out, learner, is_main, total_steps
         self.history: list[dict[str, Any]] = []
         self.writer = self.bar = None
         if is_main:
@@ -44,7 +44,7 @@ class RunLogger:
             if progress:
                 from tqdm import tqdm
 
-                self.bar = tqdm(total=total_steps, initial=start_step, desc=task.name, unit="step",
+                self.bar = tqdm(total=total_steps, initial=start_step, desc=learner.name, unit="step",
                                 dynamic_ncols=True, file=sys.stderr)
         self._reset()
 
@@ -75,7 +75,7 @@ class RunLogger:
         """Write the row of ``step`` (metric means over the window) and start a new window."""
         elapsed = max(time.perf_counter() - self.window_start, 1e-9)
         rate = self.window_samples * world / elapsed
-        unit = self.task.unit
+        unit = self.learner.unit
         row = {"step": step, **means, "lr": lr, f"{unit}_per_s": rate,
                "data_wait_fraction": self.window_wait / elapsed, **counts}
         self.history.append(row)
@@ -89,7 +89,7 @@ class RunLogger:
         if self.bar is not None:
             self.bar.set_postfix_str(f"loss {row['loss']:.4f} (mean of {n} step{'s' * (n > 1)}), lr {lr:.3g}")
         log.info("step %d/%d loss %.4f (mean of %d step%s) %s lr %.4g %.1f %s/s data-wait %.0f%%", step,
-                 self.total_steps, row["loss"], n, "s" * (n > 1), self.task.log_details(row), lr, rate, unit,
+                 self.total_steps, row["loss"], n, "s" * (n > 1), self.learner.log_details(row), lr, rate, unit,
                  100 * row["data_wait_fraction"])
         self._reset()
 

@@ -2,7 +2,7 @@
 ``metrics.jsonl`` reading/rewriting, and the CLI flags every trainer shares (``--out``, ``--resume``,
 ``--overwrite``, ``--config``, ``-o``).
 
-A run folder holds ``config.json``, ``checkpoints/``, ``metrics.jsonl`` (+ ``eval.jsonl`` for tasks that
+A run folder holds ``config.json``, ``checkpoints/``, ``metrics.jsonl`` (+ ``eval.jsonl`` for learners that
 evaluate), ``tb/``, ``train.log`` and ``summary.json``.
 """
 

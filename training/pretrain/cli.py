@@ -20,7 +20,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .task import pretrain
+    from .learner import pretrain
 
     extra = [f"data.videos={Path(args.videos).resolve()}"] if args.videos else []
     cfg = resolve_config(PretrainConfig, PRESETS, args, extra)

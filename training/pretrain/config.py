@@ -9,12 +9,25 @@ returning a full config; any field can then be overridden with dotted keys (``da
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Annotated, Literal
 
-from ..engine.config import OptimConfig, RunConfig, TrainConfig, check
+from constcl_zoo.inference.clips import clip_span
+
+from ..data.augment import AugmentConfig
+from ..engine.config import (
+    AtLeast,
+    AtLeastOne,
+    AtLeastZero,
+    Fraction,
+    NonNegative,
+    OptimConfig,
+    Positive,
+    RunConfig,
+    TrainConfig,
+    check,
+)
 from ..engine.config import get_preset as _get_preset
 
 BoxMethod = Literal["random", "random_official", "slic", "felzenszwalb", "detector", "hog"]
@@ -28,14 +41,14 @@ class DataConfig:
     videos: str = ""  # folder (scanned recursively) or manifest (.csv with a 'path' column, or .txt one path a line)
     extensions: tuple[str, ...] = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v")
     decoder: Literal["opencv", "pyav"] = "opencv"
-    num_frames: int = 16
-    frame_stride: int = 2
-    crop_size: int = 224
-    decode_short_side: int = 0  # resize decoded frames so the shorter side is this (0: keep native size)
-    min_video_frames: int = 0  # shorter videos are skipped; 0: one clip span ((num_frames - 1) * stride + 1)
-    batch_size: int = 1024  # clips (2 views each) per optimizer step, summed over processes and accumulation
-    num_workers: int = 8
-    prefetch_factor: int = 2
+    num_frames: AtLeastOne = 16
+    frame_stride: AtLeastOne = 2
+    crop_size: AtLeastOne = 224
+    decode_short_side: AtLeastZero = 0  # resize decoded frames so the shorter side is this (0: keep native size)
+    min_video_frames: AtLeastZero = 0  # shorter videos are skipped; 0: one clip span ((num_frames - 1) * stride + 1)
+    batch_size: AtLeastOne = 1024  # clips (2 views each) per optimizer step, summed over processes and accumulation
+    num_workers: AtLeastZero = 8
+    prefetch_factor: AtLeastOne = 2
     key_frames: KeyFramePairing = "center"  # Table 4: center (default), nearest, random
     index_cache: str = ""  # JSON file caching decoded frame counts ('' -> <run>/video_index.json)
     # folder of decoded frames (uint8 at decode_short_side, one .npy a video, memory-mapped; '' : decode every
@@ -44,31 +57,16 @@ class DataConfig:
 
 
 @dataclass
-class AugmentConfig:
-    """Per-view augmentation, identical across the frames of a view (official VS/CC pipeline)."""
-
-    crop_area: tuple[float, float] = (0.3, 1.0)
-    crop_aspect: tuple[float, float] = (0.5, 2.0)
-    crop_attempts: int = 100
-    flip_p: float = 0.5
-    jitter_p: float = 0.8
-    jitter_strength: float = 1.0
-    grayscale_p: float = 0.2
-    blur_p: tuple[float, float] = (1.0, 0.1)  # (view 1, view 2)
-    blur_sigma: tuple[float, float] = (0.1, 2.0)
-    solarize_p: tuple[float, float] = (0.0, 0.2)
-
-
-@dataclass
 class BoxConfig:
     """Region boxes on each view's key frame (paper §3.3)."""
 
     method: BoxMethod = "random"
-    num_boxes: int = 8  # per view (paper: 8 random boxes, 16 slic/felzenszwalb regions)
+    num_boxes: AtLeastOne = 8  # per view (paper: 8 random boxes, 16 slic/felzenszwalb regions)
     detector_dir: str = ""  # 'detector': folder of per-video box files (see training/regions.py)
-    segment_short_side: int = 128  # slic/felzenszwalb run on the key frame resized to this short side
-    hog_short_side: int = 600  # hog: people must be >= 128 px tall (its 64x128 window), so detect at this size
-    min_size: float = 0.02  # boxes narrower/shorter than this (normalised) after crop are replaced
+    segment_short_side: AtLeastOne = 128  # slic/felzenszwalb run on the key frame resized to this short side
+    hog_short_side: AtLeastOne = 600  # hog: people must be >= 128 px tall (its 64x128 window), so detect at this size
+    # boxes narrower/shorter than this (normalised) after crop are replaced
+    min_size: Annotated[float, Fraction(below_one=True)] = 0.02
 
 
 @dataclass
@@ -76,7 +74,8 @@ class ModelSection:
     """The network: a registered ``constcl_zoo`` architecture plus optional head overrides."""
 
     arch: str = "constcl_r3d50"
-    context_length: int = -1  # -1: the architecture's; 0: vanilla region contrast (Table 6)
+    # -1: the architecture's; 0: vanilla region contrast (Table 6)
+    context_length: Annotated[int, AtLeast(-1, " (-1: the architecture's, 0: vanilla)")] = -1
     init_seed: int = 0
 
 
@@ -84,63 +83,33 @@ class ModelSection:
 class LossConfig:
     """Official ``ConstCLLosses``; ``local_weight`` 0.001 in the official code, 0.01 in the paper."""
 
-    global_temperature: float = 0.1
-    local_temperature: float = 0.2
-    global_weight: float = 1.0
-    local_weight: float = 0.001
+    global_temperature: Annotated[float, Positive()] = 0.1
+    local_temperature: Annotated[float, Positive()] = 0.2
+    global_weight: Annotated[float, NonNegative()] = 1.0
+    local_weight: Annotated[float, NonNegative()] = 0.001
 
 
 @dataclass
 class PretrainConfig(TrainConfig):
     """A complete pretraining run."""
 
-    preset: str = ""
     model: ModelSection = field(default_factory=ModelSection)
     data: DataConfig = field(default_factory=DataConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     boxes: BoxConfig = field(default_factory=BoxConfig)
     loss: LossConfig = field(default_factory=LossConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    run: RunConfig = field(default_factory=RunConfig)
 
     def validate(self) -> None:
         """Raise :class:`~training.engine.ConfigError` naming the first impossible value."""
         super().validate()
-        d, a, b, lo = self.data, self.augment, self.boxes, self.loss
-        for name in ("num_frames", "frame_stride", "crop_size", "batch_size", "prefetch_factor"):
-            check(getattr(d, name) >= 1, f"data.{name}", getattr(d, name), "must be >= 1")
-        for name in ("decode_short_side", "min_video_frames", "num_workers"):
-            check(getattr(d, name) >= 0, f"data.{name}", getattr(d, name), "must be >= 0")
-        check(0 < a.crop_area[0] <= a.crop_area[1] <= 1, "augment.crop_area", list(a.crop_area),
-              "must be [low, high] with 0 < low <= high <= 1")
-        check(0 < a.crop_aspect[0] <= a.crop_aspect[1], "augment.crop_aspect", list(a.crop_aspect),
-              "must be [low, high] with 0 < low <= high")
-        check(a.crop_attempts >= 1, "augment.crop_attempts", a.crop_attempts, "must be >= 1")
-        for name in ("flip_p", "jitter_p", "grayscale_p", "blur_p", "solarize_p"):
-            value = getattr(a, name)
-            check(all(0 <= v <= 1 for v in (value if isinstance(value, tuple) else (value,))), f"augment.{name}",
-                  value, "probabilities must be in [0, 1]")
-        check(a.jitter_strength >= 0, "augment.jitter_strength", a.jitter_strength, "must be >= 0")
-        check(0 < a.blur_sigma[0] <= a.blur_sigma[1], "augment.blur_sigma", list(a.blur_sigma),
-              "must be [low, high] with 0 < low <= high")
-        for name in ("num_boxes", "segment_short_side", "hog_short_side"):
-            check(getattr(b, name) >= 1, f"boxes.{name}", getattr(b, name), "must be >= 1")
-        check(0 <= b.min_size < 1, "boxes.min_size", b.min_size, "must be in [0, 1)")
+        b = self.boxes
         check(b.method != "detector" or bool(b.detector_dir), "boxes.detector_dir", b.detector_dir,
               "boxes.method=detector needs a folder of box files")
-        for name in ("global_temperature", "local_temperature"):
-            value = getattr(lo, name)
-            check(math.isfinite(value) and value > 0, f"loss.{name}", value, "must be a positive number")
-        for name in ("global_weight", "local_weight"):
-            value = getattr(lo, name)
-            check(math.isfinite(value) and value >= 0, f"loss.{name}", value, "must be >= 0")
-        check(self.model.context_length >= -1, "model.context_length", self.model.context_length,
-              "must be -1 (the architecture's), 0 (vanilla) or positive")
 
     @property
     def clip_span(self) -> int:
         """Decoded frames covered by one view."""
-        return (self.data.num_frames - 1) * self.data.frame_stride + 1
+        return clip_span(self.data.num_frames, self.data.frame_stride)
 
 
 def paper_k400() -> PretrainConfig:

@@ -1,27 +1,30 @@
-"""The pretraining data stream: two augmented views of a video with their key-frame boxes.
+"""The pretraining samples: two augmented views of a video with their key-frame boxes.
 
 Reproducible and resumable by construction: sample number ``p`` of the run (counted over all processes) is video
-``perm_e[p mod n]`` of epoch ``e = p // n`` (``perm_e`` a seeded permutation), and all of its randomness comes
-from a generator seeded with ``(seed, p)``. Which worker decodes it, and whether the run was restarted, cannot
-change it. The data position saved in a checkpoint is the number of micro-batches consumed.
+``perm_e[p mod n]`` of epoch ``e = p // n`` (the shared stream of :mod:`training.data.loader`), and all of its
+randomness comes from a generator seeded with ``(seed, p)``. Which worker decodes it, and whether the run was
+restarted, cannot change it. The data position saved in a checkpoint is the number of micro-batches consumed.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import Dataset
 
+from constcl_zoo.inference.clips import clip_indices
+
+from .._moved import deprecated_names
+from ..data.augment import augment_view
+from ..data.videos import FrameCache, VideoDecodeError, VideoIndex, read_frames
 from ..engine.config import ConfigError
-from .augment import augment_view
 from .config import PretrainConfig
 from .regions import view_boxes
-from .sampling import clip_indices, pair_key_frames, sample_view_starts
-from .videos import FrameCache, VideoDecodeError, VideoIndex, read_frames
+from .sampling import pair_key_frames, sample_view_starts
 
+__getattr__ = deprecated_names(__name__)  # StreamSampler, build_loader: now in training.data.loader
 log = logging.getLogger(__name__)
 _MAX_RETRIES = 10
 
@@ -68,7 +71,7 @@ class PretrainDataset(Dataset):
         starts = sample_view_starts(length, d.num_frames, d.frame_stride, rng)
         steps = d.num_frames // self.temporal_stride
         keys = pair_key_frames(d.key_frames, starts, steps, self.temporal_stride * d.frame_stride, rng)
-        views = [clip_indices(s, d.num_frames, d.frame_stride, length) for s in starts]
+        views = [clip_indices(s, d.num_frames, d.frame_stride, length, past_end="wrap") for s in starts]
         if self.frame_cache is not None:
             frames = self.frame_cache.read(path, views[0] + views[1])
         else:
@@ -82,52 +85,6 @@ class PretrainDataset(Dataset):
                                     frame_index=views[v][key]))
             clips.append(clip)
         return {"clips": torch.stack(clips), "boxes": torch.stack(boxes), "key_frames": torch.tensor(keys)}
-
-
-class StreamSampler(Sampler[list[tuple[int, int]]]):
-    """Endless batches of ``(sample number, video)`` keys for one process, starting at micro-batch ``start``.
-
-    Micro-batch ``m`` of the run covers sample numbers ``[m * G, (m + 1) * G)`` with ``G = local_batch * world``;
-    rank ``r`` takes ``[m * G + r * local_batch, ...)``.
-    """
-
-    def __init__(self, num_videos: int, local_batch: int, rank: int, world: int, seed: int, start: int = 0) -> None:
-        self.n, self.local_batch, self.rank, self.world, self.seed = num_videos, local_batch, rank, world, seed
-        self.start = start
-
-    def video_at(self, position: int) -> int:
-        epoch, offset = divmod(position, self.n)
-        return int(np.random.default_rng([self.seed, 7919, epoch]).permutation(self.n)[offset])
-
-    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
-        m = self.start
-        perms: dict[int, np.ndarray] = {}
-        while True:
-            base = m * self.local_batch * self.world + self.rank * self.local_batch
-            batch = []
-            for p in range(base, base + self.local_batch):
-                epoch, offset = divmod(p, self.n)
-                if epoch not in perms:
-                    perms = {epoch: np.random.default_rng([self.seed, 7919, epoch]).permutation(self.n)}
-                batch.append((p, int(perms[epoch][offset])))
-            yield batch
-            m += 1
-
-    def __len__(self) -> int:  # endless; DataLoader only needs a number
-        return 2**62
-
-
-def _worker_init(_: int) -> None:
-    torch.set_num_threads(1)  # parallelism comes from the workers (cv2 is single-threaded: training.videos)
-
-
-def build_loader(dataset: PretrainDataset, local_batch: int, rank: int, world: int, start: int) -> DataLoader:
-    """An endless loader of collated micro-batches for this process, from micro-batch ``start`` on."""
-    d = dataset.cfg.data
-    sampler = StreamSampler(len(dataset), local_batch, rank, world, dataset.cfg.run.seed, start)
-    kwargs = {"prefetch_factor": d.prefetch_factor, "persistent_workers": False} if d.num_workers > 0 else {}
-    return DataLoader(dataset, batch_sampler=sampler, num_workers=d.num_workers, worker_init_fn=_worker_init,
-                      pin_memory=torch.cuda.is_available(), **kwargs)
 
 
 def views_first(batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -35,9 +35,9 @@ from constcl_zoo.errors import InvalidArgumentError
 from constcl_zoo.formats.boxes import check_boxes, crop_boxes, hflip_boxes
 from constcl_zoo.inference.detection import HogPersonDetector
 
-from .augment import ViewGeometry
+from ..data.augment import ViewGeometry
+from ..data.videos import resize_short_side
 from .config import BoxConfig
-from .videos import resize_short_side
 
 
 def random_boxes(n: int, rng: np.random.Generator) -> np.ndarray:

@@ -2,16 +2,19 @@
 
 ``sample_view_starts`` is the official ``sample_ssl_sequence``: the gap between the two views is drawn from a
 linearly decreasing density on ``[0, max_offset]`` by the same binary-search inversion of its CDF, the first
-start is uniform in what is left, and the pair is randomly swapped. Frame indices wrap around (tile) past the end.
+start is uniform in what is left, and the pair is randomly swapped. Frame indices wrap around (tile) past the end
+(``constcl_zoo.inference.clips.clip_indices(..., past_end="wrap")``).
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 
 from constcl_zoo.errors import InvalidArgumentError
+from constcl_zoo.inference import clips
 
 
 def _gap_cdf(k: float, max_offset: float) -> float:
@@ -47,8 +50,12 @@ def sample_view_starts(num_frames_video: int, num_frames: int, stride: int,
 
 
 def clip_indices(start: int, num_frames: int, stride: int, num_frames_video: int) -> list[int]:
-    """Decoded-frame indices of a view, wrapping around the end as the official ``_sample_or_pad``."""
-    return [(start + i * stride) % num_frames_video for i in range(num_frames)]
+    """Deprecated: ``constcl_zoo.inference.clips.clip_indices(start, num_frames, stride, num_frames_video,
+    past_end="wrap")`` (decoded-frame indices of a view, wrapping around the end as the official
+    ``_sample_or_pad``)."""
+    warnings.warn("training.pretrain.sampling.clip_indices is deprecated: use constcl_zoo.inference.clips."
+                  "clip_indices(..., past_end='wrap')", DeprecationWarning, stacklevel=2)
+    return clips.clip_indices(start, num_frames, stride, num_frames_video, past_end="wrap")
 
 
 def pair_key_frames(strategy: str, starts: tuple[int, int], steps: int, frames_per_step: int,

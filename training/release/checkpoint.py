@@ -39,7 +39,7 @@ def _run_state(run: Path, step: int | None):
 def export_checkpoint(run: Path, out: Path, step: int | None = None) -> Path:
     """Write the checkpoint folder ``out`` from run folder ``run`` (its newest readable checkpoint unless
     ``step``)."""
-    from ..pretrain.task import build_pretrain_model
+    from ..pretrain.learner import build_pretrain_model
 
     config_path = run / CONFIG
     if not config_path.is_file():

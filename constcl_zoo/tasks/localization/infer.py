@@ -29,6 +29,7 @@ import torch
 
 from ...errors import ConstclZooError
 from ...formats.boxes import box_iou
+from ...inference.clips import centred_start, clip_indices
 from ...inference.detection import HogPersonDetector, PersonDetector
 from ...inference.embed import frames_of
 from ...inference.visualize import Mp4Writer, color_for, draw_box
@@ -253,7 +254,8 @@ class _Clips:
     def _actions(self, persons: list[PersonResult], index: int, final_index: int) -> None:
         model, nf, stride = self.model, self.nf, self.stride
         have = dict(self.buffer)
-        idx = [min(max(index + (i - nf // 2) * stride, self.buffer[0][0]), final_index) for i in range(nf)]
+        idx = clip_indices(centred_start(index, nf, stride), nf, stride, final_index + 1, past_end="clamp",
+                           first=self.buffer[0][0])
         clip = torch.stack([have[i] for i in idx], dim=1)[None].to(self.device)
         box_t = torch.from_numpy(np.stack([p.box for p in persons]))[None].to(self.device)
         with torch.inference_mode():

@@ -4,7 +4,7 @@ says nothing rather than something wrong.
     python -m training calibrate-localizer --model LOCALIZER_DIR --data AVA_DIR --out NEW_DIR [--min-precision 0.9]
 
 The localizer scores every ground-truth person box of the val split of ``AVA_DIR`` (an AVA-format folder as
-``train-localizer`` reads it: the same reader, :meth:`~.task.LocalizationTask.val_detections`); detections are
+``train-localizer`` reads it: the same reader, :meth:`~.learner.LocalizationLearner.val_detections`); detections are
 matched to the ground truth per class as the official frame-mAP does (:func:`~.evaluate.match_detections`). Per
 class, a threshold ``t`` reports the detections with probability >= ``t``; its precision is their fraction of true
 positives and its recall their true positives over the class's val boxes. The chosen threshold is the **lowest**
@@ -22,7 +22,6 @@ whenever the caller gives no ``score_threshold``.
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 from dataclasses import asdict, dataclass
@@ -31,12 +30,16 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from constcl_zoo.card import Markdown, replace_section
 from constcl_zoo.errors import UsageError
 from constcl_zoo.fileio import atomic_write
+
+from ..._moved import deprecated_names
 
 if TYPE_CHECKING:
     from constcl_zoo.tasks.localization import ActionLocalizer
 
+__getattr__ = deprecated_names(__name__)  # add_parser, run: in .cli now
 CALIBRATION = "calibration.json"
 CARD_SECTION = "## What it recognises"
 
@@ -90,21 +93,21 @@ def calibrate(model: ActionLocalizer, data_root: str | Path, min_precision: floa
     from ...engine import ConfigError
     from .config import LocalizationConfig, LocalizationDataConfig
     from .evaluate import frame_map, match_detections
-    from .task import LocalizationTask
+    from .learner import LocalizationLearner
 
     cfg = LocalizationConfig(data=LocalizationDataConfig(root=str(data_root), eval_batch_size=batch_size))
     try:
-        task = LocalizationTask(cfg)
+        learner = LocalizationLearner(cfg)
     except ConfigError as exc:
         raise UsageError(f"--data {data_root}: {exc}") from exc
     labelmap = cfg.data.path("labelmap")
-    known = {x.id: x.name for x in task.labels}
+    known = {x.id: x.name for x in learner.labels}
     missing = [(name, i) for name, i in zip(model.labels, model.label_ids, strict=True) if i not in known]
     if missing:
         raise UsageError(f"{labelmap}: the model's classes {missing} (label, action id) are not in this label map "
                          f"(it has {sorted(known.items())}); calibrate on the data the localizer was made for")
-    truth, rows, keys = task.val_detections(model)
-    matches = match_detections(truth, rows, task.labels, groundtruth_keys=keys)
+    truth, rows, keys = learner.val_detections(model)
+    matches = match_detections(truth, rows, learner.labels, groundtruth_keys=keys)
     classes = []
     for name, i in zip(model.labels, model.label_ids, strict=True):
         chosen = choose_threshold(matches.scores[i], matches.is_tp[i], matches.num_gt[i], min_precision,
@@ -114,33 +117,33 @@ def calibrate(model: ActionLocalizer, data_root: str | Path, min_precision: floa
             "boxes": "ground truth",
             "rule": "per class, the lowest threshold whose val precision >= min_precision with >= min_true_positives "
                     "true positives; 1.0 (never reported) when none reaches both",
-            "val_frame_mAP": frame_map(truth, rows, task.labels, groundtruth_keys=keys).mean_ap,
+            "val_frame_mAP": frame_map(truth, rows, learner.labels, groundtruth_keys=keys).mean_ap,
             "num_key_frames": len(keys),
             "val_annotations_sha256": sha256_of(cfg.data.path("val_csv")), "classes": classes}
 
 
 def card_section(report: dict[str, Any]) -> str:
     """The model card's "What it recognises" section: each class with its calibrated threshold and val numbers."""
-    lines = [CARD_SECTION, "", f"`localize()` reports an action only when its probability reaches the class's "
-             f"threshold, calibrated on the held-out val split of the synthetic AVA-format set (ground-truth person "
-             f"boxes, {report['num_key_frames']} key frames): the lowest threshold with precision >= "
-             f"{report['min_precision']:g} there. A class that never reaches that precision is never reported. "
-             "A person doing none of these gets a box and a track, and no action. An explicit "
-             "`score_threshold=` overrides these thresholds for every class.", "",
-             "| action | threshold | val precision | val recall | val positives |", "|---|---|---|---|---|"]
+    section = Markdown().add(CARD_SECTION, "").text(
+        f"`localize()` reports an action only when its probability reaches the class's "
+        f"threshold, calibrated on the held-out val split of the synthetic AVA-format set (ground-truth person "
+        f"boxes, {report['num_key_frames']} key frames): the lowest threshold with precision >= "
+        f"{report['min_precision']:g} there. A class that never reaches that precision is never reported. "
+        "A person doing none of these gets a box and a track, and no action. An explicit "
+        "`score_threshold=` overrides these thresholds for every class.")
+    rows = []
     for c in report["classes"]:
         threshold = f"{c['threshold']:.3f}" if c["reached"] else "1.0 (never reported)"
         precision = "—" if c["precision"] is None else f"{c['precision']:.3f}"
         if not c["reached"] and c["best_precision"] is not None:
             precision = f"— (best {c['best_precision']:.3f})"
-        lines.append(f"| {c['label']} | {threshold} | {precision} | {c['recall']:.3f} | {c['num_positives']} |")
-    return "\n".join(lines) + "\n"
+        rows.append((c["label"], threshold, precision, f"{c['recall']:.3f}", c["num_positives"]))
+    return section.table(("action", "threshold", "val precision", "val recall", "val positives"), rows).render()
 
 
 def with_card_section(card: str, report: dict[str, Any]) -> str:
     """``card`` with its "What it recognises" section replaced by (or, when absent, followed by) the report's."""
-    head = card.split(CARD_SECTION, 1)[0].rstrip("\n")
-    return (head + "\n\n" if head else "") + card_section(report)
+    return replace_section(card, CARD_SECTION, card_section(report))
 
 
 def write_calibrated(model_dir: str | Path, out: str | Path, report: dict[str, Any],
@@ -177,54 +180,3 @@ def write_calibrated(model_dir: str | Path, out: str | Path, report: dict[str, A
     shutil.rmtree(out, ignore_errors=True)
     partial.rename(out)
     return out
-
-
-def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = sub.add_parser("calibrate-localizer", help="per-class action thresholds of a localizer from held-out data",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", required=True, help="localization checkpoint folder (config.json, model.safetensors)")
-    p.add_argument("--data", required=True, help="AVA-format dataset folder (annotations/, videos/); its val split")
-    p.add_argument("--out", required=True, help="folder for the calibrated copy of the checkpoint")
-    p.add_argument("--min-precision", type=float, default=0.9, help="target val precision per class (default 0.9)")
-    p.add_argument("--min-true-positives", type=int, default=5,
-                   help="true positives the threshold must report on val (default 5): support for the precision")
-    p.add_argument("--batch-size", type=int, default=8, help="key frames per forward pass")
-    p.add_argument("--overwrite", action="store_true", help="replace --out when it exists")
-    p.set_defaults(func=run)
-    return p
-
-
-def run(args: argparse.Namespace) -> int:
-    """Calibrate (user errors: :class:`UsageError`, one line from ``python -m training``)."""
-    from constcl_zoo import load
-    from constcl_zoo.tasks.localization import ActionLocalizer
-
-    model_dir, out = Path(args.model), Path(args.out)
-    if not (model_dir / "config.json").is_file():
-        raise UsageError(f"--model {model_dir}: no config.json there; give a localization checkpoint folder")
-    if out.resolve() == model_dir.resolve():
-        raise UsageError("--out must differ from --model (the calibrated copy never replaces its source)")
-    if out.exists() and any(out.iterdir()) and not args.overwrite:
-        raise UsageError(f"--out {out} exists and is not empty; add --overwrite or choose another folder")
-    if args.batch_size < 1:
-        raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
-    model = load(str(model_dir))
-    if not isinstance(model, ActionLocalizer):
-        raise UsageError(f"--model {model_dir}: a {type(model).__name__}, not a localization checkpoint")
-    if args.min_true_positives < 1:
-        raise UsageError(f"--min-true-positives must be >= 1, got {args.min_true_positives}")
-    report = calibrate(model, args.data, args.min_precision, args.batch_size, args.min_true_positives)
-    provenance = {"command": getattr(args, "command_line", "python -m training calibrate-localizer"),
-                  "source_model": model_dir.name, "data": str(args.data), "min_precision": args.min_precision}
-    write_calibrated(model_dir, out, report, provenance)
-    calibrated = load(str(out))  # reloads: the sha256 record holds and the thresholds parse
-    assert isinstance(calibrated, ActionLocalizer) and calibrated.calibrated
-    print(f"val frame-mAP@0.5 {report['val_frame_mAP']:.4f} on {report['num_key_frames']} key frames; "
-          f"thresholds for precision >= {args.min_precision:g}:")
-    for c in report["classes"]:
-        best = "-" if c["best_precision"] is None else f"{c['best_precision']:.3f}"
-        at = (f"precision {c['precision']:.3f}, recall {c['recall']:.3f}" if c["reached"] else
-              f"never reaches it (best precision {best})")
-        print(f"  {c['label']:<12} {c['threshold']:.3f}  {at}, {c['num_positives']} val positives")
-    print(f"calibrated localizer written to {out} ({CALIBRATION})")
-    return 0

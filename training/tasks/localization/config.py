@@ -15,9 +15,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from ...engine.config import OptimConfig, RunConfig, TrainConfig, check
+from ...engine.config import AtLeast, AtLeastOne, AtLeastZero, Fraction, OptimConfig, RunConfig, TrainConfig
+
+EncodersIfZero = Annotated[int, AtLeast(0, " (0: the encoder's)")]
 
 
 @dataclass
@@ -30,9 +32,9 @@ class LocalizationDataConfig:
     labelmap: str = "annotations/ava_action_list_v2.2_for_activitynet_2019.pbtxt"
     excluded: str = "annotations/ava_val_excluded_timestamps_v2.2.csv"
     videos: str = "videos"
-    batch_size: int = 8  # key frames per optimizer step, over all processes and micro-batches
-    num_workers: int = 0  # DataLoader worker processes (0: decode in the training process)
-    eval_batch_size: int = 8
+    batch_size: AtLeastOne = 8  # key frames per optimizer step, over all processes and micro-batches
+    num_workers: AtLeastZero = 0  # DataLoader worker processes (0: decode in the training process)
+    eval_batch_size: AtLeastOne = 8
 
     def path(self, name: str) -> Path:
         """``root / <field name>`` for one of the file fields."""
@@ -47,34 +49,20 @@ class LocalizationModelConfig:
     pretrained: bool = False  # load the encoder's weights (False: random init, seeded by init_seed)
     branch: Literal["region", "global"] = "region"
     head: Literal["transformer", "roi"] = "transformer"
-    num_frames: int = 0  # clip around a key frame (0: the encoder's)
-    frame_stride: int = 0
-    short_side: int = 0  # whole frames resized to this short side (0: the encoder's resize_short_side)
-    dropout: float = 0.3  # the transformer head's dropout
+    num_frames: EncodersIfZero = 0  # clip around a key frame (0: the encoder's)
+    frame_stride: EncodersIfZero = 0
+    short_side: EncodersIfZero = 0  # whole frames resized to this short side (0: the encoder's resize_short_side)
+    dropout: Annotated[float, Fraction(below_one=True)] = 0.3  # the transformer head's dropout
     init_seed: int = 0
     freeze_encoder: bool = False  # train the head only (encoder weights and BN statistics fixed)
 
 
 @dataclass
 class LocalizationConfig(TrainConfig):
-    preset: str = ""
+    """A complete localization training run: the task's data and model sections + the engine's."""
+
     data: LocalizationDataConfig = field(default_factory=LocalizationDataConfig)
     model: LocalizationModelConfig = field(default_factory=LocalizationModelConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    run: RunConfig = field(default_factory=RunConfig)
-
-    def validate(self) -> None:
-        """Raise :class:`~training.engine.ConfigError` naming the first impossible value."""
-        super().validate()
-        d, m = self.data, self.model
-        for name in ("batch_size", "eval_batch_size"):
-            check(getattr(d, name) >= 1, f"data.{name}", getattr(d, name), "must be >= 1")
-        check(d.num_workers >= 0, "data.num_workers", d.num_workers, "must be >= 0")
-        for name in ("num_frames", "frame_stride", "short_side"):
-            check(getattr(m, name) >= 0, f"model.{name}", getattr(m, name), "must be >= 0 (0: the encoder's)")
-        check(0 <= m.dropout < 1, "model.dropout", m.dropout, "must be in [0, 1)")
-        check(m.head in ("transformer", "roi"), "model.head", m.head, "must be transformer or roi")
-        check(m.branch in ("region", "global"), "model.branch", m.branch, "must be region or global")
 
 
 def cpu_small() -> LocalizationConfig:

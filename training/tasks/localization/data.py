@@ -4,12 +4,14 @@ persons' boxes and multi-hot labels.
 A key frame at ``timestamp`` seconds is decoded frame ``round(timestamp * fps)``; its clip is ``num_frames`` frames
 every ``frame_stride`` centred on it (frame ``key + (i - num_frames // 2) * frame_stride``), indices clamped to the
 video (the first / last frame repeats), resized to ``short_side`` without cropping (the localizer's
-``clip_preprocess``). Videos are found as ``<videos>/<video_id>.<ext>``.
+``clip_preprocess``; the indices: :mod:`constcl_zoo.inference.clips`). Videos are found as
+``<videos>/<video_id>.<ext>`` and decoded whole into memory (:func:`training.data.videos.decode_video`).
 """
 
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,8 +28,14 @@ from constcl_zoo.formats.ava import (
     read_person_boxes,
     split_key,
 )
+from constcl_zoo.inference import clips
 from constcl_zoo.inference.video import VIDEO_EXTENSIONS
 from constcl_zoo.nn.preprocess import ClipPreprocess
+
+from ..._moved import deprecated_names
+from ...data.videos import DecodedVideo, decode_video
+
+__getattr__ = deprecated_names(__name__)  # VideoFrames: now training.data.videos.decode_video
 
 
 class AvaDataError(ConstclZooError, ValueError):
@@ -47,29 +55,17 @@ class KeyFrame:
         return image_key(self.video_id, self.timestamp)
 
 
-def clip_indices(key: int, num_frames: int, frame_stride: int, num_decoded: int) -> list[int]:
+def key_frame_clip(key: int, num_frames: int, frame_stride: int, num_decoded: int) -> list[int]:
     """Decoded-frame indices of the clip centred on frame ``key``, clamped to ``[0, num_decoded - 1]``."""
-    return [min(max(key + (i - num_frames // 2) * frame_stride, 0), num_decoded - 1) for i in range(num_frames)]
+    return clips.clip_indices(clips.centred_start(key, num_frames, frame_stride), num_frames, frame_stride,
+                              num_decoded, past_end="clamp")
 
 
-class VideoFrames:
-    """Decoded frames of one video, resized to a short side, kept in memory (small datasets) — ``frames[i]``."""
-
-    def __init__(self, path: Path, short_side: int) -> None:
-        from constcl_zoo.inference.video import iter_video_file
-
-        from ...pretrain.videos import resize_short_side
-
-        frames, times = [], []
-        for frame in iter_video_file(path):
-            frames.append(resize_short_side(frame.rgb, short_side))
-            times.append(frame.time_s)
-        self.frames = np.stack(frames)
-        self.times = np.asarray(times)
-
-    def index_at(self, seconds: float) -> int:
-        """The decoded frame shown at ``seconds``."""
-        return int(np.clip(np.searchsorted(self.times, seconds + 1e-6, side="right") - 1, 0, len(self.times) - 1))
+def clip_indices(key: int, num_frames: int, frame_stride: int, num_decoded: int) -> list[int]:
+    """Deprecated: :func:`key_frame_clip`."""
+    warnings.warn("training.tasks.localization.data.clip_indices is deprecated: it is key_frame_clip now (the "
+                  "indices come from constcl_zoo.inference.clips)", DeprecationWarning, stacklevel=2)
+    return key_frame_clip(key, num_frames, frame_stride, num_decoded)
 
 
 class AvaClips(torch.utils.data.Dataset):
@@ -116,7 +112,7 @@ class AvaClips(torch.utils.data.Dataset):
             self.frames.append(KeyFrame(video_id, ts, boxes, multi, scores))
         if not self.frames:
             raise AvaDataError(f"{annotations}: no key frames to use (all excluded, or no detected boxes)")
-        self._cache: dict[str, VideoFrames] = {}
+        self._cache: dict[str, DecodedVideo] = {}
 
     def __len__(self) -> int:
         return len(self.frames)
@@ -129,16 +125,16 @@ class AvaClips(torch.utils.data.Dataset):
         raise FileNotFoundError(f"no video file for video_id {video_id!r} in {self.videos} "
                                 f"(expected {video_id}.mp4 or another video extension)")
 
-    def _video(self, video_id: str) -> VideoFrames:
+    def _video(self, video_id: str) -> DecodedVideo:
         if video_id not in self._cache:
-            self._cache[video_id] = VideoFrames(self.video_path(video_id), self.preprocess.cfg.resize_short_side)
+            self._cache[video_id] = decode_video(self.video_path(video_id), self.preprocess.cfg.resize_short_side)
         return self._cache[video_id]
 
     def __getitem__(self, i: int) -> dict[str, object]:
         kf = self.frames[i]
         video = self._video(kf.video_id)
         cfg = self.preprocess.cfg
-        idx = clip_indices(video.index_at(kf.timestamp), cfg.num_frames, cfg.frame_stride, len(video.frames))
+        idx = key_frame_clip(video.index_at(kf.timestamp), cfg.num_frames, cfg.frame_stride, len(video.frames))
         clip = self.preprocess(video.frames[idx], crop=False)
         return {"clip": clip, "boxes": torch.from_numpy(kf.boxes), "labels": torch.from_numpy(kf.labels),
                 "scores": torch.from_numpy(kf.scores), "key": kf.key, "video_id": kf.video_id,

@@ -1,14 +1,5 @@
-"""The ``probe`` command: linear probe of a frozen encoder on a labelled video dataset.
-
-    python -m training probe --train videos/train --val videos/val --model constcl_r3d50 --out runs/probe
-    python -m training probe --ucf101-splits ucfTrainTestlist --split 1 --train UCF-101 --model M --out RUN \\
-        --clips 10 --crops 3 --train-clips 2 --train-crops 1
-    python -m training probe --hmdb51-splits testTrainMulti_7030_splits --train hmdb51 --model M --out RUN
-
-Writes ``RUN/metrics.json`` (top-1, top-5, per-class accuracy, confusion matrix), ``RUN/confusion.png``,
-``RUN/head.safetensors`` (``weight`` ``[C, D]``, ``bias`` ``[C]``) and ``RUN/probe.json`` (labels, settings,
-encoder, feature caches, training summary). Features are cached (``--cache-dir``), so rerunning with other probe
-settings (``--l2-normalize``, ``--weight-decay``, ...) takes seconds.
+"""The recognition commands: ``probe`` (a linear probe of a frozen encoder: :mod:`.probe`) and ``finetune`` (an
+encoder with a classifier head on the engine: :mod:`.finetune`). Each command's ``--help`` description is below.
 """
 
 from __future__ import annotations
@@ -21,15 +12,49 @@ from typing import Any
 
 from constcl_zoo.errors import UsageError
 
-from .datasets import load_splits
+from ..._moved import deprecated_names
+from ...engine import add_run_arguments, resolve_config
+from .config import PRESETS, FinetuneConfig, ProbeSettings
+from .data import load_splits
+from .evaluate import compute_metrics, plot_confusion, write_metrics
 from .features import SplitFeatures, ViewSettings, default_cache_dir, extract_features, weights_digest
-from .metrics import compute_metrics, plot_confusion, write_metrics
-from .probe import ProbeSettings, save_head, train_probe
+from .probe import save_head, train_probe
 
 CHECKPOINT_DIR = "checkpoint"
+__getattr__ = deprecated_names(__name__)  # add_parser, run: the probe's, now add_probe_parser, run_probe
 
 log = logging.getLogger(__name__)
 
+# The --help descriptions, as the commands' own modules had them.
+PROBE_DESCRIPTION = """\
+The ``probe`` command: linear probe of a frozen encoder on a labelled video dataset.
+
+    python -m training probe --train videos/train --val videos/val --model constcl_r3d50 --out runs/probe
+    python -m training probe --ucf101-splits ucfTrainTestlist --split 1 --train UCF-101 --model M --out RUN \\
+        --clips 10 --crops 3 --train-clips 2 --train-crops 1
+    python -m training probe --hmdb51-splits testTrainMulti_7030_splits --train hmdb51 --model M --out RUN
+
+Writes ``RUN/metrics.json`` (top-1, top-5, per-class accuracy, confusion matrix), ``RUN/confusion.png``,
+``RUN/head.safetensors`` (``weight`` ``[C, D]``, ``bias`` ``[C]``) and ``RUN/probe.json`` (labels, settings,
+encoder, feature caches, training summary). Features are cached (``--cache-dir``), so rerunning with other probe
+settings (``--l2-normalize``, ``--weight-decay``, ...) takes seconds.
+"""
+
+FINETUNE_DESCRIPTION = """\
+The ``finetune`` command: fine-tune an encoder with a classifier head on a labelled video dataset.
+
+    python -m training finetune --config cpu_small --train videos/train --val videos/val --model constcl_r3d14_w16 \\
+        --random-init --out runs/ft
+    python -m training finetune --config ucf101 --ucf101-splits ucfTrainTestlist --split 1 --train UCF-101 \\
+        --model cvrl_r3d50.k600_800ep --out runs/ucf101
+    torchrun --nproc_per_node 8 -m training finetune --config ucf101 ... --out runs/ucf101
+    python -m training finetune --out runs/ucf101 --resume                 # continue where it stopped
+
+Writes the engine's run files (``config.json``, ``checkpoints/``, ``metrics.jsonl``, ``eval.jsonl``, ``tb/``,
+``train.log``, ``summary.json``) and, at the end, ``metrics.json`` (top-1, top-5, per-class accuracy, confusion
+matrix), ``confusion.png`` and the task checkpoint ``checkpoint/`` (``constcl_zoo.load(RUN/checkpoint)``).
+Any config field can be overridden: ``-o optim.lr=0.01 -o model.freeze_encoder=true -o loss.label_smoothing=0.1``.
+"""
 
 
 def add_dataset_arguments(parser: argparse.ArgumentParser, title: str, *, required: bool,
@@ -48,11 +73,12 @@ def add_dataset_arguments(parser: argparse.ArgumentParser, title: str, *, requir
     data.add_argument("--split", type=int, default=split_default,
                       help="split number with --ucf101/--hmdb51-splits (default 1)")
 
-def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Add the ``probe`` sub-command to ``subparsers``; its handler is ``args.func`` (= :func:`run`)."""
+
+def add_probe_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add the ``probe`` sub-command to ``subparsers``; its handler is ``args.func`` (= :func:`run_probe`)."""
     defaults = ProbeSettings()
     p = subparsers.add_parser("probe", help="linear probe of a frozen encoder (features cached on disk)",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+                              description=PROBE_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_dataset_arguments(p, "data", required=True, split_default=1)
     model = p.add_argument_group("encoder and features")
     model.add_argument("--model", default=None, help="encoder: a registered name, checkpoint folder or hf-hub:... "
@@ -80,7 +106,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     probe.add_argument("--seed", type=int, default=0, help="seed of the probe and of --random-init (default 0)")
     p.add_argument("--out", required=True, help="run folder to write")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run_probe)
     return p
 
 
@@ -96,8 +122,8 @@ def _features_record(features: SplitFeatures) -> dict[str, Any]:
             "skipped": [{"path": p, "reason": r} for p, r in features.skipped]}
 
 
-def run(args: argparse.Namespace) -> int:
-    """Extract (or read cached) features, train the probe, evaluate; write the run folder. Returns 0."""
+def run_probe(args: argparse.Namespace) -> int:
+    """``probe``: extract (or read cached) features, train the probe, evaluate; write the run folder. Returns 0."""
     from constcl_zoo import load
     from constcl_zoo.registry import default_model_name
 
@@ -147,4 +173,65 @@ def run(args: argparse.Namespace) -> int:
           f"{metrics['mean_class_accuracy']:.4f} on {metrics['num_videos']} videos "
           f"({len(train.paths)} training videos; skipped {len(train.skipped)} train, {len(val.skipped)} val) "
           f"-> {out} (task checkpoint: {out / CHECKPOINT_DIR})")
+    return 0
+
+
+def add_finetune_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add the ``finetune`` sub-command to ``subparsers``; its handler is ``args.func`` (= :func:`run_finetune`)."""
+    p = subparsers.add_parser("finetune", help="fine-tune an encoder with a classifier head (all layers or the head)",
+                              description=FINETUNE_DESCRIPTION,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_run_arguments(p, PRESETS)
+    add_dataset_arguments(p, "data (recorded in config.json; not needed with --resume)", required=False,
+                          split_default=None)
+    model = p.add_argument_group("encoder")
+    model.add_argument("--model", help="encoder: a registered name, checkpoint folder or hf-hub:... (default: the "
+                                       "preset's)")
+    model.add_argument("--random-init", action="store_true", help="a seeded random init of --model's architecture "
+                                                                  "(the baseline a pretrained encoder must beat)")
+    p.set_defaults(func=run_finetune)
+    return p
+
+
+def _flag_overrides(args: argparse.Namespace) -> list[str]:
+    """The dataset and encoder flags as ``-o`` overrides (paths made absolute); ``-o`` itself comes after."""
+    def path(value: str) -> str:
+        return str(Path(value).resolve())
+
+    extra = []
+    if args.ucf101_splits or args.hmdb51_splits:
+        fmt = "ucf101" if args.ucf101_splits else "hmdb51"
+        extra += [f"data.format={fmt}", f"data.splits={path(args.ucf101_splits or args.hmdb51_splits)}"]
+    elif args.train:
+        extra.append("data.format=folder")
+    if args.train:
+        extra.append(f"data.train={path(args.train)}")
+    if args.val:
+        extra.append(f"data.val={path(args.val)}")
+    if args.split is not None:
+        extra.append(f"data.split={args.split}")
+    if args.model:
+        encoder = args.model
+        if Path(encoder).exists():  # a local folder: absolute, so the run does not depend on the working directory
+            encoder = path(encoder)
+        extra.append(f"model.encoder={encoder}")
+    if args.random_init:
+        extra.append("model.random_init=true")
+    return extra
+
+
+def run_finetune(args: argparse.Namespace) -> int:
+    """``finetune``: resolve the config (preset, flags, ``-o``) and fine-tune into ``--out``. Returns 0."""
+    from .finetune import finetune
+
+    flags = _flag_overrides(args)
+    cfg = resolve_config(FinetuneConfig, PRESETS, args, [*flags, *args.override])
+    if not cfg.data.train:
+        raise UsageError("finetune: give --train VIDEOS (a folder per class, or the video root with split files)")
+    result = finetune(cfg, Path(args.out), resume=args.resume, overwrite=args.overwrite,
+                      command=getattr(args, "command_line", ""))
+    m = result["metrics"]
+    print(f"finetune: top-1 {m['top1']:.4f}, top-5 {m['top5']:.4f}, mean class accuracy "
+          f"{m['mean_class_accuracy']:.4f} on {m['num_videos']} videos -> {args.out} "
+          f"(task checkpoint: {Path(args.out) / 'checkpoint'})")
     return 0

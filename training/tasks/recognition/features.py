@@ -34,10 +34,11 @@ from safetensors.torch import save_file
 
 from constcl_zoo.errors import ConstclZooError
 from constcl_zoo.fileio import atomic_write
+from constcl_zoo.inference.clips import clip_indices, clip_span
 from constcl_zoo.inference.video import VideoError, iter_av_frames, iter_video_file
 from constcl_zoo.nn.preprocess import ClipPreprocess, spatial_views
 
-from .datasets import LabelledSplit
+from .data import LabelledSplit
 
 log = logging.getLogger(__name__)
 
@@ -89,10 +90,9 @@ def clip_frame_indices(num_decoded: int, num_frames: int, frame_stride: int, cli
     end (a video shorter than one window) repeat the last frame."""
     if num_decoded < 1:
         raise FeatureError("a video needs at least one decoded frame")
-    span = (num_frames - 1) * frame_stride + 1
-    room = max(0, num_decoded - span)
+    room = max(0, num_decoded - clip_span(num_frames, frame_stride))
     starts = [round(i * room / (clips - 1)) if clips > 1 else room // 2 for i in range(clips)]
-    return [[min(s + j * frame_stride, num_decoded - 1) for j in range(num_frames)] for s in starts]
+    return [clip_indices(s, num_frames, frame_stride, num_decoded, past_end="clamp") for s in starts]
 
 
 def count_decoded_frames(path: str | os.PathLike) -> int:

@@ -1,22 +1,21 @@
 """Fine-tuning a recognition classifier on the shared engine: all layers (or the head only), cross-entropy.
 
-``finetune(cfg, out)`` runs :class:`FinetuneTask` with :func:`training.engine.train` (one process or ``torchrun``;
+``finetune(cfg, out)`` runs :class:`FinetuneLearner` with :func:`training.engine.train` (one process or ``torchrun``;
 accumulation, bf16, exact resume are the engine's). The model is a
 :class:`~constcl_zoo.tasks.recognition.VideoClassifier` on the encoder's global branch.
 
-Data path: the labelled splits (:mod:`.datasets`) -> an index of decoded frame counts of the training videos
-(:func:`training.pretrain.videos.build_index`; unreadable videos skipped and counted) -> sample number ``p`` of the
-run is video ``perm_e[p mod n]`` (:class:`training.pretrain.dataset.StreamSampler`) and all its randomness comes
-from a generator seeded with ``(run.seed, p)``: a clip of the preprocessing's frame count and stride at a random
-start (frames wrap around in short videos), a random resized crop + flip
-(:func:`training.pretrain.augment.augment_view` with the colour ops off), in the encoder's value range. A video
-that fails to decode at read time is replaced by the next one and counted (``skipped_videos``). So a sample never
+Data path: the labelled splits (:mod:`.data`) -> an index of decoded frame counts of the training videos
+(:func:`training.data.videos.build_index`; unreadable videos skipped and counted) -> sample number ``p`` of the
+run is video ``perm_e[p mod n]`` (:class:`training.data.loader.StreamSampler`) and :class:`.data.ClipDataset`
+makes it from a generator seeded with ``(run.seed, p)`` (a clip at a random start, crop + flip). A video that
+fails to decode at read time is replaced by the next one and counted (``skipped_videos``). So a sample never
 depends on the worker that made it or on a restart: ``--resume`` continues bit for bit.
 
-Evaluation (every ``run.eval_every`` steps and after the last): every validation video's ``eval.clips`` x
-``eval.crops`` views (:func:`.features.video_views`), softmax averaged, top-1/top-5/mean class accuracy logged;
-the videos are shared out among the processes. At the end the run folder gets ``metrics.json``,
-``confusion.png`` and the task checkpoint ``checkpoint/`` (``load()`` returns it as a ``VideoClassifier``).
+Evaluation (every ``run.eval_every`` steps and after the last): :func:`.evaluate.evaluate_classifier`, every
+validation video's ``eval.clips`` x ``eval.crops`` views (:func:`.features.video_views`), softmax averaged,
+top-1/top-5/mean class accuracy logged; the videos are shared out among the processes. At the end the run folder
+gets ``metrics.json``, ``confusion.png`` and the task checkpoint ``checkpoint/`` (``load()`` returns it as a
+``VideoClassifier``).
 """
 
 from __future__ import annotations
@@ -28,46 +27,30 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
-from torch.utils.data import Dataset
 
 from constcl_zoo import GlobalEncoder, PreprocessConfig, load
-from constcl_zoo.errors import ConstclZooError
 from constcl_zoo.nn.preprocess import ClipPreprocess
 from constcl_zoo.tasks.recognition import RecognitionHeadConfig, VideoClassifier
 
-from ...engine import ConfigError, RunContext, StepOutput, TrainTask, train
-from ...pretrain.augment import augment_view
-from ...pretrain.config import AugmentConfig
-from ...pretrain.dataset import build_loader
-from ...pretrain.sampling import clip_indices
-from ...pretrain.videos import VideoDecodeError, VideoEntry, build_index, read_frames
-from .datasets import LabelledSplit, load_splits
-from .features import ViewSettings, prefetched, video_views
-from .finetune_config import FinetuneConfig
-from .metrics import compute_metrics, plot_confusion, write_metrics
+from ..._moved import deprecated_names
+from ...data.loader import build_loader
+from ...data.videos import VideoEntry, build_index
+from ...engine import ConfigError, Learner, RunContext, StepOutput, train
+from .config import FinetuneConfig
+from .data import ClipDataset, FinetuneError, load_finetune_splits
+from .evaluate import evaluate_classifier, plot_confusion, write_metrics
+from .features import ViewSettings
 
+__all__ = ["CHECKPOINT_DIR", "ClipDataset", "FinetuneError", "FinetuneLearner", "build_classifier", "clip_preprocess",
+           "finetune", "load_finetune_splits"]
+__getattr__ = deprecated_names(__name__)  # FinetuneTask: the old name of FinetuneLearner
 log = logging.getLogger("training")
 
 CHECKPOINT_DIR = "checkpoint"
 METRICS_FILE = "metrics.json"
 CONFUSION_FILE = "confusion.png"
-_MAX_RETRIES = 10
-
-
-class FinetuneError(ConstclZooError, RuntimeError):
-    """Fine-tuning cannot go on with the data given (every validation video, or many training videos in a row,
-    fail to decode)."""
-
-
-def load_finetune_splits(cfg: FinetuneConfig) -> tuple[LabelledSplit, LabelledSplit]:
-    """(train, val) of the config's dataset (raises :class:`~.datasets.DatasetError` naming what is missing)."""
-    d = cfg.data
-    return load_splits(d.format, d.train, d.val or (None if d.format == "folder" else d.train), d.splits or None,
-                       d.split)
 
 
 def clip_preprocess(cfg: FinetuneConfig, encoder: PreprocessConfig) -> PreprocessConfig:
@@ -81,11 +64,6 @@ def clip_preprocess(cfg: FinetuneConfig, encoder: PreprocessConfig) -> Preproces
                                    resize_short_side=short)
     except ValueError as exc:
         raise ConfigError(f"config data: {exc}") from exc
-
-
-def _keep_in_eval_mode(module: torch.nn.Module, _: Any) -> None:
-    if module.training:
-        module.eval()
 
 
 def build_classifier(cfg: FinetuneConfig, labels: tuple[str, ...]) -> VideoClassifier:
@@ -106,58 +84,10 @@ def build_classifier(cfg: FinetuneConfig, labels: tuple[str, ...]) -> VideoClass
         raise ConfigError(f"config data.num_frames={pre.num_frames}: the encoder needs at least {encoder.min_frames}")
     head = RecognitionHeadConfig(normalize_features=m.normalize_features, dropout=m.dropout)
     classifier = VideoClassifier.from_encoder(encoder, labels=labels, head=head, seed=m.init_seed)
-    if m.freeze_encoder:
-        classifier.encoder.requires_grad_(False)
-        # BN statistics stay frozen too: the engine puts the model in train mode, this puts the encoder back.
-        classifier.encoder.register_forward_pre_hook(_keep_in_eval_mode)
-    return classifier.train()
+    return classifier.freeze_encoder(m.freeze_encoder).train()
 
 
-class ClipDataset(Dataset):
-    """``dataset[(p, v)]`` -> sample number ``p`` drawn from training video ``v``: ``clip [3, T, S, S]`` in the
-    preprocessing's value range, ``label`` and ``skipped`` (videos replaced because they failed to decode)."""
-
-    def __init__(self, entries: list[VideoEntry], labels: list[int], cfg: FinetuneConfig,
-                 preprocess: PreprocessConfig) -> None:
-        self.entries, self.labels, self.cfg, self.preprocess = entries, labels, cfg, preprocess
-        a = cfg.augment
-        # The pretraining augmentation with its colour, blur and solarize ops off: crop + flip only.
-        self.augment = AugmentConfig(crop_area=a.crop_area, crop_aspect=a.crop_aspect, crop_attempts=a.crop_attempts,
-                                     flip_p=a.flip_p, jitter_p=0.0, grayscale_p=0.0, blur_p=(0.0, 0.0),
-                                     solarize_p=(0.0, 0.0))
-
-    def __len__(self) -> int:
-        return len(self.entries)
-
-    def __getitem__(self, key: tuple[int, int]) -> dict[str, torch.Tensor]:
-        position, video = key
-        seed = self.cfg.run.seed
-        rng = np.random.default_rng([seed, position])
-        for attempt in range(_MAX_RETRIES):
-            index = (video + attempt) % len(self.entries)
-            entry = self.entries[index]
-            try:
-                clip = self._clip(entry, rng)
-            except VideoDecodeError as exc:
-                log.warning("sample %d: %s; using the next video", position, exc)
-                rng = np.random.default_rng([seed, position, attempt + 1])
-                continue
-            return {"clip": clip, "label": torch.tensor(self.labels[index]), "skipped": torch.tensor(attempt)}
-        raise FinetuneError(f"sample {position}: {_MAX_RETRIES} training videos in a row failed to decode, starting "
-                            f"at {self.entries[video].path}")
-
-    def _clip(self, entry: VideoEntry, rng: np.random.Generator) -> torch.Tensor:
-        p = self.preprocess
-        span = (p.num_frames - 1) * p.frame_stride + 1
-        start = int(rng.integers(0, max(1, entry.num_frames - span + 1)))
-        indices = clip_indices(start, p.num_frames, p.frame_stride, entry.num_frames)
-        frames = read_frames(entry.path, indices, self.cfg.data.decoder, p.resize_short_side)
-        clip, _ = augment_view(frames, 0, p.crop_size, self.augment, rng)  # [3, T, S, S] in [-1, 1]
-        lo, hi = p.value_range
-        return clip if (lo, hi) == (-1.0, 1.0) else (clip + 1.0) * ((hi - lo) / 2.0) + lo
-
-
-class FinetuneTask(TrainTask):
+class FinetuneLearner(Learner):
     """Supervised fine-tuning of a :class:`VideoClassifier` (see the module docstring)."""
 
     name, unit = "fine-tuning", "clips"
@@ -231,38 +161,12 @@ class FinetuneTask(TrainTask):
 
     def evaluate(self, model: torch.nn.Module, ctx: RunContext) -> dict[str, float]:
         """Top-1 / top-5 / mean class accuracy on the validation split; the full metrics in ``last_metrics``."""
-        e, split = self.cfg.eval, self.val_split
-        settings = ViewSettings(e.clips, e.crops)
-        mine = list(range(ctx.info.rank, len(split), ctx.info.world))
-        device = next(model.parameters()).device
-        amp = self.cfg.run.precision == "bf16"
-        rows: list[tuple[int, torch.Tensor]] = []
-        failed: list[tuple[str, str]] = []
-        work = [split.paths[i] for i in mine]
-        for i, (path, views) in zip(mine, prefetched(work, lambda p: video_views(p, model.preprocess, settings),
-                                                       e.decode_workers), strict=True):
-            if isinstance(views, Exception):
-                log.warning("validation: skipping %s: %s", path, " ".join(str(views).split()))
-                failed.append((str(path), f"{type(views).__name__}: {views}"))
-                continue
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                logits = torch.cat([model(chunk.to(device)) for chunk in views.split(e.batch_size)])
-            rows.append((i, logits.float().softmax(dim=-1).mean(dim=0).cpu()))
-        if ctx.info.world > 1:
-            gathered: list[Any] = [None] * ctx.info.world
-            dist.all_gather_object(gathered, (rows, failed))
-            rows = [r for part in gathered for r in part[0]]
-            failed = [f for part in gathered for f in part[1]]
-        if not rows:
-            raise FinetuneError(f"none of the {len(split)} validation videos decoded (first failure: "
-                                f"{failed[0] if failed else 'none'}); check the validation split")
-        rows.sort(key=lambda r: r[0])
-        scores = torch.stack([s for _, s in rows])
-        labels = torch.tensor([split.labels[i] for i, _ in rows])
-        metrics = compute_metrics(scores, labels, split.classes)
-        metrics["skipped_videos"] = {"val": len(failed), "val_paths": failed}
-        self.last_metrics = metrics
-        return {k: metrics[k] for k in ("top1", "top5", "mean_class_accuracy")}
+        e = self.cfg.eval
+        self.last_metrics = evaluate_classifier(model, self.val_split, ViewSettings(e.clips, e.crops),
+                                                batch_size=e.batch_size, decode_workers=e.decode_workers,
+                                                bf16=self.cfg.run.precision == "bf16", rank=ctx.info.rank,
+                                                world=ctx.info.world)
+        return {k: self.last_metrics[k] for k in ("top1", "top5", "mean_class_accuracy")}
 
     def summary(self, counts: dict[str, int]) -> dict[str, Any]:
         log.info("%d training videos skipped by the index, %d replaced at read time", len(self.index_skipped),
@@ -282,25 +186,25 @@ def finetune(cfg: FinetuneConfig, out: str | Path, resume: bool = False, overwri
     checkpoint ``checkpoint/`` (rank 0). Returns the engine's summary plus ``metrics``. ``command``: the command
     line, recorded in the checkpoint's provenance."""
     out = Path(out)
-    task = FinetuneTask(cfg)
+    learner = FinetuneLearner(cfg)
     if overwrite:  # the engine clears its own files; the exports of the run being replaced go too
         for name in (METRICS_FILE, CONFUSION_FILE):
             (out / name).unlink(missing_ok=True)
         shutil.rmtree(out / CHECKPOINT_DIR, ignore_errors=True)
-    summary = train(task, out, resume=resume, overwrite=overwrite)
-    model, ctx = task.model, task.ctx
+    summary = train(learner, out, resume=resume, overwrite=overwrite)
+    model, ctx = learner.model, learner.ctx
     assert model is not None and ctx is not None
-    if task.last_metrics is None:  # resumed a run that had already finished: the loop did not evaluate
+    if learner.last_metrics is None:  # resumed a run that had already finished: the loop did not evaluate
         model.eval()
         with torch.no_grad():
-            task.evaluate(model, ctx)
-    metrics = task.last_metrics
+            learner.evaluate(model, ctx)
+    metrics = learner.last_metrics
     assert metrics is not None
-    metrics["skipped_videos"] = {"train": len(task.index_skipped), "replaced_at_read": summary["replaced_at_read"],
+    metrics["skipped_videos"] = {"train": len(learner.index_skipped), "replaced_at_read": summary["replaced_at_read"],
                                  **metrics["skipped_videos"]}
     if ctx.info.is_main:
         write_metrics(metrics, out / METRICS_FILE)
-        plot_confusion(metrics["confusion_matrix"], task.classes, out / CONFUSION_FILE,
+        plot_confusion(metrics["confusion_matrix"], learner.classes, out / CONFUSION_FILE,
                        title=f"{cfg.model.encoder} fine-tuned: top-1 {metrics['top1']:.3f} "
                              f"({metrics['num_videos']} videos)")
         classifier = model.eval()

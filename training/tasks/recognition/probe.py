@@ -19,7 +19,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -27,43 +27,14 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from constcl_zoo import GlobalEncoder
-from constcl_zoo.errors import ConstclZooError
 from constcl_zoo.fileio import atomic_write
 from constcl_zoo.tasks.recognition import ClassifierHead, RecognitionHeadConfig, VideoClassifier
 
+from .config import ProbeError, ProbeSettings
 from .features import SplitFeatures
 
 HEAD_FILE = "head.safetensors"
 PROBE_FILE = "probe.json"
-
-
-class ProbeError(ConstclZooError, ValueError):
-    """A probe that cannot be trained or applied as asked (bad settings, feature sizes that do not match)."""
-
-
-@dataclass(frozen=True)
-class ProbeSettings:
-    """How the linear classifier is trained (see the module docstring)."""
-
-    l2_normalize: bool = False
-    weight_decay: float = 1e-3
-    optimizer: Literal["lbfgs", "adam"] = "lbfgs"
-    max_iter: int = 500  # L-BFGS iterations
-    epochs: int = 100  # Adam
-    lr: float = 1e-3  # Adam
-    batch_size: int = 4096  # Adam
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.optimizer not in ("lbfgs", "adam"):
-            raise ProbeError(f"optimizer must be 'lbfgs' or 'adam', got {self.optimizer!r}")
-        if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
-            raise ProbeError(f"weight_decay must be a finite number >= 0, got {self.weight_decay!r}")
-        for name in ("max_iter", "epochs", "batch_size"):
-            if int(getattr(self, name)) < 1:
-                raise ProbeError(f"{name} must be >= 1, got {getattr(self, name)!r}")
-        if not self.lr > 0:
-            raise ProbeError(f"lr must be > 0, got {self.lr!r}")
 
 
 @dataclass

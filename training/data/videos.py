@@ -1,4 +1,5 @@
-"""Frame-exact sparse decoding for training (OpenCV or PyAV) and an index of decoded frame counts.
+"""Video reading for every trainer: frame-exact sparse decoding (OpenCV or PyAV), whole videos decoded into memory
+(:func:`decode_video`), the frame cache and an index of decoded frame counts.
 
 Listing videos (folder or manifest) and the PyAV decode loop come from ``constcl_zoo.inference.video``.
 
@@ -26,6 +27,7 @@ from constcl_zoo.fileio import atomic_write
 from constcl_zoo.inference.video import EmptyVideoError, VideoDecodeError, VideoError, iter_av_frames, list_videos
 
 __all__ = [
+    "DecodedVideo",
     "FrameCache",
     "NoUsableVideosError",
     "VideoDecodeError",
@@ -33,8 +35,10 @@ __all__ = [
     "VideoIndex",
     "build_index",
     "count_frames",
+    "decode_video",
     "list_videos",
     "read_frames",
+    "resize_short_side",
 ]
 
 log = logging.getLogger(__name__)
@@ -54,8 +58,9 @@ def _cv2() -> types.ModuleType:
     return cv2
 
 
-def resize_short_side(frame: np.ndarray, short_side: int) -> np.ndarray:
-    """Resize ``[H, W, 3]`` so its shorter side is ``short_side`` (area filter down, bilinear up; 0: unchanged)."""
+def resize_short_side(frame: np.ndarray, short_side: int, upscale: str = "linear") -> np.ndarray:
+    """Resize ``[H, W, 3]`` so its shorter side is ``short_side`` (0: unchanged): OpenCV's area filter down, and up
+    bilinear (``upscale="linear"``) or the area filter too (``"area"``)."""
     cv2 = _cv2()
 
     h, w = frame.shape[:2]
@@ -63,7 +68,36 @@ def resize_short_side(frame: np.ndarray, short_side: int) -> np.ndarray:
         return frame
     scale = short_side / min(h, w)
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    return cv2.resize(frame, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+    up = cv2.INTER_AREA if upscale == "area" else cv2.INTER_LINEAR
+    return cv2.resize(frame, size, interpolation=cv2.INTER_AREA if scale < 1 else up)
+
+
+@dataclass(frozen=True)
+class DecodedVideo:
+    """A whole video in memory: ``frames`` uint8 RGB ``[N, H, W, 3]`` and each frame's presentation ``times``
+    (seconds, ``[N]``)."""
+
+    frames: np.ndarray
+    times: np.ndarray
+
+    def index_at(self, seconds: float) -> int:
+        """The decoded frame shown at ``seconds``."""
+        return int(np.clip(np.searchsorted(self.times, seconds + 1e-6, side="right") - 1, 0, len(self.times) - 1))
+
+
+def decode_video(path: str | Path, short_side: int = 0, max_frames: int | None = None,
+                 upscale: str = "linear") -> DecodedVideo:
+    """Every decoded frame of ``path`` (PyAV, ``constcl_zoo.inference.video``; at most ``max_frames``), resized
+    to ``short_side`` (:func:`resize_short_side`): for datasets small enough to keep in memory."""
+    from constcl_zoo.inference.video import iter_video_file
+
+    frames, times = [], []
+    for frame in iter_video_file(path):
+        frames.append(resize_short_side(frame.rgb, short_side, upscale))
+        times.append(frame.time_s)
+        if max_frames is not None and len(frames) >= max_frames:
+            break
+    return DecodedVideo(np.stack(frames) if frames else np.zeros((0, 0, 0, 3), np.uint8), np.asarray(times))
 
 
 def read_frames(path: str | Path, indices: Sequence[int], decoder: str = "opencv",

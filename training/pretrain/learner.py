@@ -1,6 +1,6 @@
 """Self-supervised ConST-CL pretraining on the shared engine: the video data, the network and the two losses.
 
-``pretrain(cfg, out)`` runs :class:`PretrainTask` with :func:`training.engine.train` on one process or under
+``pretrain(cfg, out)`` runs :class:`PretrainLearner` with :func:`training.engine.train` on one process or under
 ``torchrun``. Each micro-batch loss is ``global_weight * global + local_weight * local``; logged metrics are the
 total loss, both terms and the global top-1 accuracy; ``skipped_videos`` counts videos replaced at read time.
 """
@@ -16,12 +16,15 @@ import torch
 
 from constcl_zoo import PreprocessConfig, PretrainModel, load
 
-from ..engine import ConfigError, RunContext, StepOutput, TrainTask, train
+from .._moved import deprecated_names
+from ..data.loader import build_loader
+from ..data.videos import FrameCache, VideoIndex, build_index, list_videos
+from ..engine import ConfigError, Learner, RunContext, StepOutput, train
 from .config import PretrainConfig
-from .dataset import PretrainDataset, build_loader, views_first
+from .dataset import PretrainDataset, views_first
 from .losses import global_contrastive_loss, local_contrastive_loss
-from .videos import FrameCache, VideoIndex, build_index, list_videos
 
+__getattr__ = deprecated_names(__name__)  # PretrainTask: the old name of PretrainLearner
 log = logging.getLogger("training")
 
 
@@ -41,7 +44,7 @@ def build_pretrain_model(cfg: PretrainConfig) -> PretrainModel:
     return model.train()
 
 
-class PretrainTask(TrainTask):
+class PretrainLearner(Learner):
     """ConST-CL pretraining: two augmented views per video, region boxes on their key frames."""
 
     name, unit = "pretraining", "clips"
@@ -115,4 +118,4 @@ class PretrainTask(TrainTask):
 
 def pretrain(cfg: PretrainConfig, out: str | Path, resume: bool = False, overwrite: bool = False) -> dict[str, Any]:
     """Run (or continue, with ``resume``) pretraining into run folder ``out``; returns a summary dict."""
-    return train(PretrainTask(cfg), out, resume=resume, overwrite=overwrite)
+    return train(PretrainLearner(cfg), out, resume=resume, overwrite=overwrite)

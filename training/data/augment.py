@@ -13,17 +13,32 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Annotated
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from kornia.color import rgb_to_grayscale
-from kornia.enhance import adjust_hue, adjust_saturation
-from kornia.filters import gaussian_blur2d
 
 from constcl_zoo.errors import InvalidArgumentError
 
-from .config import AugmentConfig
+from ..engine.config import AtLeastOne, Fraction, Interval, NonNegative, Probability
+
+
+@dataclass
+class AugmentConfig:
+    """Per-view augmentation, identical across the frames of a view (official VS/CC pipeline). Pretraining's
+    ``augment`` section; fine-tuning uses its crop and flip with the other ops off."""
+
+    crop_area: Annotated[tuple[float, float], Interval(upper=1)] = (0.3, 1.0)
+    crop_aspect: Annotated[tuple[float, float], Interval()] = (0.5, 2.0)
+    crop_attempts: AtLeastOne = 100
+    flip_p: Probability = 0.5
+    jitter_p: Probability = 0.8
+    jitter_strength: Annotated[float, NonNegative()] = 1.0
+    grayscale_p: Probability = 0.2
+    blur_p: Annotated[tuple[float, float], Fraction()] = (1.0, 0.1)  # (view 1, view 2)
+    blur_sigma: Annotated[tuple[float, float], Interval()] = (0.1, 2.0)
+    solarize_p: Annotated[tuple[float, float], Fraction()] = (0.0, 0.2)
 
 
 @dataclass(frozen=True)
@@ -55,6 +70,7 @@ def _blur_kernel(crop_size: int) -> int:
 
 def _jitter(x: torch.Tensor, cfg: AugmentConfig, rng: np.random.Generator) -> torch.Tensor:
     """SimCLRv2 colour jitter in random order on ``[T, 3, H, W]`` in [0, 1]."""
+    from kornia.enhance import adjust_hue, adjust_saturation  # imported when used: configs import this module
     s = cfg.jitter_strength
     b, c, sat, hue = 0.8 * s, 0.8 * s, 0.8 * s, 0.2 * s
     for op in rng.permutation(4):
@@ -77,6 +93,9 @@ def augment_view(frames: np.ndarray, view: int, crop_size: int, cfg: AugmentConf
 
     ``view`` is 0 or 1 (the view-specific blur and solarize probabilities).
     """
+    from kornia.color import rgb_to_grayscale
+    from kornia.filters import gaussian_blur2d
+
     if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
         raise InvalidArgumentError(f"augment_view expects uint8 [T, H, W, 3] frames, got {frames.dtype} {frames.shape}")
     t, height, width, _ = frames.shape

@@ -1,4 +1,5 @@
-"""Fine-tuning configuration: the model, data, augmentation, loss and evaluation sections, and the presets.
+"""Recognition configuration: the fine-tuning run (:class:`FinetuneConfig`: the model, data, augmentation, loss
+and evaluation sections, and the presets) and the linear probe's settings (:class:`ProbeSettings`).
 
 ``FinetuneConfig`` holds everything a fine-tuning run depends on; the ``optim`` and ``run`` sections, ``-o``
 overrides, JSON round trip and validation are the engine's (:mod:`training.engine.config`). Presets
@@ -19,12 +20,55 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Annotated, Literal
 
-from ...engine.config import OptimConfig, RunConfig, TrainConfig, check
-from .datasets import FORMATS
+from constcl_zoo.errors import ConstclZooError
 
+from ...engine.config import (
+    AtLeast,
+    AtLeastOne,
+    AtLeastZero,
+    Fraction,
+    Interval,
+    OptimConfig,
+    Probability,
+    RunConfig,
+    TrainConfig,
+    check,
+)
+
+FORMATS = ("folder", "ucf101", "hmdb51")  # labelled datasets (.data)
+DefaultIfZero = Annotated[int, AtLeast(0, " (0: the default)")]
 UCF101_TRAIN_VIDEOS = 9537  # trainlist01.txt
+
+
+class ProbeError(ConstclZooError, ValueError):
+    """A probe that cannot be trained or applied as asked (bad settings, feature sizes that do not match)."""
+
+
+@dataclass(frozen=True)
+class ProbeSettings:
+    """How the linear classifier is trained (see the module docstring)."""
+
+    l2_normalize: bool = False
+    weight_decay: float = 1e-3
+    optimizer: Literal["lbfgs", "adam"] = "lbfgs"
+    max_iter: int = 500  # L-BFGS iterations
+    epochs: int = 100  # Adam
+    lr: float = 1e-3  # Adam
+    batch_size: int = 4096  # Adam
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in ("lbfgs", "adam"):
+            raise ProbeError(f"optimizer must be 'lbfgs' or 'adam', got {self.optimizer!r}")
+        if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
+            raise ProbeError(f"weight_decay must be a finite number >= 0, got {self.weight_decay!r}")
+        for name in ("max_iter", "epochs", "batch_size"):
+            if int(getattr(self, name)) < 1:
+                raise ProbeError(f"{name} must be >= 1, got {getattr(self, name)!r}")
+        if not self.lr > 0:
+            raise ProbeError(f"lr must be > 0, got {self.lr!r}")
 
 
 @dataclass
@@ -35,7 +79,7 @@ class FinetuneModelSection:
     random_init: bool = False  # a seeded random init of the encoder's architecture instead of its weights
     init_seed: int = 0  # seed of the random init and of the head
     freeze_encoder: bool = False  # train the head only (the encoder stays in eval mode: BN statistics frozen)
-    dropout: float = 0.5  # before the linear classifier, in training only
+    dropout: Annotated[float, Fraction(below_one=True)] = 0.5  # before the linear classifier, in training only
     normalize_features: bool = False  # L2-normalise the pooled features before the head
 
 
@@ -47,15 +91,16 @@ class FinetuneDataConfig:
     train: str = ""  # a folder per class, or the video root with split files
     val: str = ""  # a folder per class; with split files the test videos' root ('' = train)
     splits: str = ""  # folder of the UCF101 / HMDB51 split files
-    split: int = 1
-    num_frames: int = 0  # frames per clip (0: the encoder's)
-    frame_stride: int = 0  # decoded frames between clip frames (0: the encoder's)
-    crop_size: int = 0  # clip side in pixels (0: the encoder's)
-    resize_short_side: int = 0  # frames are resized to this short side first (0: crop_size if set, else the encoder's)
+    split: AtLeastOne = 1
+    num_frames: DefaultIfZero = 0  # frames per clip (0: the encoder's)
+    frame_stride: DefaultIfZero = 0  # decoded frames between clip frames (0: the encoder's)
+    crop_size: DefaultIfZero = 0  # clip side in pixels (0: the encoder's)
+    # frames are resized to this short side first (0: crop_size if set, else the encoder's)
+    resize_short_side: DefaultIfZero = 0
     decoder: Literal["opencv", "pyav"] = "opencv"  # training clips (validation: constcl_zoo.inference.video, PyAV)
-    batch_size: int = 64  # clips per optimizer step, over processes and accumulation
-    num_workers: int = 8
-    prefetch_factor: int = 2
+    batch_size: AtLeastOne = 64  # clips per optimizer step, over processes and accumulation
+    num_workers: DefaultIfZero = 8
+    prefetch_factor: AtLeastOne = 2
     index_cache: str = ""  # JSON caching decoded frame counts ('' -> <run>/train_index.json)
 
 
@@ -63,64 +108,43 @@ class FinetuneDataConfig:
 class FinetuneAugmentConfig:
     """Training clips: a random resized crop (same for every frame) and a horizontal flip."""
 
-    crop_area: tuple[float, float] = (0.3, 1.0)
-    crop_aspect: tuple[float, float] = (0.75, 4.0 / 3.0)
-    crop_attempts: int = 100
-    flip_p: float = 0.5
+    crop_area: Annotated[tuple[float, float], Interval(upper=1)] = (0.3, 1.0)
+    crop_aspect: Annotated[tuple[float, float], Interval()] = (0.75, 4.0 / 3.0)
+    crop_attempts: AtLeastOne = 100
+    flip_p: Probability = 0.5
 
 
 @dataclass
 class FinetuneLossConfig:
-    label_smoothing: float = 0.0
+    label_smoothing: Annotated[float, Fraction(below_one=True)] = 0.0
 
 
 @dataclass
 class FinetuneEvalConfig:
     """Validation: ``clips`` windows along each video x ``crops`` spatial crops, softmax scores averaged."""
 
-    clips: int = 1
-    crops: int = 1
-    batch_size: int = 16  # views per forward pass
-    decode_workers: int = 1  # videos decoded ahead in threads
+    clips: AtLeastOne = 1
+    crops: AtLeastOne = 1
+    batch_size: AtLeastOne = 16  # views per forward pass
+    decode_workers: AtLeastZero = 1  # videos decoded ahead in threads
 
 
 @dataclass
 class FinetuneConfig(TrainConfig):
     """A complete fine-tuning run."""
 
-    preset: str = ""
     model: FinetuneModelSection = field(default_factory=FinetuneModelSection)
     data: FinetuneDataConfig = field(default_factory=FinetuneDataConfig)
     augment: FinetuneAugmentConfig = field(default_factory=FinetuneAugmentConfig)
     loss: FinetuneLossConfig = field(default_factory=FinetuneLossConfig)
     eval: FinetuneEvalConfig = field(default_factory=FinetuneEvalConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    run: RunConfig = field(default_factory=RunConfig)
 
     def validate(self) -> None:
         """Raise :class:`~training.engine.ConfigError` naming the first impossible value."""
         super().validate()
-        m, d, a, e = self.model, self.data, self.augment, self.eval
-        check(math.isfinite(m.dropout) and 0 <= m.dropout < 1, "model.dropout", m.dropout, "must be in [0, 1)")
-        check(d.format in FORMATS, "data.format", d.format, f"must be one of {list(FORMATS)}")
-        check(d.split >= 1, "data.split", d.split, "must be >= 1")
-        for name in ("num_frames", "frame_stride", "crop_size", "resize_short_side", "num_workers"):
-            check(getattr(d, name) >= 0, f"data.{name}", getattr(d, name), "must be >= 0 (0: the default)")
-        for name in ("batch_size", "prefetch_factor"):
-            check(getattr(d, name) >= 1, f"data.{name}", getattr(d, name), "must be >= 1")
+        d = self.data
         check(not (d.resize_short_side and d.crop_size) or d.resize_short_side >= d.crop_size,
               "data.resize_short_side", d.resize_short_side, f"must be >= data.crop_size={d.crop_size}")
-        check(0 < a.crop_area[0] <= a.crop_area[1] <= 1, "augment.crop_area", list(a.crop_area),
-              "must be [low, high] with 0 < low <= high <= 1")
-        check(0 < a.crop_aspect[0] <= a.crop_aspect[1], "augment.crop_aspect", list(a.crop_aspect),
-              "must be [low, high] with 0 < low <= high")
-        check(a.crop_attempts >= 1, "augment.crop_attempts", a.crop_attempts, "must be >= 1")
-        check(0 <= a.flip_p <= 1, "augment.flip_p", a.flip_p, "must be in [0, 1]")
-        ls = self.loss.label_smoothing
-        check(math.isfinite(ls) and 0 <= ls < 1, "loss.label_smoothing", ls, "must be in [0, 1)")
-        for name in ("clips", "crops", "batch_size"):
-            check(getattr(e, name) >= 1, f"eval.{name}", getattr(e, name), "must be >= 1")
-        check(e.decode_workers >= 0, "eval.decode_workers", e.decode_workers, "must be >= 0")
 
 
 def cpu_small() -> FinetuneConfig:

@@ -1,17 +1,26 @@
-"""Classification metrics of a recognition run: top-1, top-5, per-class accuracy, confusion matrix (JSON + PNG)."""
+"""Evaluating a recognition run: a classifier on the validation split (:func:`evaluate_classifier`: every
+video's views, softmax averaged, shared out among processes) and the metrics (top-1, top-5, per-class accuracy,
+confusion matrix; JSON + PNG)."""
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 
 from constcl_zoo.errors import ConstclZooError
 from constcl_zoo.fileio import atomic_write
+
+from .data import FinetuneError, LabelledSplit
+from .features import ViewSettings, prefetched, video_views
+
+log = logging.getLogger("training")
 
 
 class MetricsError(ConstclZooError, ValueError):
@@ -95,3 +104,39 @@ def plot_confusion(confusion: Sequence[Sequence[int]], classes: Sequence[str], p
         return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
     finally:
         plt.close(fig)
+
+
+def evaluate_classifier(model: torch.nn.Module, split: LabelledSplit, settings: ViewSettings, *, batch_size: int = 16,
+                        decode_workers: int = 1, bf16: bool = False, rank: int = 0, world: int = 1) -> dict[str, Any]:
+    """:func:`compute_metrics` of a classifier (``model(clips) -> logits``, in eval mode) on ``split``: each video's
+    ``settings`` views (:func:`~.features.video_views`), softmax averaged; process ``rank`` of ``world`` takes
+    every ``world``-th video and the rows are gathered. Videos that fail to decode are skipped and listed in
+    ``metrics["skipped_videos"]``; :class:`~.data.FinetuneError` when none decodes."""
+    mine = list(range(rank, len(split), world))
+    device = next(model.parameters()).device
+    rows: list[tuple[int, torch.Tensor]] = []
+    failed: list[tuple[str, str]] = []
+    work = [split.paths[i] for i in mine]
+    for i, (path, views) in zip(mine, prefetched(work, lambda p: video_views(p, model.preprocess, settings),
+                                                   decode_workers), strict=True):
+        if isinstance(views, Exception):
+            log.warning("validation: skipping %s: %s", path, " ".join(str(views).split()))
+            failed.append((str(path), f"{type(views).__name__}: {views}"))
+            continue
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            logits = torch.cat([model(chunk.to(device)) for chunk in views.split(batch_size)])
+        rows.append((i, logits.float().softmax(dim=-1).mean(dim=0).cpu()))
+    if world > 1:
+        gathered: list[Any] = [None] * world
+        dist.all_gather_object(gathered, (rows, failed))
+        rows = [r for part in gathered for r in part[0]]
+        failed = [f for part in gathered for f in part[1]]
+    if not rows:
+        raise FinetuneError(f"none of the {len(split)} validation videos decoded (first failure: "
+                            f"{failed[0] if failed else 'none'}); check the validation split")
+    rows.sort(key=lambda r: r[0])
+    scores = torch.stack([s for _, s in rows])
+    labels = torch.tensor([split.labels[i] for i, _ in rows])
+    metrics = compute_metrics(scores, labels, split.classes)
+    metrics["skipped_videos"] = {"val": len(failed), "val_paths": failed}
+    return metrics

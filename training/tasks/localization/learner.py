@@ -1,9 +1,9 @@
 """Action localization on the shared engine: AVA-format data, the localizer, binary cross-entropy, frame-mAP.
 
-:class:`LocalizationTask` is a :class:`training.engine.TrainTask`: the engine owns the loop, optimizer, schedule,
+:class:`LocalizationLearner` is a :class:`training.engine.Learner`: the engine owns the loop, optimizer, schedule,
 checkpoints, exact resume and logging. Validation (``run.eval_every`` steps and after the last) is the official
 frame-mAP@0.5 of :mod:`.evaluate` — the code of ``python -m training eval-ava`` — on the val split with
-ground-truth boxes. :func:`train_localizer` runs the task and writes ``<out>/model``, a localization task
+ground-truth boxes. :func:`train_localizer` runs the learner and writes ``<out>/model``, a localization task
 checkpoint that ``constcl_zoo.load`` reads.
 """
 
@@ -21,11 +21,13 @@ import torch.nn.functional as F
 from constcl_zoo.formats.ava import AvaLabel, AvaRow, read_ava_file, read_excluded, read_labelmap
 from constcl_zoo.tasks.localization import ActionLocalizer
 
-from ...engine import ConfigError, RunContext, StepOutput, TrainTask, train
+from ..._moved import deprecated_names
+from ...engine import ConfigError, Learner, RunContext, StepOutput, train
 from .config import LocalizationConfig
 from .data import AvaClips, collate
 from .evaluate import FrameMAP, frame_map
 
+__getattr__ = deprecated_names(__name__)  # LocalizationTask: the old name of LocalizationLearner
 log = logging.getLogger("training")
 MODEL_DIR = "model"  # <out>/model: the exported localization checkpoint
 
@@ -86,28 +88,7 @@ class _Batches(torch.utils.data.Sampler):
         return 2**62
 
 
-class HeadOnly(torch.nn.Module):
-    """What the engine trains with ``model.freeze_encoder``: the localizer with its encoder fixed — no gradients,
-    and in eval mode (BN statistics unchanged) whatever ``train()`` is called with."""
-
-    def __init__(self, localizer: ActionLocalizer) -> None:
-        super().__init__()
-        self.localizer = localizer
-        localizer.encoder.requires_grad_(False)
-        self.train()
-
-    def train(self, mode: bool = True) -> HeadOnly:
-        super().train(mode)
-        self.localizer.encoder.eval()
-        return self
-
-    def forward(self, clip: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            features = self.localizer.forward_features(clip)
-        return self.localizer.forward_head(features, boxes)
-
-
-class LocalizationTask(TrainTask):
+class LocalizationLearner(Learner):
     """Action localization: clips around key frames with their persons' boxes and multi-label actions."""
 
     name, unit = "localization training", "key frames"
@@ -134,8 +115,18 @@ class LocalizationTask(TrainTask):
         return f"{m.encoder} + {m.head} head on {self.cfg.data.root} ({self.cfg.preset or 'custom'})"
 
     def build_model(self, ctx: RunContext | None = None) -> torch.nn.Module:
-        self.model = build_localizer(self.cfg, self.labels).train()
-        return HeadOnly(self.model) if self.cfg.model.freeze_encoder else self.model
+        """The localizer; with ``model.freeze_encoder`` its encoder is frozen
+        (:meth:`~constcl_zoo.tasks.base.TaskModel.freeze_encoder`: no gradients, eval mode)."""
+        self.model = build_localizer(self.cfg, self.labels).freeze_encoder(self.cfg.model.freeze_encoder).train()
+        return self.model
+
+    def checkpoint_keys(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Runs written with a frozen encoder before the localizer froze it itself wrapped it (``localizer.*``
+        keys): read as the localizer's own."""
+        prefix = "localizer."
+        if state and all(k.startswith(prefix) for k in state):
+            return {k[len(prefix):]: v for k, v in state.items()}
+        return state
 
     def dataset(self, model: ActionLocalizer, split: str) -> AvaClips:
         d = self.cfg.data
@@ -184,7 +175,7 @@ class LocalizationTask(TrainTask):
         assert self.model is not None
         was_training = model.training
         result = self.validate(self.model)
-        model.train(was_training)  # re-applies HeadOnly's frozen encoder
+        model.train(was_training)  # a frozen encoder stays in eval mode
         log.info("val frame-mAP@0.5 %.4f over %d classes", result.mean_ap, len(result.per_class))
         return {"val_frame_mAP": result.mean_ap}
 
@@ -193,10 +184,11 @@ def train_localizer(cfg: LocalizationConfig, out: str | Path, resume: bool = Fal
                     overwrite: bool = False) -> dict[str, Any]:
     """Train (or continue, with ``resume``) into run folder ``out`` and write ``<out>/model`` (a localization
     checkpoint for ``constcl_zoo.load``); returns the engine's summary plus ``"model"`` (its path)."""
-    task = LocalizationTask(cfg)
-    summary = train(task, out, resume=resume, overwrite=overwrite)
+    learner = LocalizationLearner(cfg)
+    summary = train(learner, out, resume=resume, overwrite=overwrite)
     folder = Path(out) / MODEL_DIR
-    if task.model is not None and int(torch.distributed.get_rank() if torch.distributed.is_initialized() else 0) == 0:
-        task.model.float().cpu().eval().save_pretrained(folder)
+    rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+    if learner.model is not None and rank == 0:
+        learner.model.float().cpu().eval().save_pretrained(folder)
         log.info("wrote the localization checkpoint %s", folder)
     return {**summary, "model": str(folder)}

@@ -1,4 +1,5 @@
-"""Labelled video lists for recognition: a folder per class, the UCF101 split files, the HMDB51 split files.
+"""Recognition data: labelled video lists (a folder per class, the UCF101 split files, the HMDB51 split files) and
+the fine-tuning samples (:class:`ClipDataset`).
 
 Every reader returns :class:`LabelledSplit` (paths, integer labels, class names). A listed video whose file is
 missing is skipped with a warning naming it and counted in ``split.skipped``; videos that exist but do not decode
@@ -13,6 +14,12 @@ Formats:
   the folder). Paths are relative to the video root (``UCF-101/``).
 * HMDB51 (``testTrainMulti_7030_splits/``): ``<class>_test_split<N>.txt`` lines ``"video.avi 1"`` with 1 = train,
   2 = test, 0 = unused; videos at ``ROOT/<class>/<video>``. Classes are sorted by name.
+
+A fine-tuning sample (:class:`ClipDataset`) is a function of its sample number ``p`` alone (the shared stream of
+:mod:`training.data.loader`): all its randomness comes from a generator seeded with ``(run.seed, p)``: a clip of
+the preprocessing's frame count and stride at a random start (frames wrap around in short videos), a random
+resized crop + flip (:func:`training.data.augment.augment_view` with the colour ops off), in the encoder's value
+range. A video that fails to decode at read time is replaced by the next one and counted (``skipped``).
 """
 
 from __future__ import annotations
@@ -24,12 +31,21 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from constcl_zoo import PreprocessConfig
 from constcl_zoo.errors import ConstclZooError, InvalidArgumentError
+from constcl_zoo.inference.clips import clip_indices, clip_span
 from constcl_zoo.inference.video import VIDEO_EXTENSIONS, find_videos
 
-log = logging.getLogger(__name__)
+from ...data.augment import AugmentConfig, augment_view
+from ...data.videos import VideoDecodeError, VideoEntry, read_frames
+from .config import FORMATS, FinetuneConfig
 
-FORMATS = ("folder", "ucf101", "hmdb51")
+log = logging.getLogger(__name__)
+_MAX_RETRIES = 10
 
 
 class DatasetError(ConstclZooError, ValueError):
@@ -229,3 +245,59 @@ def load_splits(fmt: str, train: str | os.PathLike, val: str | os.PathLike | Non
         raise DatasetError(f"the {fmt} format needs the folder of its split files (--splits DIR)")
     reader = ucf101_splits if fmt == "ucf101" else hmdb51_splits
     return reader(split_dir, train, split, test_root=val)
+
+
+def load_finetune_splits(cfg: FinetuneConfig) -> tuple[LabelledSplit, LabelledSplit]:
+    """(train, val) of the config's dataset (raises :class:`~.datasets.DatasetError` naming what is missing)."""
+    d = cfg.data
+    return load_splits(d.format, d.train, d.val or (None if d.format == "folder" else d.train), d.splits or None,
+                       d.split)
+
+
+class FinetuneError(ConstclZooError, RuntimeError):
+    """Fine-tuning cannot go on with the data given (every validation video, or many training videos in a row,
+    fail to decode)."""
+
+
+class ClipDataset(Dataset):
+    """``dataset[(p, v)]`` -> sample number ``p`` drawn from training video ``v``: ``clip [3, T, S, S]`` in the
+    preprocessing's value range, ``label`` and ``skipped`` (videos replaced because they failed to decode)."""
+
+    def __init__(self, entries: list[VideoEntry], labels: list[int], cfg: FinetuneConfig,
+                 preprocess: PreprocessConfig) -> None:
+        self.entries, self.labels, self.cfg, self.preprocess = entries, labels, cfg, preprocess
+        a = cfg.augment
+        # The pretraining augmentation with its colour, blur and solarize ops off: crop + flip only.
+        self.augment = AugmentConfig(crop_area=a.crop_area, crop_aspect=a.crop_aspect, crop_attempts=a.crop_attempts,
+                                     flip_p=a.flip_p, jitter_p=0.0, grayscale_p=0.0, blur_p=(0.0, 0.0),
+                                     solarize_p=(0.0, 0.0))
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __getitem__(self, key: tuple[int, int]) -> dict[str, torch.Tensor]:
+        position, video = key
+        seed = self.cfg.run.seed
+        rng = np.random.default_rng([seed, position])
+        for attempt in range(_MAX_RETRIES):
+            index = (video + attempt) % len(self.entries)
+            entry = self.entries[index]
+            try:
+                clip = self._clip(entry, rng)
+            except VideoDecodeError as exc:
+                log.warning("sample %d: %s; using the next video", position, exc)
+                rng = np.random.default_rng([seed, position, attempt + 1])
+                continue
+            return {"clip": clip, "label": torch.tensor(self.labels[index]), "skipped": torch.tensor(attempt)}
+        raise FinetuneError(f"sample {position}: {_MAX_RETRIES} training videos in a row failed to decode, starting "
+                            f"at {self.entries[video].path}")
+
+    def _clip(self, entry: VideoEntry, rng: np.random.Generator) -> torch.Tensor:
+        p = self.preprocess
+        span = clip_span(p.num_frames, p.frame_stride)
+        start = int(rng.integers(0, max(1, entry.num_frames - span + 1)))
+        indices = clip_indices(start, p.num_frames, p.frame_stride, entry.num_frames, past_end="wrap")
+        frames = read_frames(entry.path, indices, self.cfg.data.decoder, p.resize_short_side)
+        clip, _ = augment_view(frames, 0, p.crop_size, self.augment, rng)  # [3, T, S, S] in [-1, 1]
+        lo, hi = p.value_range
+        return clip if (lo, hi) == (-1.0, 1.0) else (clip + 1.0) * ((hi - lo) / 2.0) + lo

@@ -1,5 +1,10 @@
-"""``python -m training eval-tracking``: OTB-protocol (OPE) evaluation of a tracker and OpenCV baselines on a
-folder of sequences; prints the table, writes ``metrics.json``, per-sequence boxes and the plots."""
+"""The tracking commands: ``track-train`` (train a SiamFC tracker on the shared engine: :mod:`.learner`) and
+``eval-tracking`` (OTB-protocol evaluation of a tracker and OpenCV baselines on a folder of sequences: prints the
+table, writes ``metrics.json``, per-sequence boxes and the plots: :mod:`.evaluate`).
+
+    python -m training track-train --config cpu_small --videos ../shared/data/videos --out runs/track
+    python -m training eval-tracking --dataset DIR --model CHECKPOINT --out DIR
+"""
 
 from __future__ import annotations
 
@@ -9,8 +14,36 @@ from pathlib import Path
 
 from constcl_zoo.errors import UsageError
 
+from ...engine import add_run_arguments, resolve_config
+from .config import PRESETS, TrackTrainConfig
 
-def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+
+def add_train_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """``track-train``: train a SiamFC tracker on the shared engine (:mod:`.learner`)."""
+    p = sub.add_parser("track-train", help="train a SiamFC tracker (label-free from videos, or annotated pairs)")
+    add_run_arguments(p, PRESETS)
+    p.add_argument("--videos", help="folder / manifest of videos for label-free pairs (data.videos)")
+    p.add_argument("--dataset", help="GOT-10k / OTB / VOT folder for annotated pairs (data.dataset)")
+    p.add_argument("--encoder", help="encoder: name, checkpoint folder or hf-hub: (model.encoder)")
+    p.set_defaults(func=run_train)
+    return p
+
+
+def run_train(args: argparse.Namespace) -> int:
+    """Resolve the config (preset, flags, ``-o``), train, write ``<out>/tracker``. Returns 0."""
+    from .learner import train_tracker
+
+    extra = [f"data.videos={Path(args.videos).resolve()}"] if args.videos else []
+    extra += [f"data.dataset={Path(args.dataset).resolve()}"] if args.dataset else []
+    extra += [f"model.encoder={args.encoder}"] if args.encoder else []
+    cfg = resolve_config(TrackTrainConfig, PRESETS, args, extra)
+    folder = train_tracker(cfg, Path(args.out), resume=args.resume, overwrite=args.overwrite)
+    print(f"tracking checkpoint: {folder}")
+    return 0
+
+
+def add_eval_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """``eval-tracking``: OTB-protocol evaluation of a tracker and baselines (:mod:`.evaluate`)."""
     e = sub.add_parser("eval-tracking", help="OTB-protocol evaluation of a tracker on a folder of sequences")
     e.add_argument("--dataset", required=True, help="OTB / GOT-10k / VOT folder (or one sequence folder)")
     e.add_argument("--model", help="tracking checkpoint (or an encoder: a fresh SiamFC head)")
@@ -23,16 +56,17 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                         "parameters when no --model is given); OpenCV's mil / kcf / csrt (kcf / csrt need "
                         "opencv-contrib); static, a box that never moves")
     e.add_argument("--out", required=True, help="folder for metrics.json, boxes/, success.png, precision.png")
-    e.set_defaults(func=run)
+    e.set_defaults(func=run_eval)
     return e
 
 
-def run(args: argparse.Namespace) -> int:
+def run_eval(args: argparse.Namespace) -> int:
+    """Evaluate ``--model`` and the baselines on ``--dataset``; print the table, write the report. Returns 0."""
     from constcl_zoo.tasks.tracking import NCC_CONFIG, NCCTracker
     from constcl_zoo.workflows.loaders import load_tracker
 
     from .baselines import OpenCVTracker, StaticTracker
-    from .datasets import read_dataset
+    from .data import read_dataset
     from .evaluate import evaluate, format_table, write_report
 
     if not args.model and not args.baseline:
