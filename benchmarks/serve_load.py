@@ -272,7 +272,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "serve_load")
     args = parser.parse_args()
 
-    from export.onnx_export import export_from_name
+    from export.onnx import export_from_name
     from export.runtime import OnnxEmbedder
 
     load_before = os.getloadavg()
