@@ -10,7 +10,7 @@
   sessions without intra-op spinning, so an idle session does not slow the mode timed after it).
   ms/clip, clips/s, achieved GFLOP/s (FLOPs of one clip counted by ``torch.utils.flop_counter``) and its share of
   the measured GEMM peak of the same dtype, and the minimum cosine of the embeddings vs eager fp32.
-* ONNX Runtime int8 (``python -m export onnx --int8``: QDQ, per-channel weights), calibrated on windows of
+* ONNX Runtime int8 (``python -m export onnx --precision int8``: QDQ, per-channel weights), calibrated on windows of
   ``tree.avi`` and checked on ``bikes.mp4`` (mean cosine vs fp32 PyTorch on those held-out windows, in the note
   with the speed-up over ORT fp32 in the same rounds). int8 speed depends on the CPU's int8 dot-product
   instructions (AVX512-VNNI / AVX-VNNI): the report records which the CPU has.
@@ -148,7 +148,7 @@ def torch_modes(arch: str, model: torch.nn.Module, clip: torch.Tensor, skip: set
 
 def ort_modes(arch: str, clip: torch.Tensor, skip: set[str], dev: torch.device, tmp: Path) -> dict[str, Mode]:
     """ONNX Runtime fp32 (and int8 on the CPU) on the same clips, exported into ``tmp``."""
-    from export.onnx_export import export_onnx
+    from export.onnx import export_onnx
     from export.runtime import OnnxEmbedder
 
     provider = "CUDAExecutionProvider" if dev.type == "cuda" else "CPUExecutionProvider"

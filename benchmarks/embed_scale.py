@@ -5,9 +5,9 @@
 The input is a skewed-length manifest made from the real videos in ../shared/data/videos, written to a temporary
 folder: short cuts (the first 32-64 frames of each, re-encoded as H.264), the real videos themselves, and
 concatenations (a video repeated 2x and 3x by stream copy, ``benchmarks/embed.py``'s ``concat_video``). Each
-engine runs in a fresh process into a fresh output folder (random weights, ``--precision fp32``); wall time
+runner runs in a fresh process into a fresh output folder (random weights, ``--precision fp32``); wall time
 includes the process start, the model load and, for Ray, starting the local cluster (run in a network namespace
-of its own, loopback only, where permitted). videos/s and clips/s (windows embedded) per engine. Writes
+of its own, loopback only, where permitted). videos/s and clips/s (windows embedded) per runner. Writes
 ``PREFIX.{json,md}`` (``--out``, default ``benchmarks/results/embed_scale``) with the CPU model, flags and load.
 """
 
@@ -69,7 +69,7 @@ def loopback_only(cmd: list[str]) -> list[str]:
     return cmd
 
 
-def run_engine(name: str, cmd: list[str], out: Path, env: dict[str, str]) -> dict:
+def time_runner(name: str, cmd: list[str], out: Path, env: dict[str, str]) -> dict:
     start = time.perf_counter()
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - start
@@ -78,7 +78,7 @@ def run_engine(name: str, cmd: list[str], out: Path, env: dict[str, str]) -> dic
     indexes = [json.loads(p.read_text()) for p in out.glob("index*.json")]
     videos = [v for index in indexes for v in index["videos"]]
     windows = sum(v["num_windows"] for v in videos)
-    return {"engine": name, "videos": len(videos), "windows": windows, "wall_s": round(wall, 2),
+    return {"runner": name, "videos": len(videos), "windows": windows, "wall_s": round(wall, 2),
             "videos_per_s": round(len(videos) / wall, 3), "clips_per_s": round(windows / wall, 2),
             "command": " ".join(cmd)}
 
@@ -101,8 +101,8 @@ def markdown(report: dict) -> str:
     lines = [f"CPU: {report['cpu']} ({report['cores']} cores; flags {', '.join(report['flags'])}); load average at "
              f"start {report['loadavg_at_start'][0]:.1f}. Model {report['model']} (random init, fp32), "
              f"{report['inputs']} videos ({report['frames']} frames).", "",
-             "| engine | videos | clips | wall s | videos/s | clips/s |", "|---|---|---|---|---|---|"]
-    lines += [f"| {r['engine']} | {r['videos']} | {r['windows']} | {r['wall_s']} | {r['videos_per_s']} | "
+             "| runner | videos | clips | wall s | videos/s | clips/s |", "|---|---|---|---|---|---|"]
+    lines += [f"| {r['runner']} | {r['videos']} | {r['windows']} | {r['wall_s']} | {r['videos_per_s']} | "
               f"{r['clips_per_s']} |" for r in report["results"]]
     return "\n".join(lines) + "\n"
 
@@ -128,14 +128,14 @@ def main() -> None:
         cli = [sys.executable, "-m", "constcl_zoo", "embed", str(manifest)]
         torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
                     "-m", "constcl_zoo", "embed", str(manifest)]
-        engines = [("plain CLI (1 process, 2 threads)", cli, {"OMP_NUM_THREADS": "2"}),
+        runners = [("plain CLI (1 process, 2 threads)", cli, {"OMP_NUM_THREADS": "2"}),
                    ("torchrun (2 processes x 1 thread)", torchrun, {"OMP_NUM_THREADS": "1"}),
                    ("Ray (local, 2 CPUs: decode tasks + 1 model actor)", loopback_only(cli), {})]
         results = []
-        for i, (name, cmd, extra) in enumerate(engines):
+        for i, (name, cmd, extra) in enumerate(runners):
             out = tmp / f"out{i}"
-            full = [*cmd, "--out", str(out), *common] + (["--engine", "ray"] if "Ray" in name else [])
-            results.append(run_engine(name, full, out, {**env, **extra}))
+            full = [*cmd, "--out", str(out), *common] + (["--runner", "ray"] if "Ray" in name else [])
+            results.append(time_runner(name, full, out, {**env, **extra}))
             print(results[-1], flush=True)
     report = {**cpu_info(), "model": args.model, "inputs": len(inputs), "frames": frames, "results": results}
     args.out.parent.mkdir(parents=True, exist_ok=True)

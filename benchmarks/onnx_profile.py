@@ -29,7 +29,8 @@ VIDEOS = ROOT.parent / "shared" / "data" / "videos"
 
 from benchmarks.embed import cpu_info  # noqa: E402
 from constcl_zoo import load  # noqa: E402
-from export.onnx_export import export_onnx, input_shape  # noqa: E402
+from export.onnx import export_onnx  # noqa: E402
+from export.onnx.common import input_shape  # noqa: E402
 from export.quantize import export_int8  # noqa: E402
 
 

@@ -68,7 +68,10 @@ def _wait_ready(url: str, proc: subprocess.Popen, timeout: float = 300.0) -> dic
 FORMATS = ("multipart", "npy", "raw", "v2")
 
 
-def request_body(fmt: str, clips: np.ndarray, model: str) -> tuple[str, bytes, dict[str, str]]:
+Request = tuple[str, bytes, dict[str, str]]  # path, body, headers
+
+
+def request_body(fmt: str, clips: np.ndarray, model: str) -> Request:
     """``(path, body, headers)`` of one request carrying ``clips`` in format ``fmt`` (built once, sent many times,
     so the load generator spends no CPU on encoding): ``multipart`` (a form field ``file`` holding a ``.npy``,
     today's clients), ``npy`` (the ``.npy`` file as the body), ``raw`` (the float32 bytes, shape and dtype in
@@ -252,7 +255,7 @@ def _raw_ort(onnx_path: Path, clips: int, batch: int, spinning: bool) -> dict[st
             "others_cpu_share": round(others / (wall * (os.cpu_count() or 1)), 3)}
 
 
-def main() -> None:
+def _parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--arch", default="constcl_r3d50")
     parser.add_argument("--onnx", type=Path, default=None, help="an exported file instead of exporting --arch")
@@ -270,10 +273,95 @@ def main() -> None:
                         "--ort-spinning; /readyz says which)")
     parser.add_argument("--label", default="", help="a note for the report (e.g. the commit and machine load)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "serve_load")
-    args = parser.parse_args()
+    return parser.parse_args()
 
-    from export.onnx_export import export_from_name
+
+def _serve_command(args: argparse.Namespace, onnx_path: Path, port: int) -> list[str]:
+    """``python -m export serve`` as the benchmark runs it (the clip limit: one full batch per request)."""
+    cmd = [sys.executable, "-m", "export", "serve", str(onnx_path), "--host", "127.0.0.1", "--port", str(port),
+           "--max-batch", str(args.max_batch), "--max-wait-ms", str(args.max_wait_ms),
+           "--max-clips", str(args.max_batch), "--timeout-s", str(args.timeout)]
+    return cmd + (["--ort-spinning"] if args.ort_spinning else [])
+
+
+def _measure_levels(args: argparse.Namespace, url: str, requests: dict[str, Request], server) -> list[dict]:
+    """Every format at every concurrency level (after a warm-up per format)."""
+    levels = []
+    for fmt, request in requests.items():
+        asyncio.run(_level(url, request, 2, 1, args.timeout, server))  # warm-up
+        for clients in args.concurrency:
+            result = {"format": fmt, **asyncio.run(_level(url, request, args.requests, clients, args.timeout,
+                                                          server, args.clips_per_request))}
+            print(result, flush=True)
+            levels.append(result)
+    return levels
+
+
+def _round_row(round_index: int, fmt: str, raw: dict, served: dict, batches: list[int], spins: bool,
+               args: argparse.Namespace) -> dict:
+    """One round's row of a format: the service at saturation against raw ORT measured in the same round."""
+    k = args.clips_per_request
+    best = max(r["clips_per_s"] for r in raw.values())
+    nearest = min(batches, key=lambda b: abs(b - served.get("mean_batch", args.max_batch)))
+    model_cpu = raw[nearest, spins]["cpu_ms_per_clip"]  # as the server runs ORT
+    own = served["server_cpu_ms_per_request"] / k - model_cpu
+    return {"round": round_index + 1, "format": fmt,
+            **{f"raw_batch{b}{'' if spin else '_nospin'}_clips_per_s": r["clips_per_s"]
+               for (b, spin), r in raw.items()},
+            **{f"raw_batch{b}{'' if spin else '_nospin'}_cpu_ms_per_clip": r["cpu_ms_per_clip"]
+               for (b, spin), r in raw.items()},
+            "served_clips_per_s": served["clips_per_s"],
+            "ratio": round(served["clips_per_s"] / best, 3),
+            "server_cpu_ms_per_clip": round(served["server_cpu_ms_per_request"] / k, 3),
+            "client_cpu_ms_per_clip": round(served["client_cpu_ms_per_request"] / k, 3),
+            "others_cpu_share": served["others_cpu_share"],
+            "raw_others_cpu_share": max(r["others_cpu_share"] for r in raw.values()),
+            "mean_batch": served.get("mean_batch"), "model_cpu_ms_per_clip": model_cpu,
+            "service_cpu_ms_per_clip": round(own, 3),
+            "service_threads_cpu_ms_per_clip": _service_threads_cpu(served, k),
+            "service_over_model": round(own / model_cpu, 3)}
+
+
+def _measure_rounds(args: argparse.Namespace, url: str, requests: dict[str, Request], server, onnx_path: Path,
+                    spins: bool) -> list[dict]:
+    """Interleaved rounds (raw ORT here while the idle server waits, then the service at saturation), so that a
+    change of load on a shared machine hits both sides of each ratio alike."""
+    batches, k, top = sorted({1, args.max_batch}), args.clips_per_request, max(args.concurrency)
+    rounds = []
+    for round_index in range(args.rounds):
+        raw = {(b, spin): _raw_ort(onnx_path, args.requests * k, b, spin) for b in batches for spin in (True, False)}
+        for fmt, request in requests.items():
+            served = asyncio.run(_level(url, request, args.requests, top, args.timeout, server, k))
+            rounds.append(_round_row(round_index, fmt, raw, served, batches, spins, args))
+            print(rounds[-1], flush=True)
+    return rounds
+
+
+def _measure(args: argparse.Namespace, onnx_path: Path) -> tuple[list[dict], list[dict], bool]:
+    """``(levels, rounds, whether the server's ORT threads spin)`` against a server started for them."""
     from export.runtime import OnnxEmbedder
+
+    shape = OnnxEmbedder(onnx_path, providers=["CPUExecutionProvider"]).clip_shape
+    clip = np.random.default_rng(1).standard_normal((args.clips_per_request, *shape)).astype(np.float32)
+    requests = {fmt: request_body(fmt, clip, onnx_path.stem) for fmt in args.formats}
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen(_serve_command(args, onnx_path, port), cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    server = psutil.Process(proc.pid)
+    try:
+        spins = _wait_ready(url, proc).get("ort_spinning", True)  # older servers: ORT's default
+        levels = _measure_levels(args, url, requests, server)
+        rounds = _measure_rounds(args, url, requests, server, onnx_path, spins)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    return levels, rounds, spins
+
+
+def main() -> None:
+    args = _parse_args()
+    from export.onnx import export_from_name
 
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
@@ -282,59 +370,7 @@ def main() -> None:
             onnx_path = Path(tmp) / f"{args.arch}.onnx"
             print(f"exporting {args.arch} -> {onnx_path}", flush=True)
             export_from_name(args.arch, onnx_path, random_init=True)
-        shape = OnnxEmbedder(onnx_path, providers=["CPUExecutionProvider"]).clip_shape
-        clip = np.random.default_rng(1).standard_normal((args.clips_per_request, *shape)).astype(np.float32)
-        requests = {fmt: request_body(fmt, clip, onnx_path.stem) for fmt in args.formats}
-        batches, k = sorted({1, args.max_batch}), args.clips_per_request
-        port = _free_port()
-        url = f"http://127.0.0.1:{port}"
-        cmd = [sys.executable, "-m", "export", "serve", str(onnx_path), "--host", "127.0.0.1", "--port", str(port),
-               "--max-batch", str(args.max_batch), "--max-wait-ms", str(args.max_wait_ms),
-               "--max-clips", str(args.max_batch), "--timeout-s", str(args.timeout)]
-        cmd += ["--ort-spinning"] if args.ort_spinning else []
-        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        server = psutil.Process(proc.pid)
-        levels, rounds = [], []
-        top = max(args.concurrency)
-        try:
-            spins = _wait_ready(url, proc).get("ort_spinning", True)  # older servers: ORT's default
-            for fmt, request in requests.items():
-                asyncio.run(_level(url, request, 2, 1, args.timeout, server))  # warm-up
-                for clients in args.concurrency:
-                    result = {"format": fmt, **asyncio.run(_level(url, request, args.requests, clients,
-                                                                  args.timeout, server, k))}
-                    print(result, flush=True)
-                    levels.append(result)
-            # Interleaved rounds (raw ORT here while the idle server waits, then the service at saturation), so
-            # that a change of load on a shared machine hits both sides of each ratio alike.
-            for round_index in range(args.rounds):
-                raw = {(b, spin): _raw_ort(onnx_path, args.requests * k, b, spin)
-                       for b in batches for spin in (True, False)}
-                best = max(r["clips_per_s"] for r in raw.values())
-                for fmt, request in requests.items():
-                    served = asyncio.run(_level(url, request, args.requests, top, args.timeout, server, k))
-                    nearest = min(batches, key=lambda b: abs(b - served.get("mean_batch", args.max_batch)))
-                    model_cpu = raw[nearest, spins]["cpu_ms_per_clip"]  # as the server runs ORT
-                    own = served["server_cpu_ms_per_request"] / k - model_cpu
-                    rounds.append({"round": round_index + 1, "format": fmt,
-                                   **{f"raw_batch{b}{'' if spin else '_nospin'}_clips_per_s": r["clips_per_s"]
-                                      for (b, spin), r in raw.items()},
-                                   **{f"raw_batch{b}{'' if spin else '_nospin'}_cpu_ms_per_clip": r["cpu_ms_per_clip"]
-                                      for (b, spin), r in raw.items()},
-                                   "served_clips_per_s": served["clips_per_s"],
-                                   "ratio": round(served["clips_per_s"] / best, 3),
-                                   "server_cpu_ms_per_clip": round(served["server_cpu_ms_per_request"] / k, 3),
-                                   "client_cpu_ms_per_clip": round(served["client_cpu_ms_per_request"] / k, 3),
-                                   "others_cpu_share": served["others_cpu_share"],
-                                   "raw_others_cpu_share": max(r["others_cpu_share"] for r in raw.values()),
-                                   "mean_batch": served.get("mean_batch"), "model_cpu_ms_per_clip": model_cpu,
-                                   "service_cpu_ms_per_clip": round(own, 3),
-                                   "service_threads_cpu_ms_per_clip": _service_threads_cpu(served, k),
-                                   "service_over_model": round(own / model_cpu, 3)})
-                    print(rounds[-1], flush=True)
-        finally:
-            proc.terminate()
-            proc.wait(timeout=30)
+        levels, rounds, spins = _measure(args, onnx_path)
 
     summary = {fmt: {"ratio_median": round(float(np.median([r["ratio"] for r in rounds if r["format"] == fmt])), 3),
                      "service_over_model_median": round(float(np.median(
@@ -345,11 +381,11 @@ def main() -> None:
               "machine": cpu_model(), "cpus": os.cpu_count(),
               "load_average_before": [round(x, 2) for x in load_before],
               "load_average_after": [round(x, 2) for x in os.getloadavg()], "max_batch": args.max_batch,
-              "max_wait_ms": args.max_wait_ms, "clips_per_request": k, "ort_spinning": spins, "levels": levels,
-              "rounds": rounds, "summary": summary}
+              "max_wait_ms": args.max_wait_ms, "clips_per_request": args.clips_per_request, "ort_spinning": spins,
+              "levels": levels, "rounds": rounds, "summary": summary}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
-    markdown = render(report, args.requests, top)
+    markdown = render(report, args.requests, max(args.concurrency))
     args.out.with_suffix(".md").write_text(markdown)
     print(markdown)
 

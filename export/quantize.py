@@ -1,8 +1,8 @@
 """int8 ONNX for CPUs: static quantization of an exported fp32 graph, calibrated on windows of real videos.
 
-``python -m export onnx MODEL --int8 --calibration VIDEOS...``:
+``python -m export onnx MODEL --precision int8 --calibration VIDEOS...``:
 
-1. the fp32 graph is exported (and self-checked) by :func:`~export.onnx_export.export_onnx` into a temporary folder;
+1. the fp32 graph is exported (and self-checked) by :func:`~export.onnx.encoder.export_onnx` into a temporary folder;
 2. ``onnxruntime.quantization.quant_pre_process`` (shape inference, graph optimisation) prepares it;
 3. ``onnxruntime.quantization.quantize_static`` writes QDQ (``QuantizeLinear``/``DequantizeLinear`` pairs; ORT
    fuses them into integer kernels) with per-channel int8 weights and uint8 activations whose ranges come from
@@ -11,7 +11,7 @@
 4. the self-check embeds windows of *held-out* videos (``--held-out``, default: the second half of the given
    videos, not used for calibration) with the int8 graph and with fp32 PyTorch and compares them by cosine
    similarity per window. Below ``min_cosine`` (mean; default :data:`MIN_COSINE` 0.99) the export fails with
-   :class:`~export.onnx_export.ExportCheckError` and nothing is written. It also reports whether retrieval among
+   :class:`~export.onnx.common.ExportCheckError` and nothing is written. It also reports whether retrieval among
    the held-out windows survives: top-1 agreement is the share of windows whose nearest other window (cosine) is
    the same under int8 and fp32.
 
@@ -40,7 +40,8 @@ from constcl_zoo.nn.model import ConstCLBase
 from constcl_zoo.nn.preprocess import ClipPreprocess
 from constcl_zoo.tasks.base import TaskModel
 
-from .onnx_export import META_PREFIX, ExportCheckError, export_onnx
+from .onnx.common import META_PREFIX, ExportCheckError
+from .onnx.encoder import export_onnx
 
 MIN_COSINE = 0.99
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")

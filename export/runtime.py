@@ -1,12 +1,20 @@
-"""ONNX Runtime embedder for files written by ``python -m export onnx``.
+"""ONNX Runtime for files written by ``python -m export onnx``: sessions on the best provider, the embedder
+(:class:`OnnxEmbedder`) and the SiamFC tracker (:class:`OnnxTracker`).
 
-The model's config (and with it the preprocessing) is read from the ONNX metadata, and frames go through
+An encoder's config (and with it the preprocessing) is read from the ONNX metadata, and frames go through
 ``constcl_zoo``'s own :class:`~constcl_zoo.ClipPreprocess` and sliding windows
 (:func:`constcl_zoo.inference.embed.embed_frames`): there is one preprocessing implementation, not two.
 
 Providers: TensorRT, then CUDA, then CPU — each accepted only if an inference session actually starts on it
 (``onnxruntime.get_device()`` says "GPU" for the ``onnxruntime-gpu`` wheel even on machines without a GPU, and
 ORT silently falls back to the CPU when a CUDA session cannot start).
+
+The tracker runs the graphs of :mod:`export.onnx.tracker` in the same tracking loop
+(:class:`constcl_zoo.tasks.tracking.SiamFC`) as the PyTorch tracker, with the same ``init`` / ``update`` /
+``track``:
+
+>>> tracker = OnnxTracker("tracker_onnx/")
+>>> tracker.init(frame, (x, y, w, h)); box, score = tracker.update(next_frame)
 """
 
 from __future__ import annotations
@@ -14,7 +22,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -22,8 +32,11 @@ import torch
 from constcl_zoo import ClipPreprocess, ModelConfig
 from constcl_zoo.errors import ConstclZooError, InvalidArgumentError
 from constcl_zoo.inference.embed import VideoEmbeddings, VideoInput, embed_frames
+from constcl_zoo.tasks.base import TaskConfig
+from constcl_zoo.tasks.tracking import FrameByFrame, FrameSource, SiamFC, TrackResult
 
-from .onnx_export import META_PREFIX, input_shape
+from .onnx.common import META_PREFIX, input_shape
+from .onnx.tracker import CONFIG_FILE, EXEMPLAR_FILE, SEARCH_FILE
 
 log = logging.getLogger(__name__)
 GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
@@ -153,3 +166,35 @@ class OnnxEmbedder:
 
         return embed_frames(run, video, self.preprocess, clip_frames=clip_frames, stride=stride,
                             batch_size=batch_size, fps=fps)
+
+
+class OnnxTracker(FrameByFrame):
+    """SiamFC on ONNX Runtime from an exported folder; ``providers`` / ``threads`` as
+    :func:`export.runtime.create_session`."""
+
+    def __init__(self, folder: str | os.PathLike, providers: list[str] | None = None,
+                 threads: int | None = None) -> None:
+        folder = Path(folder)
+        if not (folder / CONFIG_FILE).is_file():
+            raise FileNotFoundError(f"{folder}: no {CONFIG_FILE} (export a tracker with export_tracker_onnx)")
+        self.config = TaskConfig.from_dict(json.loads((folder / CONFIG_FILE).read_text()))
+        self.exemplar_session, self.provider = create_session(folder / EXEMPLAR_FILE, providers, threads)
+        self.search_session, _ = create_session(folder / SEARCH_FILE, providers, threads)
+        bb = self.config.encoder.backbone
+        self.feature_stride = bb.stem_stride[1] * bb.stem_pool_stride[1] * 2
+        self._loop: SiamFC | None = None
+
+    def _new_loop(self) -> SiamFC:
+        def exemplar(z: torch.Tensor) -> np.ndarray:
+            return self.exemplar_session.run(None, {"exemplar": z.numpy().astype(np.float32)})[0]
+
+        def respond(zf: np.ndarray, x: torch.Tensor) -> torch.Tensor:
+            out = self.search_session.run(None, {"search": x.numpy().astype(np.float32), "exemplar_features": zf})
+            return torch.from_numpy(out[0])
+
+        return SiamFC(self.config.head, tuple(self.config.preprocess.value_range), self.feature_stride,
+                      exemplar, respond)
+
+    def track(self, video: FrameSource, init_box: Sequence[float], **kwargs: Any) -> TrackResult:
+        self._loop = self._new_loop()
+        return self._loop.track(video, init_box, **kwargs)

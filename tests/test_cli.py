@@ -148,3 +148,44 @@ def test_no_half_drawn_progress_bar_in_front_of_a_failure(tmp_path, capsys) -> N
     shown = [line.split("\r")[-1] for line in capsys.readouterr().err.split("\n")]
     failed = [line for line in shown if "FAILED" in line]
     assert len(failed) == 1 and failed[0].startswith("constcl-zoo embed: FAILED"), shown
+
+
+def test_runner_flag_and_its_deprecated_spelling(videos, tmp_path, capsys) -> None:
+    """``--runner local|ray`` says what embeds the videos (``index.json`` records it); ``--engine`` still works,
+    hidden from ``--help``, with one line on stderr naming its replacement; spellings that disagree are refused."""
+    out = tmp_path / "out"
+    assert main(["embed", str(videos), "--out", str(out), *ARGS, "--runner", "local"]) == 0
+    assert "deprecated" not in capsys.readouterr().err
+    assert json.loads((out / "index.json").read_text())["runner"] == "local"
+    assert main(["embed", str(videos), "--out", str(out), *ARGS, "--engine", "local"]) == 0
+    err = capsys.readouterr().err
+    assert err.splitlines()[0] == "constcl-zoo embed: warning: --engine is deprecated; use --runner local"
+    assert "3 video(s) done (3 skipped as already done" in err  # the same run as --runner local
+    assert main(["embed", str(videos), "--out", str(out), *ARGS, "--engine", "ray", "--runner", "local"]) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == ("constcl-zoo embed: error: --engine and --runner local "
+                                                        "disagree: give one --runner")
+    with pytest.raises(SystemExit):
+        main(["embed", "--help"])
+    help_text = capsys.readouterr().out
+    assert "--runner {local,ray}" in help_text and "--engine" not in help_text
+
+
+def test_embed_run_engine_keyword_and_old_indexes_still_read(tmp_path) -> None:
+    """The Python names renamed with the flag keep working, with a DeprecationWarning: ``EmbedRun(engine=)`` and
+    ``.engine``, ``embed_ray.EngineError``; an index written with the old key ``engine`` reads with ``runner``."""
+    from constcl_zoo.formats.embeddings import FORMAT, read_index
+    from constcl_zoo.workflows import embed_ray
+    from constcl_zoo.workflows.embed_run import EmbedRun, Setup
+
+    setup = Setup(jobs=[], out_dir=tmp_path, rank=0, world_size=1, model=None, spec=None, spec_meta={}, device="cpu")
+    assert EmbedRun(setup, overwrite=False, runner="ray").runner == "ray"
+    with pytest.warns(DeprecationWarning, match=r"EmbedRun\(engine=\.\.\.\) is deprecated"):
+        run = EmbedRun(setup, overwrite=False, engine="ray")
+    assert run.runner == "ray"
+    with pytest.warns(DeprecationWarning, match="EmbedRun.engine is deprecated"):
+        assert run.engine == "ray"
+    with pytest.warns(DeprecationWarning, match="EngineError is deprecated: use RunnerError"):
+        assert embed_ray.EngineError is embed_ray.RunnerError
+    old = tmp_path / "index.json"
+    old.write_text(json.dumps({"format": FORMAT, "engine": "ray", "videos": [], "failed": []}))
+    assert read_index(old)["runner"] == "ray"

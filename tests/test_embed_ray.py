@@ -1,6 +1,6 @@
-"""``constcl-zoo embed --engine ray`` on local Ray clusters, loopback only: a running one (``ray start --head``)
+"""``constcl-zoo embed --runner ray`` on local Ray clusters, loopback only: a running one (``ray start --head``)
 joined with ``--address auto`` or its GCS address, and one the command starts itself. The same files and index
-as the plain engine, a killed actor retried, a corrupt video failed alone, a rerun skipping finished videos."""
+as the local runner, a killed actor retried, a corrupt video failed alone, a rerun skipping finished videos."""
 
 from __future__ import annotations
 
@@ -74,21 +74,21 @@ def _assert_same_outputs(out: Path, plain: Path) -> None:
             torch.testing.assert_close(b[key], a[key], rtol=0, atol=1e-6)
         assert read_metadata(out / name) == read_metadata(plain / name)
     ours, theirs = _index(out), _index(plain)
-    assert ours["engine"] == "ray" and theirs["engine"] == "local"
+    assert ours["runner"] == "ray" and theirs["runner"] == "local"
     assert ours["videos"] == theirs["videos"] and ours["failed"] == theirs["failed"] == []
 
 
 def _embed_ray(inputs: Path, out: Path, *options: str) -> subprocess.CompletedProcess:
-    """``constcl-zoo embed --engine ray`` as a user runs it: its own process (Ray keeps per-process state, such as
+    """``constcl-zoo embed --runner ray`` as a user runs it: its own process (Ray keeps per-process state, such as
     the authentication mode it reads from the environment once), with this process's environment."""
     command = [sys.executable, "-m", "constcl_zoo", "embed", str(inputs), "--out", str(out), *ARGS,
-               "--engine", "ray", *options]
+               "--runner", "ray", *options]
     return subprocess.run(command, capture_output=True, text=True, timeout=600)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("how", ["auto", "gcs-address"])
-def test_ray_on_a_running_cluster_equals_the_plain_engine(cluster, videos, plain, tmp_path, how):
+def test_ray_on_a_running_cluster_equals_the_local_runner(cluster, videos, plain, tmp_path, how):
     _, gcs_address = cluster
     out = tmp_path / "ray"
     done = _embed_ray(videos, out, "--address", "auto" if how == "auto" else gcs_address, "--actors", "1")
@@ -163,14 +163,14 @@ def test_cuda_on_a_cluster_without_gpus_is_a_usage_error(cluster, videos, tmp_pa
 def test_ray_client_address_is_refused_with_the_way_that_works(videos, tmp_path, capsys):
     pytest.importorskip("ray", reason="the `ray` extra is not installed")
     out = tmp_path / "o"
-    assert main(["embed", str(videos), "--out", str(out), *ARGS, "--engine", "ray", "--address",
+    assert main(["embed", str(videos), "--out", str(out), *ARGS, "--runner", "ray", "--address",
                  "ray://10.0.0.1:10001"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Ray Data does not run through Ray Client" in err and "--address auto" in err
     assert not out.exists()
 
 
-def test_without_ray_the_engine_names_the_extra(videos, tmp_path, capsys, monkeypatch):
+def test_without_ray_the_runner_names_the_extra(videos, tmp_path, capsys, monkeypatch):
     import builtins
 
     real_import = builtins.__import__
@@ -181,6 +181,6 @@ def test_without_ray_the_engine_names_the_extra(videos, tmp_path, capsys, monkey
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", no_ray)
-    assert main(["embed", str(videos), "--out", str(tmp_path / "o"), *ARGS, "--engine", "ray"]) == 2
+    assert main(["embed", str(videos), "--out", str(tmp_path / "o"), *ARGS, "--runner", "ray"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "pip install 'constcl-zoo[ray]'" in err

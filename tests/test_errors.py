@@ -206,7 +206,7 @@ def test_export_commands_answer_in_one_line(tmp_path, capsys, monkeypatch):
     one_line_error(capsys, "no ONNX file at", "python -m export onnx")
 
     no_model_load(monkeypatch)
-    monkeypatch.setattr("export.onnx_export.load", constcl_zoo._factory.load)
+    monkeypatch.setattr("export.onnx.load", constcl_zoo._factory.load)
     a_file = tmp_path / "file"
     a_file.write_text("x")
     assert export_main(["onnx", TINY, "--random-init", "--out", str(tmp_path)]) == 2

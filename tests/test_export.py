@@ -26,7 +26,8 @@ from tritonclient.grpc import model_config_pb2
 
 from constcl_zoo import ClipPreprocess, ModelConfig, load
 from export.__main__ import main as export_main
-from export.onnx_export import MIN_OPSET, ExportCheckError, export_onnx, known_export_noise, self_check
+from export.onnx import MIN_OPSET, ExportCheckError, export_onnx, known_export_noise
+from export.onnx.encoder import self_check
 from export.runtime import OnnxEmbedder, OnnxMetadataError, create_session, read_metadata
 from export.triton import write_repository
 
@@ -66,7 +67,8 @@ def exported(branch: str = "global", with_rois: bool = False, fp16: bool = False
     gc.collect()  # finalizers of earlier tests' garbage (an event loop the demo's tests left) warn now, not below
     with warnings.catch_warnings(record=True) as caught, _torch_log_records() as logged:
         warnings.simplefilter("always")
-        export_onnx(model, out, with_rois=with_rois, fp16=fp16, external_data=external_data, source="tiny")
+        export_onnx(model, out, with_rois=with_rois, precision="fp16" if fp16 else "fp32",
+                    external_data=external_data, source="tiny")
     assert [str(w.message) for w in caught] == [], "the export raised warnings"
     assert [r.getMessage() for r in logged] == [], "the export logged warnings"
     return out
@@ -301,9 +303,47 @@ def test_recognition_checkpoint_exports_clip_to_logits(tmp_path, capsys):
 
 def test_self_check_line_has_no_nan() -> None:
     """A tracker export measures only the relative difference: its line says so instead of "max abs diff nan"."""
-    from export.onnx_export import ExportReport
+    from export.onnx import ExportReport
 
     tracker = ExportReport(Path("t"), {}, {}, None, 2.5e-7)
     assert tracker.check_line() == "ONNX Runtime vs PyTorch relative diff 2.5e-07"
     encoder = ExportReport(Path("e"), {}, {}, 1.2e-6, 3e-7)
     assert encoder.check_line() == "ONNX Runtime vs PyTorch max abs diff 1.2e-06 (3e-07 relative)"
+
+
+def test_precision_flag_and_its_deprecated_spellings(tmp_path, capsys, monkeypatch) -> None:
+    """``--precision fp32|fp16|int8`` is the flag; ``--fp16`` and ``--int8`` still work, hidden from ``--help``, each
+    with one line on stderr naming its replacement; spellings that disagree are refused in one line."""
+    from export.onnx import ExportReport
+
+    asked = []
+
+    def export_from_name(name, out, **options):  # what the command asks for, without exporting
+        asked.append(options["precision"])
+        return ExportReport(Path(out), {}, {}, 0.0, 0.0)
+
+    monkeypatch.setattr("export.onnx.export_from_name", export_from_name)
+    out = str(tmp_path / "m.onnx")
+    assert export_main(["onnx", TINY, "--random-init", "--out", out]) == 0
+    assert export_main(["onnx", TINY, "--random-init", "--precision", "fp16", "--out", out]) == 0
+    assert capsys.readouterr().err == ""
+    assert export_main(["onnx", TINY, "--random-init", "--fp16", "--out", out]) == 0
+    assert asked == ["fp32", "fp16", "fp16"]
+    assert capsys.readouterr().err == "python -m export onnx: warning: --fp16 is deprecated; use --precision fp16\n"
+    assert export_main(["onnx", TINY, "--random-init", "--int8", "--out", out]) == 2  # the int8 path: calibration
+    note, error = capsys.readouterr().err.splitlines()
+    assert note == "python -m export onnx: warning: --int8 is deprecated; use --precision int8"
+    assert error.startswith("python -m export onnx: error: --precision int8 needs --calibration")
+    assert export_main(["onnx", TINY, "--random-init", "--fp16", "--precision", "fp32", "--out", out]) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == ("python -m export onnx: error: --fp16 and --precision fp32 "
+                                                        "disagree: give one --precision")
+    assert export_main(["onnx", TINY, "--random-init", "--fp16", "--int8", "--out", out]) == 2
+    assert "--fp16 and --int8 disagree" in capsys.readouterr().err
+    assert asked == ["fp32", "fp16", "fp16"]
+    with pytest.raises(SystemExit):
+        export_main(["onnx", "--help"])
+    help_text = capsys.readouterr().out
+    assert "--precision {fp32,fp16,int8}" in help_text and "--fp16" not in help_text and "--int8 " not in help_text
+    with pytest.raises(SystemExit):
+        export_main(["serve", "--help"])
+    assert "--precision {fp32,fp16}" in capsys.readouterr().out

@@ -1,4 +1,5 @@
-"""int8 ONNX export (``python -m export onnx --int8``): QDQ graph, metadata, cosine check on held-out videos."""
+"""int8 ONNX export (``python -m export onnx --precision int8``): QDQ graph, metadata, cosine check on held-out
+videos."""
 
 from __future__ import annotations
 
@@ -31,8 +32,9 @@ pytestmark = pytest.mark.skipif(not HELD_OUT.is_file(), reason="needs ../shared/
 
 
 def _cli(capsys, out: Path, *extra: str) -> tuple[int, str, str]:
-    code = export_main(["onnx", TINY, "--random-init", "--seed", str(SEED), "--int8", "--calibration",
-                        str(CALIBRATION), str(HELD_OUT), "--calibration-windows", "8", "--out", str(out), *extra])
+    code = export_main(["onnx", TINY, "--random-init", "--seed", str(SEED), "--precision", "int8",
+                        "--calibration", str(CALIBRATION), str(HELD_OUT), "--calibration-windows", "8", "--out",
+                        str(out), *extra])
     captured = capsys.readouterr()
     return code, captured.out, captured.err
 
@@ -48,8 +50,9 @@ def int8_export():
     out = _folder() / "tiny-int8.onnx"
     stdout, stderr = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
-        code = export_main(["onnx", TINY, "--random-init", "--seed", str(SEED), "--int8", "--calibration",
-                            str(CALIBRATION), str(HELD_OUT), "--calibration-windows", "8", "--out", str(out)])
+        code = export_main(["onnx", TINY, "--random-init", "--seed", str(SEED), "--precision", "int8",
+                            "--calibration", str(CALIBRATION), str(HELD_OUT), "--calibration-windows", "8", "--out",
+                            str(out)])
     assert code == 0, stderr.getvalue()
     yield out, stdout.getvalue()
     shutil.rmtree(_folder(), ignore_errors=True)
@@ -109,14 +112,18 @@ def test_impossible_threshold_fails_with_exit_2_and_no_file(capsys, tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--int8"], "--int8 needs --calibration"),
-    (["--calibration", str(HELD_OUT)], "--calibration and --held-out are for --int8 exports"),
-    (["--int8", "--fp16", "--calibration", str(HELD_OUT)], "--int8 does not combine with --fp16"),
-    (["--int8", "--calibration", str(HELD_OUT)], "give two or more --calibration videos"),
-    (["--int8", "--calibration", str(HELD_OUT), "--held-out", str(HELD_OUT)], "must not be calibration videos"),
-    (["--int8", "--calibration", str(VIDEOS / "missing.mp4"), str(HELD_OUT)], "no file, folder or manifest at"),
-    (["--int8", "--calibration", "EMPTY_FOLDER"], "the folder holds no video file"),
-    (["--int8", "--calibration", "ONE_VIDEO_FOLDER"], "give two or more --calibration videos"),  # folder expanded
+    (["--precision", "int8"], "--precision int8 needs --calibration"),
+    (["--calibration", str(HELD_OUT)], "--calibration and --held-out are for int8 exports; add --precision int8"),
+    (["--precision", "int8", "--external-data", "--calibration", str(HELD_OUT)],
+     "--precision int8 does not combine with --external-data"),
+    (["--precision", "int8", "--calibration", str(HELD_OUT)], "give two or more --calibration videos"),
+    (["--precision", "int8", "--calibration", str(HELD_OUT), "--held-out", str(HELD_OUT)],
+     "must not be calibration videos"),
+    (["--precision", "int8", "--calibration", str(VIDEOS / "missing.mp4"), str(HELD_OUT)],
+     "no file, folder or manifest at"),
+    (["--precision", "int8", "--calibration", "EMPTY_FOLDER"], "the folder holds no video file"),
+    (["--precision", "int8", "--calibration", "ONE_VIDEO_FOLDER"],
+     "give two or more --calibration videos"),  # folder expanded
 ])
 def test_int8_usage_errors(capsys, tmp_path, args, message):
     """--calibration and --held-out take files, folders and manifests, as embed does."""

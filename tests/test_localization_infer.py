@@ -200,9 +200,9 @@ def test_onnx_export_of_a_localization_checkpoint(tmp_path, capsys) -> None:
         want = torch.sigmoid(model(torch.from_numpy(clip), torch.from_numpy(boxes))).numpy()
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
     # encoder-only flags are refused in one line
-    assert export_main(["onnx", str(tmp_path / "loc"), "--fp16", "--out", str(tmp_path / "x.onnx")]) == 2
+    assert export_main(["onnx", str(tmp_path / "loc"), "--precision", "fp16", "--out", str(tmp_path / "x.onnx")]) == 2
     err = capsys.readouterr().err.strip()
-    assert "action localizer" in err and "--fp16" in err and "\n" not in err
+    assert "action localizer" in err and "--precision fp16" in err and "\n" not in err
 
 
 def test_encoder_model_with_labels_keeps_its_weights_unless_random_init(tmp_path, capsys) -> None:

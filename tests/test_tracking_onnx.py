@@ -18,7 +18,7 @@ BAG = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "tracking
 @pytest.mark.slow  # ~160 s on 2 busy cores (two dynamo exports + 2 x 10 tracked frames)
 def test_onnx_tracker_matches_pytorch_on_vot15_bag(tmp_path):
     from export.__main__ import main as export_main
-    from export.tracking_runtime import OnnxTracker
+    from export.runtime import OnnxTracker
     from training.tasks.tracking.data import read_dataset
 
     if not BAG.is_dir():

@@ -26,14 +26,15 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-from ..argtypes import positive_float, positive_int
+from ..argtypes import positive_float, positive_int, resolve_deprecated
 from ..errors import UsageError
 from ..inference.precision import PRECISIONS
-from ..workflows.embed_run import EmbedOptions, run_local
+from ..workflows.embed_run import RUNNERS, EmbedOptions, run_local
 
 
 def run_embed(args: argparse.Namespace) -> int:
     """The ``embed`` command; returns the exit status (1 when any video failed)."""
+    runner = resolve_deprecated("constcl-zoo embed", "--runner", args.runner, {"--engine": args.engine}, "local")
     if args.model is None and args.random_init:
         raise UsageError("--random-init needs --model (an architecture name, e.g. constcl_r3d14_w16)")
     opts = EmbedOptions(inputs=args.inputs, out=args.out, model=args.model, branch=args.branch,
@@ -41,7 +42,7 @@ def run_embed(args: argparse.Namespace) -> int:
                         stride=args.stride, batch_size=args.batch_size, precision=args.precision, device=args.device,
                         overwrite=args.overwrite, progress=not args.no_progress)
     opts = dataclasses.replace(opts, model=opts.model_name())  # the package's default encoder when none is given
-    if args.engine == "ray":
+    if runner == "ray":
         from ..workflows.embed_ray import RayOptions, run_ray  # imported only here: Ray is an optional extra
 
         return run_ray(opts, RayOptions(address=args.address, actors=args.actors, actor_cpus=args.actor_cpus,
@@ -70,10 +71,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     embed.add_argument("--overwrite", action="store_true",
                        help="recompute outputs that already exist (also those made with other settings)")
     embed.add_argument("--no-progress", action="store_true", help="no progress bar")
-    ray = embed.add_argument_group("--engine ray (the `ray` extra)")
-    ray.add_argument("--engine", choices=("local", "ray"), default="local",
-                     help="local: this process (one rank of torchrun); ray: CPU decode tasks feeding a pool of model "
-                          "actors on a Ray cluster, with retries (default: local)")
+    ray = embed.add_argument_group("--runner ray (the `ray` extra)")
+    ray.add_argument("--runner", choices=RUNNERS, default=None,
+                     help="what embeds the videos: local, this process (one rank of torchrun); ray, CPU decode tasks "
+                          "feeding a pool of model actors on a Ray cluster, with retries (default: local)")
+    ray.add_argument("--engine", choices=RUNNERS, default=None, help=argparse.SUPPRESS)  # deprecated: --runner
     ray.add_argument("--address", default=None,
                      help="Ray cluster to join from one of its machines: auto (the one running here) or HOST:6379 "
                           "(its GCS address); none: start a local one for the run. Not ray:// (Ray Data does not "

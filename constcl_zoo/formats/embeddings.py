@@ -96,12 +96,15 @@ def settings_differences(meta: dict[str, str], wanted: dict[str, str]) -> str:
 
 
 def read_index(path: Path) -> dict | None:
-    """A folder's index, or ``None`` when there is none or it is unreadable."""
+    """A folder's index, or ``None`` when there is none or it is unreadable. An index written before the key
+    ``runner`` (``"local"`` or ``"ray"``) had that name reads with it (it was called ``engine``)."""
     if not path.is_file():
         return None
     try:
         index = json.loads(path.read_text(encoding="utf-8"))
         if index.get("format") == FORMAT and isinstance(index.get("videos"), list):
+            if "engine" in index and "runner" not in index:
+                index["runner"] = index["engine"]
             return index
     except (OSError, ValueError, AttributeError):
         pass

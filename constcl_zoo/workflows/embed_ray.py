@@ -1,13 +1,13 @@
-"""``constcl-zoo embed INPUT... --out DIR --engine ray``: the same outputs, computed on a Ray cluster (the `ray`
-extra; imported only for this engine).
+"""``constcl-zoo embed INPUT... --out DIR --runner ray``: the same outputs, computed on a Ray cluster (the `ray`
+extra; imported only for this runner).
 
 Where ``torchrun`` splits the sorted input list statically (the slowest rank sets the wall time; a dead rank's
 share is missing), Ray Data streams it: each video is decoded and cut into preprocessed windows by a CPU task
 (:func:`constcl_zoo.inference.embed.iter_windows`, the package's one window path), the windows of all videos are batched
 (``--batch-size``) into a pool of model actors (``--actors``: one per GPU with ``num_gpus=1`` when the cluster
 has GPUs, else N on CPU) running :func:`constcl_zoo.inference.embed.inference_runner`, and the driver groups the
-features back per video and writes them with :class:`~constcl_zoo.workflows.embed_run.EmbedRun` — the plain engine's
-writer, skip rules and index — so the folder cannot be told from the plain engine's (``index.json`` says ``engine``).
+features back per video and writes them with :class:`~constcl_zoo.workflows.embed_run.EmbedRun` — the local runner's
+writer, skip rules and index — so the folder cannot be told from the local runner's (``index.json`` says ``runner``).
 
 Failures: a video that fails to decode is recorded in the index's ``failed`` list with its error and the job goes
 on. A decode task or model actor whose process dies is retried by Ray with Ray Data's defaults (a task 3
@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,8 +45,16 @@ FAULT_ENV = "CONSTCL_ZOO_RAY_FAULT_FILE"
 MAX_BLOCKS = 10_000  # input blocks: one video each up to this many videos, so a long video never holds up others
 
 
-class EngineError(ConstclZooError, RuntimeError):
+class RunnerError(ConstclZooError, RuntimeError):
     """The Ray job stopped (the cluster went away, or an actor could not start): finished videos are kept."""
+
+
+def __getattr__(name: str):  # EngineError: the deprecated name of RunnerError
+    if name == "EngineError":
+        warnings.warn("constcl_zoo.workflows.embed_ray.EngineError is deprecated: use RunnerError", DeprecationWarning,
+                      stacklevel=2)
+        return RunnerError
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _placeholder(clip_shape: tuple[int, ...]) -> np.ndarray:
@@ -66,7 +75,7 @@ def video_rows(row: dict[str, Any], *, preprocess: ClipPreprocess, spec: WindowS
             yield {**base, "kind": "window", "k": k, "clip": window.clip.numpy(), "start_frame": window.start_frame,
                    "end_frame": window.end_frame, "start_s": window.start_s, "end_s": window.end_s}
             count = k + 1
-    except VIDEO_ERRORS as exc:  # this video's problem only, as in the plain engine
+    except VIDEO_ERRORS as exc:  # this video's problem only, as with the local runner
         yield {**base, "kind": "error", "clip": _placeholder(clip_shape), "error_type": type(exc).__name__,
                "error": str(exc)}
         return
@@ -186,7 +195,7 @@ def _connect(address: str | None) -> bool:
 
 @dataclass(frozen=True)
 class RayOptions:
-    """The Ray engine's own settings: the cluster to join (``address``: ``"auto"``, ``HOST:PORT``; ``None``: start
+    """The Ray runner's own settings: the cluster to join (``address``: ``"auto"``, ``HOST:PORT``; ``None``: start
     one for the run), model ``actors`` (``None``: one per GPU of the cluster, else 1), CPUs per CPU model actor and
     per decode task."""
 
@@ -197,23 +206,23 @@ class RayOptions:
 
 
 def run_ray(opts: EmbedOptions, ray_opts: RayOptions) -> int:
-    """``constcl-zoo embed --engine ray``; the exit status as the plain engine's (:func:`.embed_run.run_local`)."""
+    """``constcl-zoo embed --runner ray``; the exit status as the local runner's (:func:`.embed_run.run_local`)."""
     import ray  # ModuleNotFoundError names the `ray` extra (errors.EXTRAS)
     import ray.data
 
     if dist_env()[1] != 1:
-        raise UsageError("--engine ray runs the whole job from one driver: launch it without torchrun "
+        raise UsageError("--runner ray runs the whole job from one driver: launch it without torchrun "
                          "(unset RANK / WORLD_SIZE)")
     started = _connect(ray_opts.address)
     try:
         if opts.device not in (None, "cpu", "cuda"):
-            raise UsageError(f"--device {opts.device}: with --engine ray use cpu or cuda (each actor gets one GPU)")
+            raise UsageError(f"--device {opts.device}: with --runner ray use cpu or cuda (each actor gets one GPU)")
         gpus = ray.cluster_resources().get("GPU", 0)
         if opts.device == "cuda" and not gpus:
             raise UsageError("--device cuda: the Ray cluster has no GPU; use --device cpu")
         use_gpu = gpus > 0 and opts.device != "cpu"
         s = setup(opts, rank=0, world_size=1, device="cpu")  # the driver's model: settings and config only
-        embed_run = EmbedRun(s, overwrite=opts.overwrite, engine="ray")
+        embed_run = EmbedRun(s, overwrite=opts.overwrite, runner="ray")
         todo = []
         for job in s.jobs:
             if job.name in embed_run.existing:
@@ -228,7 +237,7 @@ def run_ray(opts: EmbedOptions, ray_opts: RayOptions) -> int:
                 _execute(opts, ray_opts, s, todo, collector, actors=ray_opts.actors or (int(gpus) if use_gpu else 1),
                          use_gpu=use_gpu)
                 for job_id in collector.unfinished():
-                    embed_run.fail(todo[job_id], "EngineError", "its Ray task failed after Ray's retries (see the "
+                    embed_run.fail(todo[job_id], "RunnerError", "its Ray task failed after Ray's retries (see the "
                                    "Ray logs); rerun to retry it")
         finally:
             if bar is not None:
@@ -270,7 +279,7 @@ def _execute(opts: EmbedOptions, ray_opts: RayOptions, s: Any, todo: list[Job], 
                 for i in range(len(batch["job"])):
                     collector.add({key: column[i] for key, column in batch.items()})
         except ray.exceptions.RayError as exc:
-            raise EngineError(f"the Ray job stopped ({type(exc).__name__}: {str(exc).splitlines()[0]}); the finished "
+            raise RunnerError(f"the Ray job stopped ({type(exc).__name__}: {str(exc).splitlines()[0]}); the finished "
                               f"videos are written and listed in the index, and a rerun skips them") from exc
     finally:
         ctx.max_errored_blocks, ctx.enable_progress_bars = saved

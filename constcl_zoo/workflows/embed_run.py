@@ -1,5 +1,6 @@
 """Embedding many videos into a folder, resumable and sharded: the run behind ``constcl-zoo embed``, the same for
-both engines (this process, :func:`run_local`; a Ray cluster, :mod:`.embed_ray`).
+both runners (``--runner local``: this process, :func:`run_local`; ``--runner ray``: a Ray cluster,
+:mod:`.embed_ray`).
 
 Inputs are video files, folders (searched recursively for video extensions) or manifests (``.txt`` / ``.lst``:
 one path a line, blank lines and ``#`` comments ignored; or ``.csv`` with a ``path`` column; relative to the
@@ -21,13 +22,14 @@ import json
 import os
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from ..errors import ConstclZooError, UsageError
+from ..errors import ConstclZooError, InvalidArgumentError, InvalidTypeError, UsageError
 from ..fileio import prepare_output_dir
 from ..formats.embeddings import (
     FORMAT,
@@ -45,6 +47,7 @@ from ..inference.precision import resolve_precision
 from ..inference.video import ManifestError, find_videos, read_manifest
 
 MANIFEST_SUFFIXES = (".txt", ".lst", ".csv")
+RUNNERS = ("local", "ray")  # what embeds the videos (--runner): this process, or a Ray cluster (embed_ray)
 # Write errors that no later video can escape: the run stops instead of failing every remaining video.
 _STOP_ERRNOS = {getattr(errno, name) for name in ("ENOSPC", "EDQUOT", "EROFS") if hasattr(errno, name)}
 # The errors that fail one video only (a bad file, a decoder error, an unwritable subfolder); others stop the run.
@@ -208,7 +211,7 @@ def _write_index(path: Path, index: dict) -> bool:
 
 @dataclass(frozen=True)
 class Setup:
-    """What every engine needs before any work: the jobs, the output folder, the model (on ``device``) and the
+    """What every runner needs before any work: the jobs, the output folder, the model (on ``device``) and the
     settings recorded in each output's metadata."""
 
     jobs: list[Job]
@@ -238,14 +241,28 @@ def setup(opts: EmbedOptions, *, rank: int, world_size: int, device: str) -> Set
     return Setup(jobs, out_dir, rank, world_size, model, spec, spec_meta, device)
 
 
-class EmbedRun:
-    """One run's bookkeeping, the same for every engine: which outputs are already done (skipped), writing a
-    finished video (:meth:`save`), recording a failed one (:meth:`fail`), and the index (:meth:`write_index`),
-    so the folder an engine leaves cannot be told apart from another engine's."""
+def _runner_argument(runner: str | None, engine: str | None) -> str:
+    """``EmbedRun``'s runner, given as ``runner=`` or by its deprecated name ``engine=`` (a DeprecationWarning)."""
+    if engine is not None:
+        warnings.warn("EmbedRun(engine=...) is deprecated: use EmbedRun(runner=...)", DeprecationWarning,
+                      stacklevel=3)
+        if runner not in (None, engine):
+            raise InvalidArgumentError(f"EmbedRun got runner={runner!r} and engine={engine!r}; give runner only")
+        runner = engine
+    if runner is None:
+        raise InvalidTypeError("EmbedRun() needs the keyword argument runner= (one of RUNNERS)")
+    return runner
 
-    def __init__(self, s: Setup, *, overwrite: bool, engine: str) -> None:
+
+class EmbedRun:
+    """One run's bookkeeping, the same for every runner (:data:`RUNNERS`): which outputs are already done (skipped),
+    writing a finished video (:meth:`save`), recording a failed one (:meth:`fail`), and the index
+    (:meth:`write_index`, which records the runner), so the folder one runner leaves cannot be told apart from
+    another's. ``engine=`` is the deprecated name of ``runner=``."""
+
+    def __init__(self, s: Setup, *, overwrite: bool, runner: str | None = None, engine: str | None = None) -> None:
         """Check what the folder already holds: a run with other settings is refused untouched (UsageError)."""
-        self.s, self.engine = s, engine
+        self.s, self.runner = s, _runner_argument(runner, engine)
         self.index_path = s.out_dir / index_name(s.rank, s.world_size)
         self.existing: dict[str, dict[str, str]] = {}  # this run's outputs that are already done (skipped)
         self.corrupt: dict[str, str] = {}  # this run's outputs that are unreadable (recomputed)
@@ -289,6 +306,12 @@ class EmbedRun:
         if stale:
             say(f"warning: {stale} output(s) made with other settings are not inputs of this run: they stay in "
                 f"{out_dir} but are not listed in {self.index_path.name}")
+
+    @property
+    def engine(self) -> str:
+        """Deprecated: :attr:`runner`."""
+        warnings.warn("EmbedRun.engine is deprecated: use EmbedRun.runner", DeprecationWarning, stacklevel=2)
+        return self.runner
 
     def _entry(self, job: Job) -> dict:
         return {"source": str(job.source), "file": job.output(self.s.out_dir).relative_to(self.s.out_dir).as_posix()}
@@ -334,7 +357,7 @@ class EmbedRun:
     def write_index(self) -> bool:
         """Write the index (every finished video in the folder, this run's failed ones); False if it failed."""
         videos = sorted(self.kept + self.done, key=lambda v: v["file"])
-        index = {"format": FORMAT, "rank": self.s.rank, "world_size": self.s.world_size, "engine": self.engine,
+        index = {"format": FORMAT, "rank": self.s.rank, "world_size": self.s.world_size, "runner": self.runner,
                  **self.s.spec_meta, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                  "videos": videos, "failed": self.failed}
         return _write_index(self.index_path, index)
@@ -354,7 +377,7 @@ def run_local(opts: EmbedOptions) -> int:
     """Embed in this process (one rank of ``torchrun``); the exit status (1 when any video failed)."""
     rank, world_size = dist_env()
     s = setup(opts, rank=rank, world_size=world_size, device=resolve_device(opts.device))
-    run = EmbedRun(s, overwrite=opts.overwrite, engine="local")
+    run = EmbedRun(s, overwrite=opts.overwrite, runner="local")
     precision = str(resolve_precision(opts.precision, s.device))
     bar = progress_bar(len(s.jobs), opts.progress)
     index_written = False

@@ -286,6 +286,28 @@ class FrameCache:
         return np.ascontiguousarray(frames[np.asarray(indices, dtype=np.int64)])
 
 
+def _read_count_cache(cache_path: Path | None) -> dict[str, dict]:
+    """The frame-count cache of :func:`build_index` (path -> stamp, frames, error); empty if absent or unreadable."""
+    if cache_path is None or not cache_path.is_file():
+        return {}
+    try:
+        return json.loads(cache_path.read_text())
+    except json.JSONDecodeError:
+        log.warning("%s: unreadable frame-count cache, recounting", cache_path)
+        return {}
+
+
+def _skip_reason(frames: int | None, error: str, min_frames: int) -> str:
+    """Why a counted video is not used ("" when it is)."""
+    if frames is None:
+        return error or "unreadable"
+    if frames == 0:
+        return "decodes no frames"
+    if frames < min_frames:
+        return f"too short: {frames} decoded frames < {min_frames}"
+    return ""
+
+
 def build_index(paths: Sequence[Path], min_frames: int, decoder: str = "opencv", cache: str | Path | None = None,
                 threads: int = 2, frame_cache: FrameCache | None = None) -> VideoIndex:
     """Count decoded frames of every video (threads; results cached in ``cache`` keyed by path, size, mtime).
@@ -294,13 +316,8 @@ def build_index(paths: Sequence[Path], min_frames: int, decoder: str = "opencv",
     Unreadable, empty and too-short (< ``min_frames``) videos are skipped with a logged warning and counted;
     only when *no* video is usable does this raise.
     """
-    cached: dict[str, dict] = {}
     cache_path = Path(cache) if cache else None
-    if cache_path is not None and cache_path.is_file():
-        try:
-            cached = json.loads(cache_path.read_text())
-        except json.JSONDecodeError:
-            log.warning("%s: unreadable frame-count cache, recounting", cache_path)
+    cached = _read_count_cache(cache_path)
 
     def stamp(p: Path) -> str:
         st = p.stat()
@@ -324,18 +341,14 @@ def build_index(paths: Sequence[Path], min_frames: int, decoder: str = "opencv",
 
     with ThreadPoolExecutor(max(1, threads)) as pool:
         results = list(pool.map(work, paths))
-    entries, skipped, new_cache = [], {}, {}
-    for key, frames, error, st in results:
-        if st:
-            new_cache[key] = {"stamp": st, "frames": frames, "error": error}
-        if frames is None:
-            skipped[key] = error or "unreadable"
-        elif frames == 0:
-            skipped[key] = "decodes no frames"
-        elif frames < min_frames:
-            skipped[key] = f"too short: {frames} decoded frames < {min_frames}"
+    entries, skipped = [], {}
+    for key, frames, error in ((key, frames, error) for key, frames, error, _ in results):
+        reason = _skip_reason(frames, error, min_frames)
+        if reason:
+            skipped[key] = reason
         else:
             entries.append(VideoEntry(key, frames))
+    new_cache = {key: {"stamp": st, "frames": frames, "error": error} for key, frames, error, st in results if st}
     for key, reason in skipped.items():
         log.warning("skipping video %s: %s", key, reason)
     if cache_path is not None:

@@ -36,7 +36,7 @@ are affine warps of the uint8 frames (:func:`crop_and_resize`). The backbone run
 ``torch.inference_mode``; the head and the post-processing run in fp32.
 
 The tracking loop (:class:`SiamFC`) only needs two functions — exemplar features and scale responses — so the
-ONNX Runtime tracker (``export.tracking_runtime``) runs the same loop on exported graphs.
+ONNX Runtime tracker (``export.runtime``) runs the same loop on exported graphs.
 """
 
 from .annotate import track_video, video_fps

@@ -283,7 +283,7 @@ def _with_future(frames: Iterable[Any], n: int) -> Iterator[tuple[Any, list[Any]
 
 class FrameByFrame:
     """``init`` / ``update`` over a :class:`SiamFC` loop from ``self._new_loop()``: shared by the PyTorch tracker
-    and the ONNX Runtime one (``export.tracking_runtime.OnnxTracker``), which differ only in how they compute
+    and the ONNX Runtime one (``export.runtime.OnnxTracker``), which differ only in how they compute
     features and responses."""
 
     _loop: SiamFC | None = None

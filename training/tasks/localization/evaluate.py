@@ -162,6 +162,17 @@ class ClassMatches:
     ignored: int
 
 
+def _scored_keys(rule: EvalRule, gt: dict, det: dict, groundtruth: list[AvaRow],
+                 groundtruth_keys: Iterable[str] | None) -> set[str]:
+    """The key frames whose detections count: the ground truth's key frames (current rule: with or without actions),
+    those with ground-truth boxes (``ignore_empty_frames``), or every detected one (2018)."""
+    if rule == "current":
+        return set(groundtruth_keys) if groundtruth_keys is not None else {r.key for r in groundtruth}
+    if rule == "ignore_empty_frames":
+        return set(gt)
+    return set(det)
+
+
 def match_detections(groundtruth: Iterable[AvaRow], detections: Iterable[AvaRow], labels: Sequence[AvaLabel],
                      excluded: set[str] | None = None, iou_threshold: float = IOU_THRESHOLD,
                      rule: EvalRule = "current", groundtruth_keys: Iterable[str] | None = None) -> ClassMatches:
@@ -183,12 +194,7 @@ def match_detections(groundtruth: Iterable[AvaRow], detections: Iterable[AvaRow]
     excluded_keys = {key_of(*split_key(k)) for k in excluded or ()}
     gt = _per_frame(groundtruth, classes, 0, excluded_keys, key_of)
     det = _per_frame(detections, classes, MAX_DETECTIONS_PER_FRAME, excluded_keys, key_of)
-    if rule == "current":
-        scored = set(groundtruth_keys) if groundtruth_keys is not None else {r.key for r in groundtruth}
-    elif rule == "ignore_empty_frames":
-        scored = set(gt)
-    else:
-        scored = set(det)
+    scored = _scored_keys(rule, gt, det, groundtruth, groundtruth_keys)
     ignored = len(set(det) - scored)
     det = {key: entries for key, entries in det.items() if key in scored}
 

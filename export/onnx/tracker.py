@@ -10,7 +10,7 @@
 Shapes are fixed (S = the config's number of scales, Z / X its crop sizes): the crop sizes are part of the
 tracker. Inputs are float32 clips in the weights' value range (what :class:`~constcl_zoo.tasks.tracking.SiamFC`
 feeds). The export checks itself: ONNX Runtime must match PyTorch within ``1e-4 * max |torch|``.
-``export.tracking_runtime.OnnxTracker`` runs the same tracking loop on these graphs.
+``export.runtime.OnnxTracker`` runs the same tracking loop on these graphs.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from constcl_zoo import __version__
 from constcl_zoo.fileio import atomic_write
 from constcl_zoo.tasks.tracking import SiamFCTracker
 
-from .onnx_export import META_PREFIX, MIN_OPSET, TOLERANCE, compare_outputs, known_export_noise
+from .common import MIN_OPSET, TOLERANCE, ExportReport, add_metadata, compare_outputs, known_export_noise
 
 EXEMPLAR_FILE, SEARCH_FILE, CONFIG_FILE = "exemplar.onnx", "search.onnx", "tracker.json"
 
@@ -52,8 +52,19 @@ class _Search(nn.Module):
 
 @dataclass(frozen=True)
 class TrackerExport:
+    """The folder a tracker export wrote and the worst relative difference of its two graphs' self-checks."""
+
     folder: Path
     relative_diff: float
+
+    def report(self, tracker: SiamFCTracker) -> ExportReport:
+        """The export as an :class:`~export.onnx.common.ExportReport` (what ``python -m export onnx`` prints): the
+        two graphs' input shapes and outputs, the relative difference only."""
+        cfg = tracker.tracker_config
+        inputs = {EXEMPLAR_FILE: [1, 3, cfg.num_frames, cfg.exemplar_size, cfg.exemplar_size],
+                  SEARCH_FILE: [cfg.num_scales, 3, cfg.num_frames, cfg.search_size, cfg.search_size]}
+        outputs = {EXEMPLAR_FILE: ["exemplar_features"], SEARCH_FILE: ["responses"]}
+        return ExportReport(self.folder, inputs, outputs, None, self.relative_diff)
 
 
 def export_tracker_onnx(tracker: SiamFCTracker, out: str | os.PathLike, *, opset: int = MIN_OPSET,
@@ -82,10 +93,7 @@ def export_tracker_onnx(tracker: SiamFCTracker, out: str | os.PathLike, *, opset
                 program = torch.onnx.export(module, args, dynamo=True, opset_version=opset, input_names=inputs,
                                             output_names=outputs, optimize=True, verbose=False)
             proto = program.model_proto
-            for key, value in {"task": "tracking", "config": config_json, "graph": name,
-                               "version": __version__}.items():
-                entry = proto.metadata_props.add()
-                entry.key, entry.value = META_PREFIX + key, value
+            add_metadata(proto, {"task": "tracking", "config": config_json, "graph": name, "version": __version__})
             onnx.checker.check_model(proto)
             atomic_write(out / name, proto.SerializeToString())
             if check:

@@ -20,17 +20,17 @@ import torch
 from torch import nn
 
 from constcl_zoo import __version__
-from constcl_zoo.errors import InvalidArgumentError, InvalidTypeError
+from constcl_zoo.errors import InvalidTypeError
 from constcl_zoo.tasks.localization import ActionLocalizer
 
-from .onnx_export import (
-    META_PREFIX,
-    MIN_OPSET,
+from .common import (
     TOLERANCE,
     ExportReport,
+    add_metadata,
+    check_opset,
     compare_outputs,
+    graph_report,
     known_export_noise,
-    value_dims,
 )
 
 
@@ -60,16 +60,14 @@ def export_localizer_onnx(model: ActionLocalizer, out: str | os.PathLike, *, hei
 
     if not isinstance(model, ActionLocalizer):
         raise InvalidTypeError(f"export_localizer_onnx takes an ActionLocalizer, got {type(model).__name__}")
-    opset = MIN_OPSET if opset is None else opset
-    if opset < MIN_OPSET:
-        raise InvalidArgumentError(f"opset must be >= {MIN_OPSET} (the dynamo ONNX exporter's minimum), got {opset}")
+    opset = check_opset(opset)
     short = model.clip_preprocess.cfg.resize_short_side
     size = (height or short, width or round(short * 4 / 3))
     model = model.float().eval()
     graph = _LocalizerGraph(model).eval()
     args = _example(model, size, batch=2, boxes=3, seed=0)
     # The boxes' batch axis is the clips' (forward_head checks it): Dim.DYNAMIC lets torch.export tie the two, as
-    # in onnx_export._example.
+    # in export.onnx.encoder._example.
     dynamic = {"clip": {0: torch.export.Dim("batch")},
                "boxes": {0: torch.export.Dim.DYNAMIC, 1: torch.export.Dim("num_boxes")}}
     with torch.no_grad(), known_export_noise():
@@ -81,20 +79,14 @@ def export_localizer_onnx(model: ActionLocalizer, out: str | os.PathLike, *, hei
                 "labels": json.dumps(list(model.labels)), "label_ids": json.dumps(list(model.label_ids)),
                 "input_size": json.dumps(list(size)), "precision": "fp32", "source": source, "output": "scores",
                 "version": __version__}
-    for key, value in metadata.items():
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = META_PREFIX + key, value
+    add_metadata(proto, metadata)
     proto.doc_string = f"ConST-CL {model.config.arch} action localizer exported by constcl_zoo {__version__}"
     onnx.checker.check_model(proto)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     onnx.save_model(proto, str(out))
-    inputs = {i.name: value_dims(i) for i in proto.graph.input}
-    outputs = {o.name: value_dims(o) for o in proto.graph.output}
-    if not check:
-        return ExportReport(out, inputs, outputs, float("nan"), float("nan"))
-    abs_diff, rel = self_check_localizer(out, model, size, TOLERANCE["fp32"])
-    return ExportReport(out, inputs, outputs, abs_diff, rel)
+    diffs = self_check_localizer(out, model, size, TOLERANCE["fp32"]) if check else None
+    return graph_report(out, proto, diffs)
 
 
 def self_check_localizer(path: Path, model: ActionLocalizer, size: tuple[int, int], tolerance: float
