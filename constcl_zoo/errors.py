@@ -57,6 +57,7 @@ def add_debug_flag(parser: argparse.ArgumentParser) -> None:
 # Optional dependencies (top-level module -> the pyproject.toml extra that installs it).
 EXTRAS = {"av": "video", "tqdm": "video", "onnx": "export", "onnxscript": "export", "onnxruntime": "export",
           "fastapi": "serve", "uvicorn": "serve", "prometheus_client": "serve", "multipart": "serve",
+          "httptools": "serve", "orjson": "serve",
           "tensorboard": "train", "cv2": "train", "kornia": "train", "skimage": "train", "gradio": "demo",
           "ray": "ray"}
 
